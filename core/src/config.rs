@@ -1,0 +1,372 @@
+//! Configuration: defaults, then a TOML file, then `KUMULUS_*` environment
+//! variables (`__` for nesting, e.g. `KUMULUS_WORKER__SLOTS=4`). Loaded and
+//! validated once at start; a bad value is one error that names its key.
+
+use figment::providers::{Env, Format, Serialized, Toml};
+use figment::Figment;
+use serde::{Deserialize, Serialize};
+use std::fmt;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+
+use crate::submission::{Limits, RepoPolicy};
+
+/// Which deployment the process is part of; it picks some defaults.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Mode {
+    /// `kumulus up`: one process, embedded backends, local repositories allowed.
+    Standalone,
+    /// Separate services with production backends.
+    Production,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Config {
+    /// Where the HTTP API listens.
+    pub listen: SocketAddr,
+    /// Where embedded backends keep their data.
+    pub data_dir: PathBuf,
+    pub api: ApiConfig,
+    pub worker: WorkerConfig,
+    pub auth: AuthConfig,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ApiConfig {
+    /// Largest request body accepted (413 above it).
+    pub body_limit_bytes: usize,
+    /// Requests a second allowed per user on `/api` (429 above it).
+    pub rate_per_sec: u32,
+    /// Burst of requests allowed above the steady rate.
+    pub rate_burst: u32,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct WorkerConfig {
+    /// Jobs a worker runs at once.
+    pub slots: usize,
+    /// Time limit of a job that asks for none.
+    pub timeout_secs: u64,
+    /// Largest time limit a job may ask for.
+    pub max_timeout_secs: u64,
+    /// Largest stdout.log and stderr.log kept, each; the rest is dropped.
+    pub log_limit_bytes: u64,
+    /// Time limit of `git clone`.
+    pub clone_timeout_secs: u64,
+    /// On shutdown, how long a running job may go on before it is stopped
+    /// and handed back to the queue.
+    pub shutdown_grace_secs: u64,
+    /// URL schemes a repository may use.
+    pub allowed_schemes: Vec<String>,
+    /// Accept absolute paths and `file://` URLs as repositories.
+    pub allow_local_repos: bool,
+    /// Where work folders are made (default: `<data_dir>/work`).
+    pub work_dir: Option<PathBuf>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AuthConfig {
+    /// Built-in users (standalone mode).
+    pub users: Vec<UserEntry>,
+    /// Lifetime of the tokens the process signs.
+    pub token_ttl_secs: u64,
+}
+
+/// A built-in user; `password` is plain text or an argon2 hash (`$argon2...`).
+#[derive(Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct UserEntry {
+    pub username: String,
+    pub password: String,
+}
+
+impl fmt::Debug for UserEntry {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("UserEntry")
+            .field("username", &self.username)
+            .field("password", &"***")
+            .finish()
+    }
+}
+
+pub const DEFAULT_USER: &str = "demo";
+pub const DEFAULT_PASSWORD: &str = "demo";
+
+impl Config {
+    pub fn defaults(mode: Mode) -> Self {
+        Self {
+            listen: SocketAddr::from(([127, 0, 0, 1], 8080)),
+            data_dir: PathBuf::from("kumulus-data"),
+            api: ApiConfig {
+                body_limit_bytes: 1024 * 1024,
+                rate_per_sec: 50,
+                rate_burst: 200,
+            },
+            worker: WorkerConfig {
+                slots: 2,
+                timeout_secs: 600,
+                max_timeout_secs: 3600,
+                log_limit_bytes: 10 * 1024 * 1024,
+                clone_timeout_secs: 120,
+                shutdown_grace_secs: 10,
+                allowed_schemes: vec!["https".into()],
+                allow_local_repos: mode == Mode::Standalone,
+                work_dir: None,
+            },
+            auth: AuthConfig {
+                users: match mode {
+                    Mode::Standalone => vec![UserEntry {
+                        username: DEFAULT_USER.into(),
+                        password: DEFAULT_PASSWORD.into(),
+                    }],
+                    Mode::Production => Vec::new(),
+                },
+                token_ttl_secs: 3600,
+            },
+        }
+    }
+
+    /// Defaults, then `file`, then the environment.
+    pub fn figment(mode: Mode, file: Option<&Path>) -> Figment {
+        let mut fig = Figment::from(Serialized::defaults(Self::defaults(mode)));
+        if let Some(file) = file {
+            fig = fig.merge(Toml::file_exact(file));
+        }
+        fig.merge(
+            Env::prefixed("KUMULUS_")
+                .split("__")
+                // Other KUMULUS_* variables (used by scripts) are not ours.
+                .filter(|key| {
+                    let key = key.as_str().to_ascii_lowercase().replace("__", ".");
+                    let top = key.split('.').next().unwrap_or("");
+                    TOP_LEVEL_KEYS.contains(&top)
+                }),
+        )
+    }
+
+    /// Loads and validates the configuration.
+    pub fn load(mode: Mode, file: Option<&Path>) -> Result<Self, ConfigError> {
+        if let Some(file) = file {
+            if !file.is_file() {
+                return Err(ConfigError::new(
+                    "--config",
+                    format!("no such file: {}", file.display()),
+                ));
+            }
+        }
+        Self::from_figment(Self::figment(mode, file))
+    }
+
+    pub fn from_figment(fig: Figment) -> Result<Self, ConfigError> {
+        let cfg: Config = fig.extract().map_err(ConfigError::from_figment)?;
+        cfg.validate()?;
+        Ok(cfg)
+    }
+
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        let w = &self.worker;
+        let check = |ok: bool, key: &str, msg: &str| {
+            if ok {
+                Ok(())
+            } else {
+                Err(ConfigError::new(key, msg))
+            }
+        };
+        check(w.slots >= 1, "worker.slots", "must be at least 1")?;
+        check(w.slots <= 256, "worker.slots", "must be at most 256")?;
+        check(w.timeout_secs >= 1, "worker.timeout_secs", "must be at least 1")?;
+        check(
+            w.max_timeout_secs >= w.timeout_secs,
+            "worker.max_timeout_secs",
+            "must be at least worker.timeout_secs",
+        )?;
+        check(
+            w.log_limit_bytes >= 1024,
+            "worker.log_limit_bytes",
+            "must be at least 1024",
+        )?;
+        check(
+            w.clone_timeout_secs >= 1,
+            "worker.clone_timeout_secs",
+            "must be at least 1",
+        )?;
+        for s in &w.allowed_schemes {
+            check(
+                matches!(s.as_str(), "https" | "http" | "ssh" | "git"),
+                "worker.allowed_schemes",
+                "each must be one of https, http, ssh, git (local repositories: worker.allow_local_repos)",
+            )?;
+        }
+        check(
+            self.api.body_limit_bytes >= 1024,
+            "api.body_limit_bytes",
+            "must be at least 1024",
+        )?;
+        check(self.api.rate_per_sec >= 1, "api.rate_per_sec", "must be at least 1")?;
+        check(self.api.rate_burst >= 1, "api.rate_burst", "must be at least 1")?;
+        check(
+            self.auth.token_ttl_secs >= 60,
+            "auth.token_ttl_secs",
+            "must be at least 60",
+        )?;
+        for u in &self.auth.users {
+            check(
+                !u.username.is_empty()
+                    && u.username.len() <= 64
+                    && u
+                        .username
+                        .chars()
+                        .all(|c| c.is_ascii_alphanumeric() || "._-@".contains(c)),
+                "auth.users",
+                "usernames are 1 to 64 of A-Z a-z 0-9 . _ - @",
+            )?;
+            check(!u.password.is_empty(), "auth.users", "passwords must not be empty")?;
+        }
+        let mut names: Vec<&str> = self.auth.users.iter().map(|u| u.username.as_str()).collect();
+        names.sort_unstable();
+        check(
+            names.windows(2).all(|w| w[0] != w[1]),
+            "auth.users",
+            "usernames must be unique",
+        )?;
+        Ok(())
+    }
+
+    /// The limits a submission is checked against.
+    pub fn limits(&self) -> Limits {
+        Limits {
+            default_timeout_secs: self.worker.timeout_secs,
+            max_timeout_secs: self.worker.max_timeout_secs,
+            repos: self.repo_policy(),
+        }
+    }
+
+    pub fn repo_policy(&self) -> RepoPolicy {
+        RepoPolicy {
+            allowed_schemes: self.worker.allowed_schemes.clone(),
+            allow_local: self.worker.allow_local_repos,
+        }
+    }
+
+    pub fn work_dir(&self) -> PathBuf {
+        self.worker
+            .work_dir
+            .clone()
+            .unwrap_or_else(|| self.data_dir.join("work"))
+    }
+}
+
+const TOP_LEVEL_KEYS: [&str; 5] = ["listen", "data_dir", "api", "worker", "auth"];
+
+/// A configuration error: the key and what is wrong with it.
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+#[error("invalid configuration: {key}: {message}")]
+pub struct ConfigError {
+    pub key: String,
+    pub message: String,
+}
+
+impl ConfigError {
+    pub fn new(key: impl Into<String>, message: impl Into<String>) -> Self {
+        Self {
+            key: key.into(),
+            message: message.into(),
+        }
+    }
+
+    fn from_figment(err: figment::Error) -> Self {
+        let mut key = err.path.join(".");
+        let mut message = err.kind.to_string();
+        if let figment::error::Kind::UnknownField(field, _) = &err.kind {
+            // figment's path already ends with the unknown field.
+            if !key.ends_with(field.as_str()) {
+                key = if key.is_empty() {
+                    field.clone()
+                } else {
+                    format!("{key}.{field}")
+                };
+            }
+            message = "unknown key".into();
+        }
+        if key.is_empty() {
+            key = "config".into();
+        }
+        if let Some(source) = err.metadata.as_ref().and_then(|m| {
+            m.source
+                .as_ref()
+                .map(|s| format!("{} ({s})", m.name))
+        }) {
+            message = format!("{message}, from {source}");
+        }
+        Self { key, message }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use figment::Jail;
+
+    #[test]
+    fn defaults_are_valid() {
+        Config::defaults(Mode::Standalone).validate().unwrap();
+        Config::defaults(Mode::Production).validate().unwrap();
+        assert!(Config::defaults(Mode::Standalone).worker.allow_local_repos);
+        assert!(!Config::defaults(Mode::Production).worker.allow_local_repos);
+    }
+
+    #[test]
+    fn file_then_env_override_defaults() {
+        Jail::expect_with(|jail| {
+            jail.create_file(
+                "k.toml",
+                "listen = \"127.0.0.1:9999\"\n[worker]\nslots = 3\ntimeout_secs = 30\n",
+            )?;
+            jail.set_env("KUMULUS_WORKER__SLOTS", "5");
+            jail.set_env("KUMULUS_CLUSTER_DIR", "/not/ours");
+            let cfg = Config::load(Mode::Standalone, Some(Path::new("k.toml"))).unwrap();
+            assert_eq!(cfg.listen.port(), 9999);
+            assert_eq!(cfg.worker.slots, 5);
+            assert_eq!(cfg.worker.timeout_secs, 30);
+            Ok(())
+        });
+    }
+
+    #[test]
+    fn bad_values_name_their_key() {
+        Jail::expect_with(|jail| {
+            jail.set_env("KUMULUS_WORKER__SLOTS", "many");
+            let err = Config::load(Mode::Standalone, None).unwrap_err();
+            assert_eq!(err.key, "worker.slots");
+            Ok(())
+        });
+        Jail::expect_with(|jail| {
+            jail.set_env("KUMULUS_WORKER__SLOTS", "0");
+            let err = Config::load(Mode::Standalone, None).unwrap_err();
+            assert_eq!(err.key, "worker.slots");
+            Ok(())
+        });
+        Jail::expect_with(|jail| {
+            jail.create_file("k.toml", "[worker]\nslotz = 3\n")?;
+            let err = Config::load(Mode::Standalone, Some(Path::new("k.toml"))).unwrap_err();
+            assert_eq!(err.key, "worker.slotz");
+            Ok(())
+        });
+        Jail::expect_with(|jail| {
+            jail.create_file("k.toml", "[worker]\ntimeout_secs = 100\nmax_timeout_secs = 10\n")?;
+            let err = Config::load(Mode::Standalone, Some(Path::new("k.toml"))).unwrap_err();
+            assert_eq!(err.key, "worker.max_timeout_secs");
+            Ok(())
+        });
+    }
+
+    #[test]
+    fn debug_never_prints_passwords() {
+        let cfg = Config::defaults(Mode::Standalone);
+        assert!(!format!("{cfg:?}").contains("password: \"demo\""));
+    }
+}

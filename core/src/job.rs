@@ -1,0 +1,211 @@
+//! Job identity, state machine and the record a user sees.
+
+use chrono::{DateTime, Utc};
+use serde::{Deserialize, Serialize};
+use std::fmt;
+use std::str::FromStr;
+
+/// A job's id: a UUID v7, so ids sort by submission time.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(transparent)]
+pub struct JobId(uuid::Uuid);
+
+impl JobId {
+    pub fn new() -> Self {
+        Self(uuid::Uuid::now_v7())
+    }
+}
+
+impl Default for JobId {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl fmt::Display for JobId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        self.0.hyphenated().fmt(f)
+    }
+}
+
+/// A string that is not a job id.
+#[derive(Debug, Clone, thiserror::Error)]
+#[error("not a job id")]
+pub struct InvalidJobId;
+
+impl FromStr for JobId {
+    type Err = InvalidJobId;
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        // Only the canonical hyphenated form: one id, one spelling.
+        if s.len() != 36 {
+            return Err(InvalidJobId);
+        }
+        uuid::Uuid::try_parse(s).map(Self).map_err(|_| InvalidJobId)
+    }
+}
+
+/// `queued` -> `running` -> one of the terminal states. Terminal states never change.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum JobState {
+    Queued,
+    Running,
+    Succeeded,
+    Failed,
+    Cancelled,
+    TimedOut,
+}
+
+impl JobState {
+    pub const ALL: [JobState; 6] = [
+        JobState::Queued,
+        JobState::Running,
+        JobState::Succeeded,
+        JobState::Failed,
+        JobState::Cancelled,
+        JobState::TimedOut,
+    ];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            JobState::Queued => "queued",
+            JobState::Running => "running",
+            JobState::Succeeded => "succeeded",
+            JobState::Failed => "failed",
+            JobState::Cancelled => "cancelled",
+            JobState::TimedOut => "timed_out",
+        }
+    }
+
+    pub fn is_terminal(self) -> bool {
+        self.rank() == 2
+    }
+
+    /// How far along the state machine a state is; events only move a job forward.
+    pub fn rank(self) -> u8 {
+        match self {
+            JobState::Queued => 0,
+            JobState::Running => 1,
+            _ => 2,
+        }
+    }
+
+    /// The seed's state names, for its routes. `timed_out` has no name of its
+    /// own there: it is a failure ("Fallido").
+    pub fn seed_name(self) -> &'static str {
+        match self {
+            JobState::Queued => "En espera",
+            JobState::Running => "Lanzado",
+            JobState::Succeeded => "Finalizado",
+            JobState::Failed | JobState::TimedOut => "Fallido",
+            JobState::Cancelled => "Eliminado",
+        }
+    }
+}
+
+impl fmt::Display for JobState {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+impl FromStr for JobState {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        JobState::ALL
+            .into_iter()
+            .find(|st| st.as_str() == s)
+            .ok_or_else(|| {
+                format!(
+                    "unknown state `{s}`; expected one of queued, running, succeeded, failed, cancelled, timed_out"
+                )
+            })
+    }
+}
+
+/// What a worker receives: everything needed to run the job, including the
+/// unredacted URL. It travels on the queue only and is never shown to anyone.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct QueuedJob {
+    pub id: JobId,
+    pub owner: String,
+    pub url: String,
+    pub args: Vec<String>,
+    pub config: Option<String>,
+    pub timeout_secs: u64,
+    pub submitted_at: DateTime<Utc>,
+}
+
+/// The job as users and the store see it. The URL is redacted, and the
+/// config text is not kept here (it may hold secrets): only its size.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct JobRecord {
+    pub id: JobId,
+    pub owner: String,
+    pub url: String,
+    pub args: Vec<String>,
+    pub config_bytes: Option<u64>,
+    pub timeout_secs: u64,
+    pub state: JobState,
+    pub submitted_at: DateTime<Utc>,
+    pub started_at: Option<DateTime<Utc>>,
+    pub finished_at: Option<DateTime<Utc>>,
+    pub elapsed_secs: Option<f64>,
+    pub exit_code: Option<i32>,
+    pub error: Option<String>,
+    pub files: Vec<String>,
+}
+
+impl JobRecord {
+    /// The record of a job just accepted.
+    pub fn queued(job: &QueuedJob) -> Self {
+        Self {
+            id: job.id,
+            owner: job.owner.clone(),
+            url: crate::redact::redact_url(&job.url),
+            args: job.args.clone(),
+            config_bytes: job.config.as_ref().map(|c| c.len() as u64),
+            timeout_secs: job.timeout_secs,
+            state: JobState::Queued,
+            submitted_at: job.submitted_at,
+            started_at: None,
+            finished_at: None,
+            elapsed_secs: None,
+            exit_code: None,
+            error: None,
+            files: Vec::new(),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn ids_round_trip_and_reject_other_spellings() {
+        let id = JobId::new();
+        assert_eq!(id.to_string().parse::<JobId>().unwrap(), id);
+        assert!("not-an-id".parse::<JobId>().is_err());
+        let simple = id.to_string().replace('-', "");
+        assert!(simple.parse::<JobId>().is_err());
+    }
+
+    #[test]
+    fn ids_sort_by_creation() {
+        let a = JobId::new();
+        let b = JobId::new();
+        assert!(a < b);
+    }
+
+    #[test]
+    fn states_parse_and_rank() {
+        for st in JobState::ALL {
+            assert_eq!(st.as_str().parse::<JobState>().unwrap(), st);
+        }
+        assert!("done".parse::<JobState>().is_err());
+        assert!(JobState::TimedOut.is_terminal());
+        assert!(!JobState::Running.is_terminal());
+        assert_eq!(JobState::TimedOut.seed_name(), "Fallido");
+    }
+}

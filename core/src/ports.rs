@@ -1,0 +1,194 @@
+//! The ports: what the services need from the outside world. Each has an
+//! embedded adapter (for `kumulus up`) and a production one.
+
+use async_trait::async_trait;
+use bytes::Bytes;
+use futures::stream::BoxStream;
+use std::path::Path;
+
+use crate::event::StatusEvent;
+use crate::job::{JobId, JobRecord, JobState, QueuedJob};
+
+/// Why a port could not do what was asked.
+#[derive(Debug, thiserror::Error)]
+pub enum PortError {
+    /// The backend is down or unreachable; the request may be retried.
+    #[error("{backend} is unavailable: {detail}")]
+    Unavailable {
+        backend: &'static str,
+        detail: String,
+    },
+    /// Anything else: a bug or corrupt data.
+    #[error("{0}")]
+    Internal(String),
+}
+
+impl PortError {
+    pub fn unavailable(backend: &'static str, detail: impl std::fmt::Display) -> Self {
+        Self::Unavailable {
+            backend,
+            detail: detail.to_string(),
+        }
+    }
+}
+
+pub type PortResult<T> = Result<T, PortError>;
+
+/// A page of a user's jobs, newest first.
+#[derive(Debug, Clone, Default)]
+pub struct ListQuery {
+    pub state: Option<JobState>,
+    /// Jobs older than this one (the previous page's last id).
+    pub before: Option<JobId>,
+    pub limit: usize,
+}
+
+/// Where job records live (the frontend's own store).
+#[async_trait]
+pub trait JobStore: Send + Sync {
+    /// Stores the record of a job just accepted.
+    async fn insert(&self, record: &JobRecord) -> PortResult<()>;
+    /// Removes a record (used when a job could not be queued after all).
+    async fn remove(&self, id: JobId) -> PortResult<()>;
+    async fn get(&self, id: JobId) -> PortResult<Option<JobRecord>>;
+    /// The owner's jobs, newest first, at most `query.limit`.
+    async fn list(&self, owner: &str, query: &ListQuery) -> PortResult<Vec<JobRecord>>;
+    /// Projects an event into its record with [`crate::event::apply`]; safe to
+    /// call from several replicas and with repeated events. Returns the
+    /// record after the event, if the job exists.
+    async fn apply(&self, event: &StatusEvent) -> PortResult<Option<JobRecord>>;
+    /// Whether the store answers.
+    async fn ping(&self) -> PortResult<()>;
+}
+
+/// The submission side of the job queue.
+#[async_trait]
+pub trait JobQueue: Send + Sync {
+    /// Durably queues a job; once this returns Ok the job is never lost.
+    async fn enqueue(&self, job: &QueuedJob) -> PortResult<()>;
+}
+
+/// A job handed to a worker; it stays the worker's until acknowledged or released.
+#[derive(Debug, Clone)]
+pub struct Delivery {
+    pub job: QueuedJob,
+    /// Adapter-specific handle (a lease id, a partition and offset).
+    pub handle: String,
+}
+
+/// The worker side of the job queue.
+#[async_trait]
+pub trait JobSource: Send + Sync {
+    /// Waits for the next job and claims it; no other worker gets it while claimed.
+    async fn next(&self) -> PortResult<Delivery>;
+    /// The job's final status is published: it is done with for good.
+    async fn ack(&self, delivery: &Delivery) -> PortResult<()>;
+    /// Hands the job back to be delivered again (shutdown in the middle of it).
+    async fn release(&self, delivery: &Delivery) -> PortResult<()>;
+}
+
+/// Where status events go (workers publish; the store's projector and the
+/// autoscaler read).
+#[async_trait]
+pub trait StatusBus: Send + Sync {
+    async fn publish(&self, event: &StatusEvent) -> PortResult<()>;
+    /// Events from now on.
+    fn subscribe(&self) -> BoxStream<'static, StatusEvent>;
+}
+
+/// A request to stop a job.
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
+pub struct CancelRequest {
+    pub job_id: JobId,
+    pub owner: String,
+}
+
+/// Cancellations, from the frontend to every worker.
+#[async_trait]
+pub trait CancelBus: Send + Sync {
+    async fn cancel(&self, request: &CancelRequest) -> PortResult<()>;
+    /// Cancellations from now on.
+    fn subscribe(&self) -> BoxStream<'static, CancelRequest>;
+}
+
+/// A stored file, as a stream of chunks.
+pub struct Blob {
+    pub len: u64,
+    pub body: BoxStream<'static, std::io::Result<Bytes>>,
+}
+
+/// Whether `name` is a safe relative file name: `/`-separated parts, none
+/// empty, `.` or `..`, no backslashes or control characters. Every blob store
+/// and every download checks names with this.
+pub fn is_safe_file_name(name: &str) -> bool {
+    !name.is_empty()
+        && name.len() <= 1024
+        && !name.contains('\\')
+        && !name.chars().any(char::is_control)
+        && name
+            .split('/')
+            .all(|part| !part.is_empty() && part != "." && part != "..")
+}
+
+/// Where job files live, under `<job id>/<name>`.
+#[async_trait]
+pub trait BlobStore: Send + Sync {
+    /// Stores the file at `path` as `name` of job `job`.
+    async fn put_file(&self, job: JobId, name: &str, path: &Path) -> PortResult<()>;
+    /// Opens a stored file; None if there is none.
+    async fn get(&self, job: JobId, name: &str) -> PortResult<Option<Blob>>;
+}
+
+/// Who made a request.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Principal {
+    pub username: String,
+}
+
+/// A token issued at login.
+#[derive(Debug, Clone)]
+pub struct IssuedToken {
+    pub access_token: String,
+    pub expires_in: u64,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum AuthError {
+    #[error("invalid username or password")]
+    InvalidCredentials,
+    #[error("invalid token: {0}")]
+    InvalidToken(String),
+    #[error("the identity provider is unavailable: {0}")]
+    Unavailable(String),
+}
+
+/// Logs users in and checks their tokens.
+#[async_trait]
+pub trait Authenticator: Send + Sync {
+    async fn login(&self, username: &str, password: &str) -> Result<IssuedToken, AuthError>;
+    async fn verify(&self, token: &str) -> Result<Principal, AuthError>;
+}
+
+/// The platform that runs worker instances (Kumori, local processes).
+#[async_trait]
+pub trait ScalingPlatform: Send + Sync {
+    /// How many workers the platform runs now.
+    async fn current(&self) -> PortResult<u32>;
+    /// Asks the platform to run `desired` workers.
+    async fn apply(&self, desired: u32) -> PortResult<()>;
+}
+
+#[cfg(test)]
+mod tests {
+    use super::is_safe_file_name;
+
+    #[test]
+    fn file_names_stay_inside_their_job() {
+        for ok in ["stdout.log", "output/a.txt", "output/sub/b c.json"] {
+            assert!(is_safe_file_name(ok), "{ok}");
+        }
+        for bad in ["", "/etc/passwd", "../x", "output/../../x", "a//b", "./a", "a/.", "a\\..\\b", "a\nb"] {
+            assert!(!is_safe_file_name(bad), "{bad:?}");
+        }
+    }
+}

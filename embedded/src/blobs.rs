@@ -1,0 +1,90 @@
+//! Job files in a local folder: `<root>/<job id>/<name>`.
+
+use async_trait::async_trait;
+use futures::StreamExt;
+use std::path::{Path, PathBuf};
+use tokio_util::io::ReaderStream;
+
+use kumulus_core::job::JobId;
+use kumulus_core::ports::{is_safe_file_name, Blob, BlobStore, PortError, PortResult};
+
+pub struct LocalBlobs {
+    root: PathBuf,
+}
+
+impl LocalBlobs {
+    pub fn new(root: impl Into<PathBuf>) -> std::io::Result<Self> {
+        let root = root.into();
+        std::fs::create_dir_all(&root)?;
+        Ok(Self { root })
+    }
+
+    fn path(&self, job: JobId, name: &str) -> PortResult<PathBuf> {
+        if !is_safe_file_name(name) {
+            return Err(PortError::Internal(format!("unsafe file name {name:?}")));
+        }
+        Ok(self.root.join(job.to_string()).join(name))
+    }
+}
+
+fn io_err(e: std::io::Error) -> PortError {
+    PortError::unavailable("blob folder", e)
+}
+
+#[async_trait]
+impl BlobStore for LocalBlobs {
+    async fn put_file(&self, job: JobId, name: &str, path: &Path) -> PortResult<()> {
+        let dest = self.path(job, name)?;
+        if let Some(parent) = dest.parent() {
+            tokio::fs::create_dir_all(parent).await.map_err(io_err)?;
+        }
+        // Copy beside the destination, then rename: a reader never sees half a file.
+        let tmp = dest.with_file_name(format!(
+            ".{}.part",
+            dest.file_name().and_then(|n| n.to_str()).unwrap_or("blob")
+        ));
+        tokio::fs::copy(path, &tmp).await.map_err(io_err)?;
+        tokio::fs::rename(&tmp, &dest).await.map_err(io_err)?;
+        Ok(())
+    }
+
+    async fn get(&self, job: JobId, name: &str) -> PortResult<Option<Blob>> {
+        let path = self.path(job, name)?;
+        let file = match tokio::fs::File::open(&path).await {
+            Ok(f) => f,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
+            Err(e) => return Err(io_err(e)),
+        };
+        let meta = file.metadata().await.map_err(io_err)?;
+        if !meta.is_file() {
+            return Ok(None);
+        }
+        Ok(Some(Blob {
+            len: meta.len(),
+            body: ReaderStream::new(file).boxed(),
+        }))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn stores_and_streams_files_and_refuses_unsafe_names() {
+        let dir = tempfile::tempdir().unwrap();
+        let blobs = LocalBlobs::new(dir.path().join("b")).unwrap();
+        let src = dir.path().join("src.txt");
+        std::fs::write(&src, b"hello").unwrap();
+        let job = JobId::new();
+        blobs.put_file(job, "output/sub/a.txt", &src).await.unwrap();
+        let blob = blobs.get(job, "output/sub/a.txt").await.unwrap().unwrap();
+        assert_eq!(blob.len, 5);
+        let chunks: Vec<_> = blob.body.collect().await;
+        let bytes: Vec<u8> = chunks.into_iter().flat_map(|c| c.unwrap().to_vec()).collect();
+        assert_eq!(bytes, b"hello");
+        assert!(blobs.get(job, "missing").await.unwrap().is_none());
+        assert!(blobs.get(job, "../x").await.is_err());
+        assert!(blobs.put_file(job, "/etc/x", &src).await.is_err());
+    }
+}

@@ -1,0 +1,452 @@
+//! Job records and the job queue in SQLite.
+//!
+//! Two tables: `jobs` (one JSON record per job, with owner and state
+//! columns for the listing) and `queue` (the full queued job, with who
+//! claimed it). A claim is one `UPDATE ... RETURNING`, so two workers can never
+//! take the same job.
+
+use async_trait::async_trait;
+use rusqlite::{params, Connection, OptionalExtension};
+use std::path::Path;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+use tokio::sync::Notify;
+
+use kumulus_core::event::{self, StatusEvent};
+use kumulus_core::job::{JobId, JobRecord, JobState, QueuedJob};
+use kumulus_core::ports::{
+    Delivery, JobQueue, JobSource, JobStore, ListQuery, PortError, PortResult,
+};
+
+const BACKEND: &str = "sqlite";
+
+/// A SQLite database holding job records and the queue.
+#[derive(Clone)]
+pub struct Sqlite {
+    conn: Arc<Mutex<Connection>>,
+    ready: Arc<Notify>,
+    claimer: String,
+}
+
+fn internal(e: impl std::fmt::Display) -> PortError {
+    PortError::Internal(format!("sqlite: {e}"))
+}
+
+impl Sqlite {
+    /// Opens (or creates) the database at `path`. The caller must be its only
+    /// user: claims left by an earlier process are handed back to the queue.
+    pub fn open(path: &Path) -> PortResult<Self> {
+        let conn = Connection::open(path).map_err(|e| PortError::unavailable(BACKEND, e))?;
+        Self::init(conn)
+    }
+
+    /// A database in memory (tests).
+    pub fn in_memory() -> PortResult<Self> {
+        Self::init(Connection::open_in_memory().map_err(internal)?)
+    }
+
+    fn init(conn: Connection) -> PortResult<Self> {
+        conn.busy_timeout(Duration::from_secs(5)).map_err(internal)?;
+        conn.execute_batch(
+            "PRAGMA journal_mode = WAL;
+             PRAGMA synchronous = FULL;
+             CREATE TABLE IF NOT EXISTS jobs (
+                 id TEXT PRIMARY KEY,
+                 owner TEXT NOT NULL,
+                 state TEXT NOT NULL,
+                 record TEXT NOT NULL
+             );
+             CREATE INDEX IF NOT EXISTS jobs_by_owner ON jobs (owner, id);
+             CREATE INDEX IF NOT EXISTS jobs_by_state ON jobs (state);
+             CREATE TABLE IF NOT EXISTS queue (
+                 seq INTEGER PRIMARY KEY AUTOINCREMENT,
+                 id TEXT NOT NULL UNIQUE,
+                 job TEXT NOT NULL,
+                 claimed_by TEXT,
+                 claimed_at TEXT
+             );
+             UPDATE queue SET claimed_by = NULL, claimed_at = NULL;",
+        )
+        .map_err(internal)?;
+        let db = Self {
+            conn: Arc::new(Mutex::new(conn)),
+            ready: Arc::new(Notify::new()),
+            claimer: uuid::Uuid::now_v7().to_string(),
+        };
+        db.fail_orphans()?;
+        Ok(db)
+    }
+
+    /// Runs `f` on the connection, off the async threads.
+    async fn call<R, F>(&self, f: F) -> PortResult<R>
+    where
+        R: Send + 'static,
+        F: FnOnce(&mut Connection) -> rusqlite::Result<R> + Send + 'static,
+    {
+        let conn = self.conn.clone();
+        tokio::task::spawn_blocking(move || {
+            let mut guard = conn.lock().map_err(|_| internal("connection lock poisoned"))?;
+            f(&mut guard).map_err(internal)
+        })
+        .await
+        .map_err(internal)?
+    }
+
+    /// A record left `queued` with no queue entry (the process died between
+    /// the two writes, before answering the client) can never run: end it.
+    fn fail_orphans(&self) -> PortResult<()> {
+        let mut conn = self.conn.lock().map_err(|_| internal("lock poisoned"))?;
+        let tx = conn.transaction().map_err(internal)?;
+        let orphans: Vec<String> = {
+            let mut stmt = tx
+                .prepare(
+                    "SELECT record FROM jobs WHERE state = 'queued'
+                     AND id NOT IN (SELECT id FROM queue)",
+                )
+                .map_err(internal)?;
+            let rows = stmt
+                .query_map([], |r| r.get::<_, String>(0))
+                .map_err(internal)?;
+            rows.collect::<Result<_, _>>().map_err(internal)?
+        };
+        for text in orphans {
+            let mut rec: JobRecord = serde_json::from_str(&text).map_err(internal)?;
+            rec.state = JobState::Failed;
+            rec.error = Some("the job was lost before it was queued".into());
+            rec.finished_at = Some(chrono::Utc::now());
+            write_record(&tx, &rec)?;
+        }
+        tx.commit().map_err(internal)
+    }
+
+    /// Jobs waiting in the queue (not claimed).
+    pub async fn waiting(&self) -> PortResult<u64> {
+        self.call(|c| {
+            c.query_row(
+                "SELECT COUNT(*) FROM queue WHERE claimed_by IS NULL",
+                [],
+                |r| r.get::<_, i64>(0),
+            )
+        })
+        .await
+        .map(|n| n.max(0) as u64)
+    }
+
+    /// Takes a job out of the queue if nobody has claimed it yet; returns
+    /// whether it did. Used to cancel a queued job.
+    pub async fn withdraw(&self, id: JobId) -> PortResult<bool> {
+        let id = id.to_string();
+        self.call(move |c| {
+            c.execute(
+                "DELETE FROM queue WHERE id = ?1 AND claimed_by IS NULL",
+                params![id],
+            )
+        })
+        .await
+        .map(|n| n > 0)
+    }
+
+    fn try_claim(&self) -> PortResult<Option<Delivery>> {
+        let conn = self.conn.lock().map_err(|_| internal("lock poisoned"))?;
+        let row: Option<(i64, String)> = conn
+            .query_row(
+                "UPDATE queue SET claimed_by = ?1, claimed_at = ?2
+                 WHERE seq = (SELECT seq FROM queue WHERE claimed_by IS NULL ORDER BY seq LIMIT 1)
+                 RETURNING seq, job",
+                params![self.claimer, chrono::Utc::now().to_rfc3339()],
+                |r| Ok((r.get(0)?, r.get(1)?)),
+            )
+            .optional()
+            .map_err(internal)?;
+        row.map(|(seq, text)| {
+            let job: QueuedJob = serde_json::from_str(&text).map_err(internal)?;
+            Ok(Delivery {
+                job,
+                handle: seq.to_string(),
+            })
+        })
+        .transpose()
+    }
+}
+
+fn write_record(conn: &Connection, rec: &JobRecord) -> PortResult<()> {
+    let text = serde_json::to_string(rec).map_err(internal)?;
+    conn.execute(
+        "INSERT INTO jobs (id, owner, state, record) VALUES (?1, ?2, ?3, ?4)
+         ON CONFLICT (id) DO UPDATE SET state = excluded.state, record = excluded.record",
+        params![rec.id.to_string(), rec.owner, rec.state.as_str(), text],
+    )
+    .map_err(internal)?;
+    Ok(())
+}
+
+fn parse_record(text: String) -> rusqlite::Result<JobRecord> {
+    serde_json::from_str(&text).map_err(|e| {
+        rusqlite::Error::FromSqlConversionFailure(0, rusqlite::types::Type::Text, Box::new(e))
+    })
+}
+
+#[async_trait]
+impl JobStore for Sqlite {
+    async fn insert(&self, record: &JobRecord) -> PortResult<()> {
+        let text = serde_json::to_string(record).map_err(internal)?;
+        let (id, owner, state) = (
+            record.id.to_string(),
+            record.owner.clone(),
+            record.state.as_str(),
+        );
+        self.call(move |c| {
+            c.execute(
+                "INSERT INTO jobs (id, owner, state, record) VALUES (?1, ?2, ?3, ?4)",
+                params![id, owner, state, text],
+            )
+        })
+        .await
+        .map(|_| ())
+    }
+
+    async fn remove(&self, id: JobId) -> PortResult<()> {
+        let id = id.to_string();
+        self.call(move |c| c.execute("DELETE FROM jobs WHERE id = ?1", params![id]))
+            .await
+            .map(|_| ())
+    }
+
+    async fn get(&self, id: JobId) -> PortResult<Option<JobRecord>> {
+        let id = id.to_string();
+        self.call(move |c| {
+            c.query_row("SELECT record FROM jobs WHERE id = ?1", params![id], |r| {
+                parse_record(r.get(0)?)
+            })
+            .optional()
+        })
+        .await
+    }
+
+    async fn list(&self, owner: &str, query: &ListQuery) -> PortResult<Vec<JobRecord>> {
+        let owner = owner.to_string();
+        let state = query.state.map(|s| s.as_str().to_string());
+        // Ids are UUID v7 in canonical form: their text order is their age.
+        let before = query
+            .before
+            .map(|id| id.to_string())
+            .unwrap_or_else(|| "~".into());
+        let limit = query.limit as i64;
+        self.call(move |c| {
+            let mut stmt = c.prepare_cached(
+                "SELECT record FROM jobs
+                 WHERE owner = ?1 AND id < ?2 AND (?3 IS NULL OR state = ?3)
+                 ORDER BY id DESC LIMIT ?4",
+            )?;
+            let rows = stmt.query_map(params![owner, before, state, limit], |r| {
+                parse_record(r.get(0)?)
+            })?;
+            rows.collect()
+        })
+        .await
+    }
+
+    async fn apply(&self, ev: &StatusEvent) -> PortResult<Option<JobRecord>> {
+        let ev = ev.clone();
+        let conn = self.conn.clone();
+        tokio::task::spawn_blocking(move || {
+            let mut conn = conn.lock().map_err(|_| internal("lock poisoned"))?;
+            let tx = conn.transaction().map_err(internal)?;
+            let current: Option<JobRecord> = tx
+                .query_row(
+                    "SELECT record FROM jobs WHERE id = ?1",
+                    params![ev.job_id.to_string()],
+                    |r| parse_record(r.get(0)?),
+                )
+                .optional()
+                .map_err(internal)?;
+            let Some(mut rec) = current else {
+                return Ok(None);
+            };
+            if event::apply(&mut rec, &ev) {
+                write_record(&tx, &rec)?;
+                tx.commit().map_err(internal)?;
+            }
+            Ok(Some(rec))
+        })
+        .await
+        .map_err(internal)?
+    }
+
+    async fn ping(&self) -> PortResult<()> {
+        self.call(|c| c.query_row("SELECT 1", [], |_| Ok(()))).await
+    }
+}
+
+#[async_trait]
+impl JobQueue for Sqlite {
+    async fn enqueue(&self, job: &QueuedJob) -> PortResult<()> {
+        let text = serde_json::to_string(job).map_err(internal)?;
+        let id = job.id.to_string();
+        self.call(move |c| {
+            c.execute(
+                "INSERT INTO queue (id, job) VALUES (?1, ?2)",
+                params![id, text],
+            )
+        })
+        .await?;
+        self.ready.notify_waiters();
+        Ok(())
+    }
+}
+
+#[async_trait]
+impl JobSource for Sqlite {
+    async fn next(&self) -> PortResult<Delivery> {
+        loop {
+            // Register interest before looking, so a job queued in between
+            // still wakes us.
+            let notified = self.ready.notified();
+            let db = self.clone();
+            let claimed = tokio::task::spawn_blocking(move || db.try_claim())
+                .await
+                .map_err(internal)??;
+            if let Some(delivery) = claimed {
+                return Ok(delivery);
+            }
+            // The poll is a safety net; enqueue and release wake us at once.
+            let _ = tokio::time::timeout(Duration::from_secs(1), notified).await;
+        }
+    }
+
+    async fn ack(&self, delivery: &Delivery) -> PortResult<()> {
+        let seq: i64 = delivery.handle.parse().map_err(internal)?;
+        self.call(move |c| c.execute("DELETE FROM queue WHERE seq = ?1", params![seq]))
+            .await
+            .map(|_| ())
+    }
+
+    async fn release(&self, delivery: &Delivery) -> PortResult<()> {
+        let seq: i64 = delivery.handle.parse().map_err(internal)?;
+        self.call(move |c| {
+            c.execute(
+                "UPDATE queue SET claimed_by = NULL, claimed_at = NULL WHERE seq = ?1",
+                params![seq],
+            )
+        })
+        .await?;
+        self.ready.notify_waiters();
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use kumulus_core::event::EventKind;
+
+    fn job(owner: &str) -> QueuedJob {
+        QueuedJob {
+            id: JobId::new(),
+            owner: owner.into(),
+            url: "/srv/r".into(),
+            args: vec![],
+            config: None,
+            timeout_secs: 10,
+            submitted_at: chrono::Utc::now(),
+        }
+    }
+
+    #[tokio::test]
+    async fn claims_are_exclusive_and_survive_a_reopen() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("k.db");
+        let db = Sqlite::open(&path).unwrap();
+        let jobs: Vec<QueuedJob> = (0..20).map(|_| job("ana")).collect();
+        for j in &jobs {
+            db.insert(&JobRecord::queued(j)).await.unwrap();
+            db.enqueue(j).await.unwrap();
+        }
+        let mut tasks = Vec::new();
+        for _ in 0..4 {
+            let db = db.clone();
+            tasks.push(tokio::spawn(async move {
+                let mut got = Vec::new();
+                for _ in 0..5 {
+                    got.push(db.next().await.unwrap());
+                }
+                got
+            }));
+        }
+        let mut ids = Vec::new();
+        let mut deliveries = Vec::new();
+        for t in tasks {
+            for d in t.await.unwrap() {
+                ids.push(d.job.id);
+                deliveries.push(d);
+            }
+        }
+        ids.sort();
+        ids.dedup();
+        assert_eq!(ids.len(), 20, "every job claimed exactly once");
+        assert_eq!(db.waiting().await.unwrap(), 0);
+        // Ack half; the other claims belong to a process that "died".
+        for d in &deliveries[..10] {
+            db.ack(d).await.unwrap();
+        }
+        drop(db);
+        let db = Sqlite::open(&path).unwrap();
+        assert_eq!(db.waiting().await.unwrap(), 10);
+    }
+
+    #[tokio::test]
+    async fn listing_is_per_owner_newest_first_with_cursor() {
+        let db = Sqlite::in_memory().unwrap();
+        let mut mine = Vec::new();
+        for i in 0..5 {
+            let j = job(if i % 2 == 0 { "ana" } else { "bob" });
+            db.insert(&JobRecord::queued(&j)).await.unwrap();
+            if i % 2 == 0 {
+                mine.push(j.id);
+            }
+        }
+        mine.reverse();
+        let page = db
+            .list("ana", &ListQuery { state: None, before: None, limit: 2 })
+            .await
+            .unwrap();
+        assert_eq!(page.iter().map(|r| r.id).collect::<Vec<_>>(), mine[..2]);
+        let rest = db
+            .list("ana", &ListQuery { state: None, before: Some(mine[1]), limit: 10 })
+            .await
+            .unwrap();
+        assert_eq!(rest.iter().map(|r| r.id).collect::<Vec<_>>(), mine[2..]);
+        let running = db
+            .list("ana", &ListQuery { state: Some(JobState::Running), before: None, limit: 10 })
+            .await
+            .unwrap();
+        assert!(running.is_empty());
+    }
+
+    #[tokio::test]
+    async fn apply_projects_forward_only() {
+        let db = Sqlite::in_memory().unwrap();
+        let j = job("ana");
+        db.insert(&JobRecord::queued(&j)).await.unwrap();
+        let started = StatusEvent::new(j.id, "ana", EventKind::Started);
+        let rec = db.apply(&started).await.unwrap().unwrap();
+        assert_eq!(rec.state, JobState::Running);
+        let unknown = StatusEvent::new(JobId::new(), "ana", EventKind::Started);
+        assert!(db.apply(&unknown).await.unwrap().is_none());
+    }
+
+    #[tokio::test]
+    async fn queued_records_without_a_queue_entry_are_failed_on_open() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("k.db");
+        let j = job("ana");
+        {
+            let db = Sqlite::open(&path).unwrap();
+            db.insert(&JobRecord::queued(&j)).await.unwrap();
+        }
+        let db = Sqlite::open(&path).unwrap();
+        let rec = db.get(j.id).await.unwrap().unwrap();
+        assert_eq!(rec.state, JobState::Failed);
+        assert!(rec.error.unwrap().contains("lost"));
+    }
+}
