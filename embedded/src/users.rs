@@ -62,8 +62,15 @@ impl BuiltinUsers {
         let mut hashes = HashMap::new();
         for u in users {
             let hash = if u.password.starts_with("$argon2") {
-                PasswordHash::new(&u.password)
-                    .map_err(|e| format!("auth.users: the hash of `{}` is not valid: {e}", u.username))?;
+                let parsed = PasswordHash::new(&u.password).map_err(|e| {
+                    format!("auth.users: the hash of `{}` is not valid: {e}", u.username)
+                })?;
+                if parsed.hash.is_none() || parsed.salt.is_none() {
+                    return Err(format!(
+                        "auth.users: the hash of `{}` has no salt or hash part",
+                        u.username
+                    ));
+                }
                 u.password.clone()
             } else {
                 hash_password(&u.password)?
