@@ -1,1 +1,96 @@
+//! The Kumulus worker: takes jobs from the queue, runs each one
+//! ([`runner::run_job`]), stores its files and publishes its status.
+//!
+//! - [`runner`]: one job, start to end (the step).
+//! - [`slot`]: the loop around it: claim, events, uploads, shutdown.
+//! - [`git`], [`process`]: cloning and running untrusted code.
 
+pub mod git;
+pub mod process;
+pub mod runner;
+pub mod slot;
+
+use futures::StreamExt;
+use std::sync::Arc;
+use std::time::Duration;
+use tokio_util::sync::CancellationToken;
+
+use kumulus_core::config::Config;
+use kumulus_core::ports::{BlobStore, CancelBus, JobSource, StatusBus};
+
+pub use runner::RunSettings;
+use slot::{Running, Shared};
+
+/// The ports a worker talks through.
+pub struct WorkerPorts {
+    pub source: Arc<dyn JobSource>,
+    pub status: Arc<dyn StatusBus>,
+    pub cancels: Arc<dyn CancelBus>,
+    pub blobs: Arc<dyn BlobStore>,
+}
+
+pub struct Worker {
+    shared: Arc<Shared>,
+    cancels: Arc<dyn CancelBus>,
+    slots: usize,
+}
+
+impl Worker {
+    pub fn new(cfg: &Config, ports: WorkerPorts) -> std::io::Result<Self> {
+        let work_dir = cfg.work_dir();
+        std::fs::create_dir_all(&work_dir)?;
+        let settings = RunSettings {
+            work_dir,
+            repos: cfg.repo_policy(),
+            log_limit_bytes: cfg.worker.log_limit_bytes,
+            clone_timeout: Duration::from_secs(cfg.worker.clone_timeout_secs),
+        };
+        Ok(Self {
+            shared: Arc::new(Shared {
+                source: ports.source,
+                status: ports.status,
+                blobs: ports.blobs,
+                settings,
+                shutdown_grace: Duration::from_secs(cfg.worker.shutdown_grace_secs),
+                running: Running::default(),
+            }),
+            cancels: ports.cancels,
+            slots: cfg.worker.slots,
+        })
+    }
+
+    /// Runs the worker's slots until `shutdown`; returns when every slot has
+    /// finished or handed back its job.
+    pub async fn run(self, shutdown: CancellationToken) {
+        // Subscribe before taking jobs, so no cancellation slips in between.
+        let mut cancels = self.cancels.subscribe();
+        let shared = self.shared.clone();
+        let stop_listening = CancellationToken::new();
+        let listening = stop_listening.clone();
+        let listener = tokio::spawn(async move {
+            loop {
+                tokio::select! {
+                    _ = listening.cancelled() => return,
+                    req = cancels.next() => match req {
+                        Some(req) => shared.running.cancel(&req),
+                        None => return,
+                    }
+                }
+            }
+        });
+        let mut slots = Vec::with_capacity(self.slots);
+        for _ in 0..self.slots {
+            slots.push(tokio::spawn(slot::slot_loop(
+                self.shared.clone(),
+                shutdown.clone(),
+            )));
+        }
+        tracing::info!(slots = self.slots, "worker started");
+        for s in slots {
+            let _ = s.await;
+        }
+        stop_listening.cancel();
+        let _ = listener.await;
+        tracing::info!("worker stopped");
+    }
+}

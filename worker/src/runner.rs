@@ -1,0 +1,247 @@
+//! Running one job from start to end, as the seed's contract says: clone the
+//! repository, write config.json, run the `start` script with the job's
+//! arguments, capture stdout and stderr, collect `output/`. This is the step;
+//! the loop around it (claiming, events, uploads) lives in [`crate::slot`].
+
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+use tokio::process::Command;
+use tokio_util::sync::CancellationToken;
+
+use kumulus_core::job::{JobState, QueuedJob};
+use kumulus_core::ports::is_safe_file_name;
+use kumulus_core::submission::RepoPolicy;
+
+use crate::git::{self, CloneError};
+use crate::process::{self, Exit};
+
+/// What a job needs from the worker's configuration.
+#[derive(Debug, Clone)]
+pub struct RunSettings {
+    /// Parent of the jobs' work folders.
+    pub work_dir: PathBuf,
+    pub repos: RepoPolicy,
+    pub log_limit_bytes: u64,
+    pub clone_timeout: Duration,
+}
+
+/// How a job ended, and the files it left (name, where they are now).
+#[derive(Debug)]
+pub struct RunResult {
+    pub state: JobState,
+    pub exit_code: Option<i32>,
+    pub error: Option<String>,
+    pub elapsed: Duration,
+    pub files: Vec<(String, PathBuf)>,
+}
+
+/// A job's work folder; removed when dropped.
+pub struct WorkDir(PathBuf);
+
+impl WorkDir {
+    pub fn path(&self) -> &Path {
+        &self.0
+    }
+}
+
+impl Drop for WorkDir {
+    fn drop(&mut self) {
+        if let Err(e) = std::fs::remove_dir_all(&self.0) {
+            if e.kind() != std::io::ErrorKind::NotFound {
+                tracing::warn!(dir = %self.0.display(), error = %e, "could not remove work folder");
+            }
+        }
+    }
+}
+
+/// Runs `job`. The returned files live in the returned work folder, which
+/// is removed when it is dropped: upload them first.
+pub async fn run_job(
+    job: &QueuedJob,
+    settings: &RunSettings,
+    cancel: &CancellationToken,
+) -> (RunResult, WorkDir) {
+    let started = Instant::now();
+    let dir = WorkDir(settings.work_dir.join(job.id.to_string()));
+    let result = match prepare_and_run(job, settings, dir.path(), cancel).await {
+        Ok(mut r) => {
+            r.elapsed = started.elapsed();
+            r
+        }
+        Err(failure) => RunResult {
+            state: failure.state,
+            exit_code: None,
+            error: Some(failure.error),
+            elapsed: started.elapsed(),
+            files: Vec::new(),
+        },
+    };
+    (result, dir)
+}
+
+/// A job that ended before its script could run.
+struct Failure {
+    state: JobState,
+    error: String,
+}
+
+fn failed(error: impl Into<String>) -> Failure {
+    Failure {
+        state: JobState::Failed,
+        error: error.into(),
+    }
+}
+
+fn io_failure(what: &str) -> impl Fn(std::io::Error) -> Failure + '_ {
+    move |e| failed(format!("worker could not {what}: {e}"))
+}
+
+async fn prepare_and_run(
+    job: &QueuedJob,
+    settings: &RunSettings,
+    dir: &Path,
+    cancel: &CancellationToken,
+) -> Result<RunResult, Failure> {
+    let _ = tokio::fs::remove_dir_all(dir).await;
+    let home = dir.join("home");
+    let repo = dir.join("repo");
+    tokio::fs::create_dir_all(&home)
+        .await
+        .map_err(io_failure("make the work folder"))?;
+
+    git::clone(
+        &job.url,
+        &settings.repos,
+        &repo,
+        &home,
+        settings.clone_timeout,
+        cancel,
+    )
+    .await
+    .map_err(|e| match e {
+        CloneError::Cancelled => Failure {
+            state: JobState::Cancelled,
+            error: "cancelled".into(),
+        },
+        other => failed(other.to_string()),
+    })?;
+
+    check_start_script(&repo).await?;
+    if let Some(config) = &job.config {
+        tokio::fs::write(repo.join("config.json"), config)
+            .await
+            .map_err(io_failure("write config.json"))?;
+    }
+    tokio::fs::create_dir_all(repo.join("output"))
+        .await
+        .map_err(io_failure("make the output folder"))?;
+
+    let stdout = dir.join("stdout.log");
+    let stderr = dir.join("stderr.log");
+    let exit = process::run(
+        npm_command(job, &repo, &home),
+        &stdout,
+        &stderr,
+        settings.log_limit_bytes,
+        Duration::from_secs(job.timeout_secs),
+        cancel,
+    )
+    .await
+    .map_err(io_failure("start npm"))?;
+
+    let (state, exit_code, error) = match exit {
+        Exit::Exited(status) => match (status.code(), std::os::unix::process::ExitStatusExt::signal(&status)) {
+            (Some(0), _) => (JobState::Succeeded, Some(0), None),
+            (Some(code), _) => (
+                JobState::Failed,
+                Some(code),
+                Some(format!("the start script exited with code {code}")),
+            ),
+            (None, Some(sig)) => (
+                JobState::Failed,
+                Some(128 + sig),
+                Some(format!("the start script was killed by signal {sig}")),
+            ),
+            (None, None) => (JobState::Failed, None, Some("the start script ended abnormally".into())),
+        },
+        Exit::TimedOut => (
+            JobState::TimedOut,
+            None,
+            Some(format!("the job ran longer than its time limit of {} s", job.timeout_secs)),
+        ),
+        Exit::Cancelled => (JobState::Cancelled, None, Some("cancelled".into())),
+    };
+
+    let mut files = vec![
+        ("stdout.log".to_string(), stdout),
+        ("stderr.log".to_string(), stderr),
+    ];
+    collect_output(&repo.join("output"), "output", &mut files);
+    Ok(RunResult {
+        state,
+        exit_code,
+        error,
+        elapsed: Duration::ZERO,
+        files,
+    })
+}
+
+async fn check_start_script(repo: &Path) -> Result<(), Failure> {
+    let text = match tokio::fs::read(repo.join("package.json")).await {
+        Ok(t) => t,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+            return Err(failed("the repository has no package.json at its root"))
+        }
+        Err(e) => return Err(failed(format!("cannot read package.json: {e}"))),
+    };
+    let json: serde_json::Value = serde_json::from_slice(&text)
+        .map_err(|e| failed(format!("package.json is not valid JSON: {e}")))?;
+    match json.get("scripts").and_then(|s| s.get("start")) {
+        Some(serde_json::Value::String(s)) if !s.trim().is_empty() => Ok(()),
+        _ => Err(failed("package.json has no `start` script")),
+    }
+}
+
+/// `npm run start -- <args>`: each argument its own argv entry, no shell of
+/// ours in between (npm quotes them for the script's shell). The job sees
+/// none of the worker's environment but PATH.
+fn npm_command(job: &QueuedJob, repo: &Path, home: &Path) -> Command {
+    let mut cmd = Command::new("npm");
+    cmd.args(["run", "--silent", "start", "--"])
+        .args(&job.args)
+        .current_dir(repo)
+        .env_clear()
+        .env("PATH", std::env::var_os("PATH").unwrap_or_default())
+        .env("HOME", home)
+        .env("LANG", "C.UTF-8")
+        .env("npm_config_cache", home.join(".npm"))
+        .env("npm_config_update_notifier", "false")
+        .env("npm_config_fund", "false")
+        .env("npm_config_audit", "false");
+    cmd
+}
+
+/// Every regular file under `dir`, named `<prefix>/<relative path>`.
+/// Symlinks are never followed: a link to /etc/passwd is not a result.
+fn collect_output(dir: &Path, prefix: &str, files: &mut Vec<(String, PathBuf)>) {
+    let Ok(entries) = std::fs::read_dir(dir) else {
+        return;
+    };
+    let mut entries: Vec<_> = entries.flatten().collect();
+    entries.sort_by_key(|e| e.file_name());
+    for entry in entries {
+        let Ok(kind) = entry.file_type() else { continue };
+        let Some(name) = entry.file_name().to_str().map(|n| format!("{prefix}/{n}")) else {
+            tracing::warn!(file = ?entry.path(), "skipping an output file whose name is not UTF-8");
+            continue;
+        };
+        if !is_safe_file_name(&name) {
+            continue;
+        }
+        if kind.is_dir() {
+            collect_output(&entry.path(), &name, files);
+        } else if kind.is_file() {
+            files.push((name, entry.path()));
+        }
+    }
+}
