@@ -99,3 +99,32 @@ pub fn until_cancelled<T: Send + 'static>(
         .take_until(async move { token.cancelled().await })
         .boxed()
 }
+
+/// The latest observations, kept in memory (the autoscaler writes, the
+/// frontend reads).
+#[derive(Default)]
+pub struct ObservationBoard {
+    items: std::sync::Mutex<std::collections::VecDeque<kumulus_core::observation::Observation>>,
+}
+
+const OBSERVATIONS_KEPT: usize = 100;
+
+impl ObservationBoard {
+    pub fn push(&self, obs: kumulus_core::observation::Observation) {
+        if let Ok(mut items) = self.items.lock() {
+            items.push_front(obs);
+            items.truncate(OBSERVATIONS_KEPT);
+        }
+    }
+}
+
+#[async_trait]
+impl kumulus_core::observation::ObservationFeed for ObservationBoard {
+    async fn recent(&self, n: usize) -> PortResult<Vec<kumulus_core::observation::Observation>> {
+        Ok(self
+            .items
+            .lock()
+            .map(|items| items.iter().take(n).cloned().collect())
+            .unwrap_or_default())
+    }
+}

@@ -1,1 +1,125 @@
+//! The Kumulus REST API (axum on hyper).
+//!
+//! - [`jobs`]: `/api/jobs` (submit, list, show, cancel)
+//! - [`files`]: `/api/jobs/{id}/files` (list, download)
+//! - [`seed`]: the seed's routes for existing clients
+//! - [`auth`]: bearer tokens and the login routes
+//! - [`health`]: `/health`, `/health/load`, `/metrics`
+//! - [`error`]: the one error type and its HTTP mapping
 
+pub mod auth;
+pub mod body;
+pub mod error;
+pub mod files;
+pub mod health;
+pub mod jobs;
+pub mod limits;
+pub mod metrics;
+pub mod seed;
+
+use axum::extract::{DefaultBodyLimit, MatchedPath, Request, State};
+use axum::middleware::{self, Next};
+use axum::response::Response;
+use axum::routing::{get, post};
+use axum::Router;
+use std::sync::Arc;
+use std::time::Instant;
+use tokio::net::TcpListener;
+use tokio_util::sync::CancellationToken;
+
+use kumulus_core::config::Config;
+use kumulus_core::observation::ObservationFeed;
+use kumulus_core::ports::{Authenticator, BlobStore, CancelBus, JobQueue, JobStore, StatusBus};
+use kumulus_core::submission::Limits;
+
+use error::ApiError;
+
+/// The ports the frontend talks through.
+pub struct FrontendPorts {
+    pub store: Arc<dyn JobStore>,
+    pub queue: Arc<dyn JobQueue>,
+    pub status: Arc<dyn StatusBus>,
+    pub cancels: Arc<dyn CancelBus>,
+    pub blobs: Arc<dyn BlobStore>,
+    pub auth: Arc<dyn Authenticator>,
+    pub observations: Arc<dyn ObservationFeed>,
+}
+
+pub struct AppState {
+    pub ports: FrontendPorts,
+    pub submission_limits: Limits,
+    pub body_limit: usize,
+    pub limits: limits::RateLimits,
+    pub metrics: metrics::Metrics,
+}
+
+impl AppState {
+    pub fn new(cfg: &Config, ports: FrontendPorts) -> Result<Self, prometheus::Error> {
+        Ok(Self {
+            ports,
+            submission_limits: cfg.limits(),
+            body_limit: cfg.api.body_limit_bytes,
+            limits: limits::RateLimits::new(cfg.api.rate_per_sec, cfg.api.rate_burst),
+            metrics: metrics::Metrics::new()?,
+        })
+    }
+}
+
+pub fn router(state: Arc<AppState>) -> Router {
+    let api = Router::new()
+        .route("/jobs", post(jobs::create).get(jobs::list))
+        .route("/jobs/{id}", get(jobs::show).delete(jobs::delete))
+        .route("/jobs/{id}/files", get(files::list))
+        .route("/jobs/{id}/files/{*path}", get(files::download))
+        .route("/addJob", post(seed::add_job))
+        .route("/status", get(seed::status_all))
+        .route("/status/{id}", get(seed::status_one))
+        .route("/results/{id}/{file}", get(seed::results))
+        .route("/deleteJob/{id}", get(seed::delete_job));
+    Router::new()
+        .nest("/api", api)
+        .route("/auth/token", post(auth::token))
+        .route("/auth/{user}/{password}", get(auth::seed_login))
+        .route("/health", get(health::health))
+        .route("/health/load", get(health::load))
+        .route("/metrics", get(health::metrics))
+        .fallback(|| async { ApiError::NotFound })
+        .method_not_allowed_fallback(|| async {
+            ApiError::BadRequest("method not allowed on this route".into())
+        })
+        .layer(DefaultBodyLimit::max(state.body_limit))
+        .layer(middleware::from_fn_with_state(state.clone(), observe))
+        .with_state(state)
+}
+
+/// Counts and logs every request by its route template, never its path
+/// (the seed's login route carries a password in the path).
+async fn observe(State(state): State<Arc<AppState>>, req: Request, next: Next) -> Response {
+    let route = req
+        .extensions()
+        .get::<MatchedPath>()
+        .map(|p| p.as_str().to_owned())
+        .unwrap_or_else(|| "unmatched".into());
+    let method = req.method().clone();
+    let started = Instant::now();
+    let resp = next.run(req).await;
+    let status = resp.status();
+    state
+        .metrics
+        .requests
+        .with_label_values(&[route.as_str(), method.as_str(), status.as_str()])
+        .inc();
+    tracing::debug!(%method, %route, status = status.as_u16(), ms = started.elapsed().as_millis() as u64, "request");
+    resp
+}
+
+/// Serves the API on `listener` until `shutdown`.
+pub async fn serve(
+    listener: TcpListener,
+    state: Arc<AppState>,
+    shutdown: CancellationToken,
+) -> std::io::Result<()> {
+    axum::serve(listener, router(state))
+        .with_graceful_shutdown(async move { shutdown.cancelled().await })
+        .await
+}

@@ -1,0 +1,87 @@
+//! Who is calling: the bearer-token extractor (with the per-user rate
+//! limit) and the login routes, new and seed.
+
+use axum::extract::{FromRequestParts, Path, State};
+use axum::http::request::Parts;
+use axum::http::header;
+use axum::Json;
+use bytes::Bytes;
+use serde_json::{json, Value};
+use std::sync::Arc;
+
+use kumulus_core::ports::Principal;
+
+use crate::error::ApiError;
+use crate::AppState;
+
+/// The authenticated caller of an `/api` route.
+pub struct Caller(pub Principal);
+
+impl FromRequestParts<Arc<AppState>> for Caller {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(
+        parts: &mut Parts,
+        state: &Arc<AppState>,
+    ) -> Result<Self, Self::Rejection> {
+        let header = parts
+            .headers
+            .get(header::AUTHORIZATION)
+            .ok_or_else(|| ApiError::Unauthorized("a bearer token is required".into()))?;
+        let token = header
+            .to_str()
+            .ok()
+            .and_then(|h| {
+                let (scheme, token) = h.split_once(' ')?;
+                scheme.eq_ignore_ascii_case("bearer").then(|| token.trim())
+            })
+            .filter(|t| !t.is_empty())
+            .ok_or_else(|| {
+                ApiError::Unauthorized("the Authorization header must be `Bearer <token>`".into())
+            })?;
+        let principal = state.ports.auth.verify(token).await?;
+        state.limits.check_user(&principal.username)?;
+        Ok(Caller(principal))
+    }
+}
+
+async fn issue(state: &AppState, username: &str, password: &str) -> Result<(String, u64), ApiError> {
+    state.limits.check_login(username)?;
+    let token = state.ports.auth.login(username, password).await?;
+    Ok((token.access_token, token.expires_in))
+}
+
+/// `POST /auth/token` with `{"username","password"}`.
+pub async fn token(State(state): State<Arc<AppState>>, body: Result<Bytes, axum::extract::rejection::BytesRejection>) -> Result<Json<Value>, ApiError> {
+    let body = crate::body::bytes(body, state.body_limit)?;
+    let value = crate::body::json(&body)?;
+    let field = |name: &'static str| -> Result<String, ApiError> {
+        match value.get(name) {
+            Some(Value::String(s)) if !s.is_empty() => Ok(s.clone()),
+            Some(Value::String(_)) | None | Some(Value::Null) => {
+                Err(ApiError::Invalid(format!("{name}: is required")))
+            }
+            Some(_) => Err(ApiError::Invalid(format!("{name}: must be a string"))),
+        }
+    };
+    if !value.is_object() {
+        return Err(ApiError::Invalid("body: expected a JSON object".into()));
+    }
+    let (username, password) = (field("username")?, field("password")?);
+    let (access_token, expires_in) = issue(&state, &username, &password).await?;
+    Ok(Json(json!({
+        "access_token": access_token,
+        "token_type": "Bearer",
+        "expires_in": expires_in,
+    })))
+}
+
+/// The seed's `GET /auth/{user}/{password}` -> `{"token"}`. The password is
+/// in the path: the request log shows route templates, never paths.
+pub async fn seed_login(
+    State(state): State<Arc<AppState>>,
+    Path((user, password)): Path<(String, String)>,
+) -> Result<Json<Value>, ApiError> {
+    let (token, _) = issue(&state, &user, &password).await?;
+    Ok(Json(json!({ "token": token })))
+}

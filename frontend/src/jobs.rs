@@ -1,0 +1,208 @@
+//! `/api/jobs`: submit, list, show and cancel jobs. The operations here are
+//! shared with the seed's routes ([`crate::seed`]).
+
+use axum::extract::rejection::{BytesRejection, QueryRejection};
+use axum::extract::{Path, Query, State};
+use axum::http::{header, StatusCode};
+use axum::response::IntoResponse;
+use axum::Json;
+use bytes::Bytes;
+use serde_json::{json, Value};
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use kumulus_core::event::{EventKind, Outcome, StatusEvent};
+use kumulus_core::job::{JobId, JobRecord, JobState, QueuedJob};
+use kumulus_core::ports::{CancelRequest, ListQuery};
+use kumulus_core::submission::JobSpec;
+
+use crate::auth::Caller;
+use crate::error::ApiError;
+use crate::AppState;
+
+/// Accepts a job: stores its record, queues it, and only then answers. If
+/// it cannot be queued, the record goes too and the caller gets 503.
+pub async fn submit(state: &AppState, owner: &str, body: &[u8]) -> Result<JobRecord, ApiError> {
+    let value = crate::body::json(body)?;
+    let spec = JobSpec::from_json(&value, &state.submission_limits)?;
+    let job = QueuedJob {
+        id: JobId::new(),
+        owner: owner.to_string(),
+        url: spec.url,
+        args: spec.args,
+        config: spec.config,
+        timeout_secs: spec.timeout_secs,
+        submitted_at: chrono::Utc::now(),
+    };
+    let record = JobRecord::queued(&job);
+    state.ports.store.insert(&record).await?;
+    if let Err(e) = state.ports.queue.enqueue(&job).await {
+        if let Err(cleanup) = state.ports.store.remove(job.id).await {
+            tracing::error!(job_id = %job.id, error = %cleanup, "could not remove the record of a job that was not queued");
+        }
+        return Err(e.into());
+    }
+    let arrival = StatusEvent::new(
+        job.id,
+        owner,
+        EventKind::Queued {
+            submitted_at: job.submitted_at,
+        },
+    );
+    if let Err(e) = state.ports.status.publish(&arrival).await {
+        tracing::warn!(job_id = %job.id, error = %e, "could not announce an arrival");
+    }
+    state.metrics.jobs_submitted.inc();
+    tracing::info!(job_id = %job.id, owner, url = %record.url, "job accepted");
+    Ok(record)
+}
+
+/// The caller's job, or 404 (for a job that does not exist and for someone
+/// else's alike, so ids cannot be probed).
+pub async fn own_job(state: &AppState, caller: &Caller, id: &str) -> Result<JobRecord, ApiError> {
+    let id: JobId = id.parse().map_err(|_| ApiError::NotFound)?;
+    match state.ports.store.get(id).await? {
+        Some(rec) if rec.owner == caller.0.username => Ok(rec),
+        _ => Err(ApiError::NotFound),
+    }
+}
+
+/// Cancels a queued or running job; 409 if it has already ended.
+pub async fn cancel(state: &AppState, caller: &Caller, id: &str) -> Result<JobRecord, ApiError> {
+    let rec = own_job(state, caller, id).await?;
+    if rec.state.is_terminal() {
+        return Err(ApiError::Conflict(format!(
+            "the job has already ended ({})",
+            rec.state
+        )));
+    }
+    let request = CancelRequest {
+        job_id: rec.id,
+        owner: rec.owner.clone(),
+    };
+    state.ports.cancels.cancel(&request).await?;
+    let event = StatusEvent::new(
+        rec.id,
+        rec.owner.clone(),
+        EventKind::Finished(Outcome {
+            state: JobState::Cancelled,
+            started_at: rec.started_at,
+            elapsed_secs: None,
+            exit_code: None,
+            error: Some("cancelled by its owner".into()),
+            files: Vec::new(),
+        }),
+    );
+    let after = state
+        .ports
+        .store
+        .apply(&event)
+        .await?
+        .ok_or(ApiError::NotFound)?;
+    if after.state != JobState::Cancelled {
+        return Err(ApiError::Conflict(format!(
+            "the job ended ({}) before it could be cancelled",
+            after.state
+        )));
+    }
+    if let Err(e) = state.ports.status.publish(&event).await {
+        tracing::warn!(job_id = %rec.id, error = %e, "could not announce a cancellation");
+    }
+    state.metrics.jobs_cancelled.inc();
+    tracing::info!(job_id = %rec.id, "job cancelled");
+    Ok(after)
+}
+
+pub async fn create(
+    State(state): State<Arc<AppState>>,
+    caller: Caller,
+    body: Result<Bytes, BytesRejection>,
+) -> Result<impl IntoResponse, ApiError> {
+    let body = crate::body::bytes(body, state.body_limit)?;
+    let rec = submit(&state, &caller.0.username, &body).await?;
+    Ok((
+        StatusCode::CREATED,
+        [(header::LOCATION, format!("/api/jobs/{}", rec.id))],
+        Json(json!({"id": rec.id, "state": rec.state})),
+    ))
+}
+
+const DEFAULT_PAGE: usize = 20;
+const MAX_PAGE: usize = 100;
+
+pub async fn list(
+    State(state): State<Arc<AppState>>,
+    caller: Caller,
+    query: Result<Query<HashMap<String, String>>, QueryRejection>,
+) -> Result<Json<Value>, ApiError> {
+    let Query(params) =
+        query.map_err(|e| ApiError::BadRequest(format!("bad query string: {}", e.body_text())))?;
+    if let Some(k) = params
+        .keys()
+        .find(|k| !["state", "limit", "cursor"].contains(&k.as_str()))
+    {
+        return Err(ApiError::Invalid(format!(
+            "{k}: unknown parameter; expected state, limit, cursor"
+        )));
+    }
+    let state_filter = params
+        .get("state")
+        .filter(|s| !s.is_empty())
+        .map(|s| s.parse::<JobState>().map_err(|e| ApiError::Invalid(format!("state: {e}"))))
+        .transpose()?;
+    let limit = match params.get("limit") {
+        None => DEFAULT_PAGE,
+        Some(l) => match l.parse::<usize>() {
+            Ok(n) if (1..=MAX_PAGE).contains(&n) => n,
+            _ => {
+                return Err(ApiError::Invalid(format!(
+                    "limit: must be a whole number from 1 to {MAX_PAGE}"
+                )))
+            }
+        },
+    };
+    let before = params
+        .get("cursor")
+        .filter(|c| !c.is_empty())
+        .map(|c| {
+            c.parse::<JobId>()
+                .map_err(|_| ApiError::Invalid("cursor: not a cursor from a previous page".into()))
+        })
+        .transpose()?;
+    let mut jobs = state
+        .ports
+        .store
+        .list(
+            &caller.0.username,
+            &ListQuery {
+                state: state_filter,
+                before,
+                limit: limit + 1,
+            },
+        )
+        .await?;
+    let next_cursor = if jobs.len() > limit {
+        jobs.truncate(limit);
+        jobs.last().map(|j| j.id.to_string())
+    } else {
+        None
+    };
+    Ok(Json(json!({"jobs": jobs, "next_cursor": next_cursor})))
+}
+
+pub async fn show(
+    State(state): State<Arc<AppState>>,
+    caller: Caller,
+    Path(id): Path<String>,
+) -> Result<Json<JobRecord>, ApiError> {
+    own_job(&state, &caller, &id).await.map(Json)
+}
+
+pub async fn delete(
+    State(state): State<Arc<AppState>>,
+    caller: Caller,
+    Path(id): Path<String>,
+) -> Result<impl IntoResponse, ApiError> {
+    let rec = cancel(&state, &caller, &id).await?;
+    Ok((StatusCode::ACCEPTED, Json(rec)))
+}

@@ -1,0 +1,47 @@
+//! The frontend's Prometheus metrics (`kumulus_` prefix), one registry per
+//! application so that several can live in one process.
+
+use prometheus::{Encoder, IntCounter, IntCounterVec, Opts, Registry, TextEncoder};
+
+pub struct Metrics {
+    pub registry: Registry,
+    pub requests: IntCounterVec,
+    pub jobs_submitted: IntCounter,
+    pub jobs_cancelled: IntCounter,
+}
+
+impl Metrics {
+    pub fn new() -> Result<Self, prometheus::Error> {
+        let registry = Registry::new();
+        let requests = IntCounterVec::new(
+            Opts::new("kumulus_http_requests_total", "HTTP requests by route and status"),
+            &["route", "method", "status"],
+        )?;
+        let jobs_submitted = IntCounter::new(
+            "kumulus_jobs_submitted_total",
+            "Jobs accepted by the API",
+        )?;
+        let jobs_cancelled = IntCounter::new(
+            "kumulus_jobs_cancelled_total",
+            "Jobs cancelled by their owners",
+        )?;
+        registry.register(Box::new(requests.clone()))?;
+        registry.register(Box::new(jobs_submitted.clone()))?;
+        registry.register(Box::new(jobs_cancelled.clone()))?;
+        Ok(Self {
+            registry,
+            requests,
+            jobs_submitted,
+            jobs_cancelled,
+        })
+    }
+
+    /// The registry in Prometheus' text format.
+    pub fn render(&self) -> String {
+        let mut buf = Vec::new();
+        if let Err(e) = TextEncoder::new().encode(&self.registry.gather(), &mut buf) {
+            tracing::error!(error = %e, "could not encode metrics");
+        }
+        String::from_utf8(buf).unwrap_or_default()
+    }
+}

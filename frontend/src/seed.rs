@@ -1,0 +1,96 @@
+//! The seed's routes, same shapes, for existing clients:
+//! `POST /api/addJob`, `GET /api/status`, `GET /api/status/{id}`,
+//! `GET /api/results/{id}/{file}`, `GET /api/deleteJob/{id}`
+//! (`GET /auth/{user}/{password}` is in [`crate::auth`]).
+
+use axum::extract::rejection::BytesRejection;
+use axum::extract::{Path, State};
+use axum::response::Response;
+use axum::Json;
+use bytes::Bytes;
+use serde_json::{json, Value};
+use std::sync::Arc;
+
+use kumulus_core::job::JobRecord;
+use kumulus_core::ports::ListQuery;
+
+use crate::auth::Caller;
+use crate::error::ApiError;
+use crate::{files, jobs, AppState};
+
+/// `{"id","status","outputFiles"}` with the seed's state names; the files
+/// are links to the seed's results route.
+fn status_of(rec: &JobRecord) -> Value {
+    let files: Vec<String> = rec
+        .files
+        .iter()
+        .map(|f| format!("/api/results/{}/{}", rec.id, f.replace('/', "%2F")))
+        .collect();
+    json!({"id": rec.id, "status": rec.state.seed_name(), "outputFiles": files})
+}
+
+pub async fn add_job(
+    State(state): State<Arc<AppState>>,
+    caller: Caller,
+    body: Result<Bytes, BytesRejection>,
+) -> Result<Json<Value>, ApiError> {
+    let body = crate::body::bytes(body, state.body_limit)?;
+    let rec = jobs::submit(&state, &caller.0.username, &body).await?;
+    Ok(Json(json!({"jobId": rec.id})))
+}
+
+/// Most jobs the seed's status list returns (it has no paging).
+const SEED_LIST_MAX: usize = 1000;
+
+pub async fn status_all(
+    State(state): State<Arc<AppState>>,
+    caller: Caller,
+) -> Result<Json<Value>, ApiError> {
+    let jobs = state
+        .ports
+        .store
+        .list(
+            &caller.0.username,
+            &ListQuery {
+                state: None,
+                before: None,
+                limit: SEED_LIST_MAX,
+            },
+        )
+        .await?;
+    Ok(Json(Value::Array(jobs.iter().map(status_of).collect())))
+}
+
+pub async fn status_one(
+    State(state): State<Arc<AppState>>,
+    caller: Caller,
+    Path(id): Path<String>,
+) -> Result<Json<Value>, ApiError> {
+    let rec = jobs::own_job(&state, &caller, &id).await?;
+    Ok(Json(status_of(&rec)))
+}
+
+/// `file` is a name from `outputFiles` (`%2F` for folders), or an output
+/// file's name without the `output/` prefix, as the seed had it.
+pub async fn results(
+    State(state): State<Arc<AppState>>,
+    caller: Caller,
+    Path((id, file)): Path<(String, String)>,
+) -> Result<Response, ApiError> {
+    let rec = jobs::own_job(&state, &caller, &id).await?;
+    let name = if rec.files.iter().any(|f| f == &file) {
+        file
+    } else {
+        format!("output/{file}")
+    };
+    files::stream(&state, &rec, &name).await
+}
+
+pub async fn delete_job(
+    State(state): State<Arc<AppState>>,
+    caller: Caller,
+    Path(id): Path<String>,
+) -> Result<String, ApiError> {
+    let rec = jobs::cancel(&state, &caller, &id).await?;
+    Ok(format!("El trabajo {} ha sido eliminado.", rec.id))
+}
