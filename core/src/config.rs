@@ -30,6 +30,14 @@ pub struct Config {
     pub api: ApiConfig,
     pub worker: WorkerConfig,
     pub auth: AuthConfig,
+    pub autoscaler: AutoscalerConfig,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AutoscalerConfig {
+    /// Length of an observation period.
+    pub period_secs: u64,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -127,6 +135,7 @@ impl Config {
                 },
                 token_ttl_secs: 3600,
             },
+            autoscaler: AutoscalerConfig { period_secs: 10 },
         }
     }
 
@@ -226,6 +235,11 @@ impl Config {
             )?;
             check(!u.password.is_empty(), "auth.users", "passwords must not be empty")?;
         }
+        check(
+            self.autoscaler.period_secs >= 1,
+            "autoscaler.period_secs",
+            "must be at least 1",
+        )?;
         let mut names: Vec<&str> = self.auth.users.iter().map(|u| u.username.as_str()).collect();
         names.sort_unstable();
         check(
@@ -260,7 +274,7 @@ impl Config {
     }
 }
 
-const TOP_LEVEL_KEYS: [&str; 5] = ["listen", "data_dir", "api", "worker", "auth"];
+const TOP_LEVEL_KEYS: [&str; 6] = ["listen", "data_dir", "api", "worker", "auth", "autoscaler"];
 
 /// A configuration error: the key and what is wrong with it.
 #[derive(Debug, Clone, PartialEq, thiserror::Error)]

@@ -26,3 +26,9 @@ pub trait ObservationFeed: Send + Sync {
     /// Up to `n` observations, newest first.
     async fn recent(&self, n: usize) -> PortResult<Vec<Observation>>;
 }
+
+/// Where the autoscaler publishes its observations.
+#[async_trait]
+pub trait ObservationSink: Send + Sync {
+    async fn publish(&self, observation: &Observation) -> PortResult<()>;
+}

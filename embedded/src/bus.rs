@@ -119,6 +119,14 @@ impl ObservationBoard {
 }
 
 #[async_trait]
+impl kumulus_core::observation::ObservationSink for ObservationBoard {
+    async fn publish(&self, observation: &kumulus_core::observation::Observation) -> PortResult<()> {
+        self.push(observation.clone());
+        Ok(())
+    }
+}
+
+#[async_trait]
 impl kumulus_core::observation::ObservationFeed for ObservationBoard {
     async fn recent(&self, n: usize) -> PortResult<Vec<kumulus_core::observation::Observation>> {
         Ok(self

@@ -1,0 +1,156 @@
+//! Command-line parsing and exit codes: 0 done, 1 failed while running,
+//! 2 bad usage or configuration.
+
+use clap::{Parser, Subcommand};
+use std::io::BufRead;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::process::ExitCode;
+use tokio_util::sync::CancellationToken;
+
+use kumulus_core::config::{Config, Mode};
+
+#[derive(Parser)]
+#[command(name = "kumulus", version, about = "Run a git repository as a job, with real elasticity")]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Run the whole platform in one process on embedded backends
+    /// (SQLite, a local folder, built-in users).
+    Up {
+        /// A TOML configuration file (then KUMULUS_* variables apply on top).
+        #[arg(long)]
+        config: Option<PathBuf>,
+        /// Address to listen on (overrides the configuration's `listen`).
+        #[arg(long)]
+        listen: Option<SocketAddr>,
+        /// Folder for data (overrides the configuration's `data_dir`).
+        #[arg(long)]
+        data_dir: Option<PathBuf>,
+    },
+    /// Read a password from standard input and print its argon2 hash, for
+    /// `auth.users` in the configuration.
+    HashPassword,
+}
+
+pub fn main() -> ExitCode {
+    let cli = Cli::parse();
+    match cli.command {
+        Command::Up {
+            config,
+            listen,
+            data_dir,
+        } => {
+            let mut cfg = match Config::load(Mode::Standalone, config.as_deref()) {
+                Ok(cfg) => cfg,
+                Err(e) => {
+                    eprintln!("kumulus: {e}");
+                    return ExitCode::from(2);
+                }
+            };
+            if let Some(listen) = listen {
+                cfg.listen = listen;
+            }
+            if let Some(dir) = data_dir {
+                cfg.data_dir = dir;
+            }
+            init_tracing();
+            run_up(cfg)
+        }
+        Command::HashPassword => hash_password(),
+    }
+}
+
+fn init_tracing() {
+    use tracing_subscriber::EnvFilter;
+    let filter = EnvFilter::try_from_env("KUMULUS_LOG")
+        .unwrap_or_else(|_| EnvFilter::new("info,hyper=warn,h2=warn"));
+    tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .init();
+}
+
+fn run_up(cfg: Config) -> ExitCode {
+    let runtime = match tokio::runtime::Runtime::new() {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("kumulus: cannot start the runtime: {e}");
+            return ExitCode::from(1);
+        }
+    };
+    runtime.block_on(async move {
+        let app = match crate::up::Standalone::build(cfg).await {
+            Ok(app) => app,
+            Err(crate::up::UpError::Config(e)) => {
+                eprintln!("kumulus: {e}");
+                return ExitCode::from(2);
+            }
+            Err(e) => {
+                eprintln!("kumulus: {e}");
+                return ExitCode::from(1);
+            }
+        };
+        app.print_banner();
+        let shutdown = CancellationToken::new();
+        tokio::spawn(stop_on_signal(shutdown.clone()));
+        match app.run_until_stopped(shutdown).await {
+            Ok(()) => ExitCode::SUCCESS,
+            Err(e) => {
+                eprintln!("kumulus: {e}");
+                ExitCode::from(1)
+            }
+        }
+    })
+}
+
+/// Cancels `shutdown` on Ctrl-C or SIGTERM.
+async fn stop_on_signal(shutdown: CancellationToken) {
+    let ctrl_c = tokio::signal::ctrl_c();
+    #[cfg(unix)]
+    {
+        use tokio::signal::unix::{signal, SignalKind};
+        match signal(SignalKind::terminate()) {
+            Ok(mut term) => {
+                tokio::select! {
+                    _ = ctrl_c => {}
+                    _ = term.recv() => {}
+                }
+            }
+            Err(_) => {
+                let _ = ctrl_c.await;
+            }
+        }
+    }
+    #[cfg(not(unix))]
+    let _ = ctrl_c.await;
+    tracing::info!("stopping");
+    shutdown.cancel();
+}
+
+fn hash_password() -> ExitCode {
+    let mut line = String::new();
+    if let Err(e) = std::io::stdin().lock().read_line(&mut line) {
+        eprintln!("kumulus: cannot read the password: {e}");
+        return ExitCode::from(1);
+    }
+    let password = line.trim_end_matches(['\n', '\r']);
+    if password.is_empty() {
+        eprintln!("kumulus: the password is empty; write it on standard input");
+        return ExitCode::from(2);
+    }
+    match kumulus_embedded::users::hash_password(password) {
+        Ok(hash) => {
+            println!("{hash}");
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            eprintln!("kumulus: {e}");
+            ExitCode::from(1)
+        }
+    }
+}

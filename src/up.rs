@@ -1,0 +1,192 @@
+//! `kumulus up`: the frontend, a pool of worker slots and the autoscaler's
+//! observer in one process, on embedded backends. Build, then run:
+//! [`Standalone::build`] binds the port and opens the data folder,
+//! [`Standalone::run_until_stopped`] serves until the token is cancelled.
+
+use std::fs::File;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::net::TcpListener;
+use tokio_util::sync::CancellationToken;
+
+use kumulus_core::config::{Config, ConfigError, DEFAULT_PASSWORD};
+use kumulus_core::observation::{ObservationFeed, ObservationSink};
+use kumulus_core::ports::{
+    Authenticator, BlobStore, CancelBus, JobQueue, JobSource, JobStore, StatusBus,
+};
+use kumulus_embedded::blobs::LocalBlobs;
+use kumulus_embedded::bus::{LocalCancelBus, LocalStatusBus, ObservationBoard};
+use kumulus_embedded::sqlite::Sqlite;
+use kumulus_embedded::users::{load_or_create_key, BuiltinUsers};
+use kumulus_frontend::{AppState, FrontendPorts};
+use kumulus_worker::{Worker, WorkerPorts};
+
+#[derive(Debug, thiserror::Error)]
+pub enum UpError {
+    #[error("{0}")]
+    Config(#[from] ConfigError),
+    #[error("{what}: {source}")]
+    Io {
+        what: String,
+        source: std::io::Error,
+    },
+    #[error("{0}")]
+    Backend(String),
+}
+
+fn io(what: impl Into<String>) -> impl FnOnce(std::io::Error) -> UpError {
+    let what = what.into();
+    move |source| UpError::Io { what, source }
+}
+
+pub struct Standalone {
+    cfg: Config,
+    listener: TcpListener,
+    frontend: Arc<AppState>,
+    worker: Worker,
+    status: Arc<LocalStatusBus>,
+    board: Arc<ObservationBoard>,
+    example: Option<PathBuf>,
+    /// Held for the life of the process: one `kumulus up` per data folder.
+    _lock: File,
+}
+
+impl Standalone {
+    pub async fn build(cfg: Config) -> Result<Self, UpError> {
+        let data = &cfg.data_dir;
+        std::fs::create_dir_all(data).map_err(io(format!("cannot make {}", data.display())))?;
+        let lock = File::create(data.join("kumulus.lock"))
+            .map_err(io(format!("cannot write in {}", data.display())))?;
+        lock.try_lock().map_err(|_| {
+            UpError::Backend(format!(
+                "another kumulus is already using {}; stop it or choose another --data-dir",
+                data.display()
+            ))
+        })?;
+
+        let key = load_or_create_key(&data.join("token.key"))
+            .map_err(io("cannot read or make the token signing key"))?;
+        let users = BuiltinUsers::new(&cfg.auth.users, &key, cfg.auth.token_ttl_secs)
+            .map_err(|m| ConfigError::new("auth.users", m))?;
+        if !cfg.listen.ip().is_loopback() && users.any_has_password(DEFAULT_PASSWORD) {
+            return Err(ConfigError::new(
+                "listen",
+                format!(
+                    "refusing to listen on {} while a user has the default password; set auth.users first",
+                    cfg.listen
+                ),
+            )
+            .into());
+        }
+
+        let db = Sqlite::open(&data.join("kumulus.db")).map_err(|e| UpError::Backend(e.to_string()))?;
+        let blobs: Arc<dyn BlobStore> = Arc::new(
+            LocalBlobs::new(data.join("files")).map_err(io("cannot make the files folder"))?,
+        );
+        let store: Arc<dyn JobStore> = Arc::new(db.clone());
+        let status = Arc::new(LocalStatusBus::new(store.clone()));
+        let cancels: Arc<dyn CancelBus> = Arc::new(LocalCancelBus::new(db.clone()));
+        let board = Arc::new(ObservationBoard::default());
+
+        let frontend = Arc::new(
+            AppState::new(
+                &cfg,
+                FrontendPorts {
+                    store,
+                    queue: Arc::new(db.clone()) as Arc<dyn JobQueue>,
+                    status: status.clone() as Arc<dyn StatusBus>,
+                    cancels: cancels.clone(),
+                    blobs: blobs.clone(),
+                    auth: Arc::new(users) as Arc<dyn Authenticator>,
+                    observations: board.clone() as Arc<dyn ObservationFeed>,
+                },
+            )
+            .map_err(|e| UpError::Backend(format!("metrics: {e}")))?,
+        );
+        let worker = Worker::new(
+            &cfg,
+            WorkerPorts {
+                source: Arc::new(db) as Arc<dyn JobSource>,
+                status: status.clone() as Arc<dyn StatusBus>,
+                cancels,
+                blobs,
+            },
+        )
+        .map_err(io("cannot make the work folder"))?;
+
+        let example = match crate::example::prepare(data) {
+            Ok(path) => Some(path),
+            Err(e) => {
+                tracing::warn!(error = %e, "could not prepare the example repository");
+                None
+            }
+        };
+        let listener = TcpListener::bind(cfg.listen)
+            .await
+            .map_err(io(format!("cannot listen on {}", cfg.listen)))?;
+        Ok(Self {
+            cfg,
+            listener,
+            frontend,
+            worker,
+            status,
+            board,
+            example,
+            _lock: lock,
+        })
+    }
+
+    pub fn local_addr(&self) -> std::io::Result<SocketAddr> {
+        self.listener.local_addr()
+    }
+
+    /// Says where the API listens and how to run the example job.
+    pub fn print_banner(&self) {
+        let addr = match self.local_addr() {
+            Ok(a) => a,
+            Err(_) => self.cfg.listen,
+        };
+        println!("kumulus is listening on http://{addr}");
+        println!("data folder: {}", self.cfg.data_dir.display());
+        if let Some(example) = &self.example {
+            let user = self
+                .cfg
+                .auth
+                .users
+                .first()
+                .map(|u| u.username.as_str())
+                .unwrap_or("USER");
+            println!("run the example job:");
+            println!(
+                "  TOKEN=$(curl -s -X POST http://{addr}/auth/token -H 'content-type: application/json' \\\n    -d '{{\"username\":\"{user}\",\"password\":\"PASSWORD\"}}' | sed 's/.*\"access_token\":\"\\([^\"]*\\)\".*/\\1/')"
+            );
+            println!(
+                "  curl -s -X POST http://{addr}/api/jobs -H \"authorization: Bearer $TOKEN\" -H 'content-type: application/json' \\\n    -d '{{\"url\":\"{}\",\"args\":\"hello world\",\"config\":{{\"greeting\":\"hi\"}}}}'",
+                example.display()
+            );
+            println!("  curl -s http://{addr}/api/jobs -H \"authorization: Bearer $TOKEN\"");
+        }
+        use std::io::Write;
+        let _ = std::io::stdout().flush();
+    }
+
+    /// Serves until `shutdown`; then stops taking jobs, lets running ones
+    /// finish within the grace period (or hands them back to the queue),
+    /// and returns.
+    pub async fn run_until_stopped(self, shutdown: CancellationToken) -> Result<(), UpError> {
+        let observer = tokio::spawn(kumulus_autoscaler::observe::run_observer(
+            self.status.subscribe(),
+            self.board.clone() as Arc<dyn ObservationSink>,
+            Duration::from_secs(self.cfg.autoscaler.period_secs),
+            shutdown.clone(),
+        ));
+        let worker = tokio::spawn(self.worker.run(shutdown.clone()));
+        let served = kumulus_frontend::serve(self.listener, self.frontend, shutdown.clone()).await;
+        shutdown.cancel();
+        let _ = worker.await;
+        let _ = observer.await;
+        served.map_err(io("the API server failed"))
+    }
+}
