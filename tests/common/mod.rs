@@ -1,0 +1,323 @@
+//! Black-box helpers: start the real `kumulus up` binary on port 0 with a
+//! fresh data folder, speak HTTP to it, make job repositories on disk.
+#![allow(dead_code)]
+
+use reqwest::{Client, Method, StatusCode};
+use serde_json::{json, Value};
+use std::io::{BufRead, BufReader, Read, Write};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+pub const USERS: [(&str, &str); 2] = [("ana", "ana-password"), ("bob", "bob-password")];
+
+/// Options for one `kumulus up`.
+pub struct Options {
+    pub slots: usize,
+    pub grace_secs: u64,
+    pub env: Vec<(String, String)>,
+}
+
+impl Default for Options {
+    fn default() -> Self {
+        Self {
+            slots: 2,
+            grace_secs: 1,
+            env: Vec::new(),
+        }
+    }
+}
+
+/// A running `kumulus up`, killed when dropped.
+pub struct Kumulus {
+    pub child: Child,
+    pub base: String,
+    pub data: PathBuf,
+    pub config: PathBuf,
+    pub opts_env: Vec<(String, String)>,
+    pub http: Client,
+    pub stdout_banner: String,
+    _tmp: Option<tempfile::TempDir>,
+}
+
+pub fn bin() -> &'static str {
+    env!("CARGO_BIN_EXE_kumulus")
+}
+
+fn write_config(dir: &Path, opts: &Options) -> PathBuf {
+    let path = dir.join("kumulus.toml");
+    let mut text = format!(
+        "[worker]\nslots = {}\ntimeout_secs = 60\nmax_timeout_secs = 120\nshutdown_grace_secs = {}\n\n[autoscaler]\nperiod_secs = 1\n\n[auth]\n",
+        opts.slots, opts.grace_secs
+    );
+    for (u, p) in USERS {
+        text.push_str(&format!("[[auth.users]]\nusername = \"{u}\"\npassword = \"{p}\"\n"));
+    }
+    std::fs::write(&path, text).expect("write config");
+    path
+}
+
+impl Kumulus {
+    pub async fn start(opts: Options) -> Self {
+        let tmp = tempfile::tempdir().expect("tempdir");
+        let data = tmp.path().join("data");
+        let config = write_config(tmp.path(), &opts);
+        let mut k = Self::spawn(&data, &config, opts.env.clone()).await;
+        k._tmp = Some(tmp);
+        k
+    }
+
+    async fn spawn(data: &Path, config: &Path, env: Vec<(String, String)>) -> Self {
+        let mut cmd = Command::new(bin());
+        cmd.arg("up")
+            .arg("--config")
+            .arg(config)
+            .arg("--data-dir")
+            .arg(data)
+            .arg("--listen")
+            .arg("127.0.0.1:0")
+            .env("KUMULUS_LOG", "info")
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::inherit());
+        for (k, v) in &env {
+            cmd.env(k, v);
+        }
+        let mut child = cmd.spawn().expect("start kumulus up");
+        let stdout = child.stdout.take().expect("stdout");
+        let (tx, rx) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            let mut reader = BufReader::new(stdout);
+            let mut banner = String::new();
+            let mut line = String::new();
+            while reader.read_line(&mut line).map(|n| n > 0).unwrap_or(false) {
+                banner.push_str(&line);
+                if line.contains("listening on") {
+                    let _ = tx.send(banner.clone());
+                }
+                line.clear();
+            }
+        });
+        let banner = rx
+            .recv_timeout(Duration::from_secs(60))
+            .expect("kumulus up printed where it listens");
+        let base = banner
+            .lines()
+            .find_map(|l| l.split("listening on ").nth(1))
+            .expect("address")
+            .trim()
+            .to_string();
+        Self {
+            child,
+            base,
+            data: data.to_path_buf(),
+            config: config.to_path_buf(),
+            opts_env: env,
+            http: Client::new(),
+            stdout_banner: banner,
+            _tmp: None,
+        }
+    }
+
+    /// Stops the process with SIGTERM and waits for it to exit.
+    pub fn stop(&mut self) -> std::process::ExitStatus {
+        let pid = nix::unistd::Pid::from_raw(self.child.id() as i32);
+        let _ = nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGTERM);
+        let deadline = Instant::now() + Duration::from_secs(30);
+        loop {
+            if let Some(status) = self.child.try_wait().expect("wait") {
+                return status;
+            }
+            assert!(Instant::now() < deadline, "kumulus did not stop within 30 s");
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+
+    /// Stops this process and starts a new one on the same data and config.
+    pub async fn restart(mut self) -> Self {
+        let status = self.stop();
+        assert!(status.success(), "clean exit on SIGTERM, got {status}");
+        let tmp = self._tmp.take();
+        let mut k = Self::spawn(&self.data, &self.config, self.opts_env.clone()).await;
+        k._tmp = tmp;
+        k
+    }
+
+    pub fn url(&self, path: &str) -> String {
+        format!("{}{}", self.base, path)
+    }
+
+    pub async fn login(&self, user: &str) -> String {
+        let password = USERS.iter().find(|(u, _)| *u == user).expect("known user").1;
+        let resp = self
+            .http
+            .post(self.url("/auth/token"))
+            .json(&json!({"username": user, "password": password}))
+            .send()
+            .await
+            .expect("login");
+        assert_eq!(resp.status(), StatusCode::OK);
+        let body: Value = resp.json().await.expect("json");
+        assert_eq!(body["token_type"], "Bearer");
+        body["access_token"].as_str().expect("token").to_string()
+    }
+
+    /// Sends a request with a bearer token; returns status and body bytes.
+    pub async fn call(
+        &self,
+        method: Method,
+        path: &str,
+        token: &str,
+        body: Option<Value>,
+    ) -> (StatusCode, Vec<u8>) {
+        let mut req = self.http.request(method, self.url(path)).bearer_auth(token);
+        if let Some(b) = body {
+            req = req.json(&b);
+        }
+        let resp = req.send().await.expect("request");
+        let status = resp.status();
+        (status, resp.bytes().await.expect("body").to_vec())
+    }
+
+    pub async fn json(&self, method: Method, path: &str, token: &str, body: Option<Value>) -> (StatusCode, Value) {
+        let (status, bytes) = self.call(method, path, token, body).await;
+        let value = serde_json::from_slice(&bytes).unwrap_or(Value::Null);
+        (status, value)
+    }
+
+    /// Submits a job; asserts 201 and returns its id.
+    pub async fn submit(&self, token: &str, body: Value) -> String {
+        let (status, value) = self.json(Method::POST, "/api/jobs", token, Some(body)).await;
+        assert_eq!(status, StatusCode::CREATED, "submit: {value}");
+        assert_eq!(value["state"], "queued");
+        value["id"].as_str().expect("id").to_string()
+    }
+
+    pub async fn job(&self, token: &str, id: &str) -> Value {
+        let (status, value) = self.json(Method::GET, &format!("/api/jobs/{id}"), token, None).await;
+        assert_eq!(status, StatusCode::OK, "get job: {value}");
+        value
+    }
+
+    /// Polls until the job is in one of `states`; panics after `secs`.
+    pub async fn wait_for(&self, token: &str, id: &str, states: &[&str], secs: u64) -> Value {
+        let deadline = Instant::now() + Duration::from_secs(secs);
+        loop {
+            let job = self.job(token, id).await;
+            if states.iter().any(|s| job["state"] == *s) {
+                return job;
+            }
+            assert!(Instant::now() < deadline, "job {id} never reached {states:?}: {job}");
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+
+    pub async fn file(&self, token: &str, id: &str, name: &str) -> (StatusCode, Vec<u8>) {
+        self.call(Method::GET, &format!("/api/jobs/{id}/files/{name}"), token, None).await
+    }
+
+    /// A GET sent byte for byte, so that the path is not normalised by a URL parser.
+    pub fn raw_get(&self, path: &str, token: &str) -> u16 {
+        let addr = self.base.trim_start_matches("http://");
+        let mut stream = std::net::TcpStream::connect(addr).expect("connect");
+        write!(
+            stream,
+            "GET {path} HTTP/1.1\r\nHost: {addr}\r\nAuthorization: Bearer {token}\r\nConnection: close\r\n\r\n"
+        )
+        .expect("write");
+        let mut resp = String::new();
+        let _ = stream.read_to_string(&mut resp);
+        resp.split_whitespace()
+            .nth(1)
+            .and_then(|s| s.parse().ok())
+            .expect("status line")
+    }
+}
+
+impl Drop for Kumulus {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// A git repository made from `files` (path, contents), in a temp folder.
+pub struct Repo {
+    pub dir: tempfile::TempDir,
+}
+
+impl Repo {
+    pub fn new(files: &[(&str, &str)]) -> Self {
+        let dir = tempfile::tempdir().expect("tempdir");
+        for (name, text) in files {
+            let path = dir.path().join(name);
+            if let Some(parent) = path.parent() {
+                std::fs::create_dir_all(parent).expect("mkdir");
+            }
+            std::fs::write(path, text).expect("write");
+        }
+        let git = |args: &[&str]| {
+            let status = Command::new("git")
+                .args(["-c", "user.name=t", "-c", "user.email=t@t", "-c", "init.defaultBranch=main"])
+                .args(args)
+                .current_dir(dir.path())
+                .env("GIT_CONFIG_GLOBAL", "/dev/null")
+                .stdout(Stdio::null())
+                .status()
+                .expect("git");
+            assert!(status.success(), "git {args:?}");
+        };
+        git(&["init", "--quiet"]);
+        git(&["add", "-A"]);
+        git(&["commit", "--quiet", "-m", "job"]);
+        Self { dir }
+    }
+
+    /// A repository whose start script is `node main.js` with this main.js.
+    pub fn node(main_js: &str) -> Self {
+        Self::new(&[
+            ("package.json", r#"{"name":"t","version":"1.0.0","scripts":{"start":"node main.js"}}"#),
+            ("main.js", main_js),
+        ])
+    }
+
+    /// The shipped example job.
+    pub fn example() -> Self {
+        let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("examples/hello");
+        let pkg = std::fs::read_to_string(root.join("package.json")).expect("example");
+        let main = std::fs::read_to_string(root.join("main.js")).expect("example");
+        Self::new(&[("package.json", &pkg), ("main.js", &main)])
+    }
+
+    pub fn path(&self) -> String {
+        self.dir.path().display().to_string()
+    }
+}
+
+/// Pids of processes whose command line contains `marker`.
+pub fn processes_with(marker: &str) -> Vec<u32> {
+    let mut pids = Vec::new();
+    if let Ok(entries) = std::fs::read_dir("/proc") {
+        for e in entries.flatten() {
+            let Ok(pid) = e.file_name().to_string_lossy().parse::<u32>() else { continue };
+            let Ok(cmdline) = std::fs::read(e.path().join("cmdline")) else { continue };
+            let text = String::from_utf8_lossy(&cmdline).replace('\0', " ");
+            let zombie = std::fs::read_to_string(e.path().join("stat"))
+                .map(|s| s.contains(") Z "))
+                .unwrap_or(true);
+            if text.contains(marker) && !zombie {
+                pids.push(pid);
+            }
+        }
+    }
+    pids
+}
+
+/// Waits until `cond` holds; panics after `secs`.
+pub async fn eventually(secs: u64, what: &str, mut cond: impl FnMut() -> bool) {
+    let deadline = Instant::now() + Duration::from_secs(secs);
+    while !cond() {
+        assert!(Instant::now() < deadline, "timed out waiting for {what}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}

@@ -1,0 +1,225 @@
+//! Running jobs through `kumulus up`: success, failure, time limit,
+//! cancellation, and isolation between users.
+
+mod common;
+
+use common::{eventually, processes_with, Kumulus, Options, Repo};
+use reqwest::{Method, StatusCode};
+use serde_json::json;
+
+#[tokio::test]
+async fn the_example_job_succeeds_and_its_files_download() {
+    let k = Kumulus::start(Options::default()).await;
+    let token = k.login("ana").await;
+    let repo = Repo::example();
+    let id = k
+        .submit(
+            &token,
+            json!({"url": repo.path(), "args": "hello 'big world'", "config": {"greeting": "hi"}}),
+        )
+        .await;
+    let job = k.wait_for(&token, &id, &["succeeded", "failed"], 60).await;
+    assert_eq!(job["state"], "succeeded", "{job}");
+    assert_eq!(job["exit_code"], 0);
+    assert!(job["elapsed_secs"].as_f64().unwrap() > 0.0);
+    assert!(job["started_at"].is_string() && job["finished_at"].is_string());
+    assert_eq!(job["args"], json!(["hello", "big world"]));
+    assert_eq!(
+        job["files"],
+        json!(["stdout.log", "stderr.log", "output/result.json"])
+    );
+
+    let (status, stdout) = k.file(&token, &id, "stdout.log").await;
+    assert_eq!(status, StatusCode::OK);
+    assert_eq!(
+        String::from_utf8(stdout).unwrap(),
+        "hello from kumulus; args: [\"hello\",\"big world\"]\nwrote output/result.json\n"
+    );
+    let (_, stderr) = k.file(&token, &id, "stderr.log").await;
+    assert_eq!(String::from_utf8(stderr).unwrap(), "config keys: greeting\n");
+    let (status, result) = k.file(&token, &id, "output/result.json").await;
+    assert_eq!(status, StatusCode::OK);
+    let result: serde_json::Value = serde_json::from_slice(&result).unwrap();
+    assert_eq!(
+        result,
+        json!({"args": ["hello", "big world"], "config": {"greeting": "hi"}, "words": 2})
+    );
+
+    let resp = k
+        .http
+        .get(k.url(&format!("/api/jobs/{id}/files/output/result.json")))
+        .bearer_auth(&token)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.headers()["content-type"], "application/json");
+    let (status, list) = k
+        .json(Method::GET, &format!("/api/jobs/{id}/files"), &token, None)
+        .await;
+    assert_eq!(status, StatusCode::OK);
+    assert_eq!(list["files"].as_array().unwrap().len(), 3);
+
+    // The run shows in the metrics and in the observations.
+    let metrics = k.http.get(k.url("/metrics")).send().await.unwrap().text().await.unwrap();
+    assert!(metrics.contains("kumulus_jobs_submitted_total 1"), "{metrics}");
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    loop {
+        let load: serde_json::Value = k.http.get(k.url("/health/load")).send().await.unwrap().json().await.unwrap();
+        let arrivals: f64 = load
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|o| o["avgRateOfArrival"].as_f64().unwrap())
+            .sum();
+        if arrivals == 1.0 {
+            break;
+        }
+        assert!(std::time::Instant::now() < deadline, "no observation of the arrival: {load}");
+        tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+    }
+}
+
+#[tokio::test]
+async fn a_failing_job_keeps_its_exit_code_and_stderr() {
+    let k = Kumulus::start(Options::default()).await;
+    let token = k.login("ana").await;
+    let repo = Repo::node("console.log('partial'); console.error('boom'); process.exit(3);");
+    let id = k.submit(&token, json!({"url": repo.path()})).await;
+    let job = k.wait_for(&token, &id, &["succeeded", "failed"], 60).await;
+    assert_eq!(job["state"], "failed");
+    assert_eq!(job["exit_code"], 3);
+    assert!(job["error"].as_str().unwrap().contains("code 3"));
+    let (_, stderr) = k.file(&token, &id, "stderr.log").await;
+    assert!(String::from_utf8_lossy(&stderr).contains("boom"));
+    let (_, stdout) = k.file(&token, &id, "stdout.log").await;
+    assert_eq!(stdout, b"partial\n");
+}
+
+#[tokio::test]
+async fn repositories_without_a_start_script_or_that_do_not_clone_fail_clearly() {
+    let k = Kumulus::start(Options::default()).await;
+    let token = k.login("ana").await;
+    let no_pkg = Repo::new(&[("README", "nothing to run")]);
+    let no_start = Repo::new(&[("package.json", r#"{"name":"x","scripts":{"test":"true"}}"#)]);
+    let missing = no_pkg.dir.path().join("does-not-exist").display().to_string();
+    let cases = [
+        (no_pkg.path(), "no package.json"),
+        (no_start.path(), "no `start` script"),
+        (missing, "git clone failed"),
+    ];
+    for (url, reason) in cases {
+        let id = k.submit(&token, json!({"url": url})).await;
+        let job = k.wait_for(&token, &id, &["succeeded", "failed"], 60).await;
+        assert_eq!(job["state"], "failed", "{job}");
+        assert!(job["error"].as_str().unwrap().contains(reason), "{job}");
+    }
+}
+
+#[tokio::test]
+async fn a_job_past_its_time_limit_is_timed_out() {
+    let k = Kumulus::start(Options::default()).await;
+    let token = k.login("ana").await;
+    let repo = Repo::node("setTimeout(() => {}, 60000);");
+    let id = k.submit(&token, json!({"url": repo.path(), "timeout_secs": 1})).await;
+    let job = k.wait_for(&token, &id, &["succeeded", "failed", "timed_out"], 60).await;
+    assert_eq!(job["state"], "timed_out", "{job}");
+    assert!(job["error"].as_str().unwrap().contains("time limit of 1 s"));
+}
+
+#[tokio::test]
+async fn cancelling_queued_and_running_jobs() {
+    let k = Kumulus::start(Options { slots: 1, ..Options::default() }).await;
+    let token = k.login("ana").await;
+    let marker = format!("kumulus-cancel-{}", std::process::id());
+    let repo = Repo::node("setInterval(() => {}, 1000);");
+    let running = k.submit(&token, json!({"url": repo.path(), "args": [marker.clone()]})).await;
+    k.wait_for(&token, &running, &["running"], 60).await;
+    eventually(30, "the job's process to start", || !processes_with(&marker).is_empty()).await;
+
+    // One slot is busy: this one waits in the queue.
+    let queued = k.submit(&token, json!({"url": repo.path(), "args": ["queued-one"]})).await;
+    let (status, rec) = k.json(Method::DELETE, &format!("/api/jobs/{queued}"), &token, None).await;
+    assert_eq!(status, StatusCode::ACCEPTED, "{rec}");
+    assert_eq!(rec["state"], "cancelled");
+    assert_eq!(rec["id"], queued.as_str());
+
+    let (status, rec) = k.json(Method::DELETE, &format!("/api/jobs/{running}"), &token, None).await;
+    assert_eq!(status, StatusCode::ACCEPTED, "{rec}");
+    assert_eq!(rec["state"], "cancelled");
+    eventually(10, "the cancelled job's processes to be gone", || processes_with(&marker).is_empty()).await;
+
+    // Cancelling again: it has ended.
+    let (status, body) = k.json(Method::DELETE, &format!("/api/jobs/{running}"), &token, None).await;
+    assert_eq!(status, StatusCode::CONFLICT);
+    assert_eq!(body["error"]["code"], "conflict");
+
+    // The slot is free again and the cancelled queued job never ran.
+    let ok = Repo::node("console.log('after');");
+    let next = k.submit(&token, json!({"url": ok.path()})).await;
+    let job = k.wait_for(&token, &next, &["succeeded", "failed"], 60).await;
+    assert_eq!(job["state"], "succeeded");
+    let rec = k.job(&token, &queued).await;
+    assert_eq!(rec["state"], "cancelled");
+    assert!(rec["started_at"].is_null(), "{rec}");
+}
+
+#[tokio::test]
+async fn users_only_ever_see_their_own_jobs() {
+    let k = Kumulus::start(Options::default()).await;
+    let ana = k.login("ana").await;
+    let bob = k.login("bob").await;
+    let repo = Repo::example();
+    let id = k.submit(&ana, json!({"url": repo.path()})).await;
+    k.wait_for(&ana, &id, &["succeeded"], 60).await;
+
+    let paths = [
+        (Method::GET, format!("/api/jobs/{id}")),
+        (Method::GET, format!("/api/jobs/{id}/files")),
+        (Method::GET, format!("/api/jobs/{id}/files/stdout.log")),
+        (Method::DELETE, format!("/api/jobs/{id}")),
+        (Method::GET, format!("/api/status/{id}")),
+        (Method::GET, format!("/api/results/{id}/stdout.log")),
+        (Method::GET, format!("/api/deleteJob/{id}")),
+    ];
+    for (method, path) in paths {
+        let (status, body) = k.json(method.clone(), &path, &bob, None).await;
+        assert_eq!(status, StatusCode::NOT_FOUND, "{method} {path}: {body}");
+        assert_eq!(body["error"]["code"], "not_found");
+    }
+    let (_, list) = k.json(Method::GET, "/api/jobs", &bob, None).await;
+    assert_eq!(list["jobs"], json!([]));
+    let (_, list) = k.json(Method::GET, "/api/status", &bob, None).await;
+    assert_eq!(list, json!([]));
+    let (_, list) = k.json(Method::GET, "/api/jobs", &ana, None).await;
+    assert_eq!(list["jobs"][0]["id"], id.as_str());
+}
+
+#[tokio::test]
+async fn listing_pages_newest_first_and_filters_by_state() {
+    let k = Kumulus::start(Options::default()).await;
+    let token = k.login("ana").await;
+    let repo = Repo::new(&[("README", "no package.json: fails at once")]);
+    let mut ids = Vec::new();
+    for _ in 0..5 {
+        ids.push(k.submit(&token, json!({"url": repo.path()})).await);
+    }
+    for id in &ids {
+        k.wait_for(&token, id, &["failed"], 60).await;
+    }
+    ids.reverse();
+    let (status, page) = k.json(Method::GET, "/api/jobs?limit=2", &token, None).await;
+    assert_eq!(status, StatusCode::OK);
+    let got: Vec<&str> = page["jobs"].as_array().unwrap().iter().map(|j| j["id"].as_str().unwrap()).collect();
+    assert_eq!(got, ids[..2]);
+    let cursor = page["next_cursor"].as_str().unwrap().to_string();
+    let (_, rest) = k
+        .json(Method::GET, &format!("/api/jobs?limit=10&cursor={cursor}"), &token, None)
+        .await;
+    let got: Vec<&str> = rest["jobs"].as_array().unwrap().iter().map(|j| j["id"].as_str().unwrap()).collect();
+    assert_eq!(got, ids[2..]);
+    assert!(rest["next_cursor"].is_null());
+    let (_, failed) = k.json(Method::GET, "/api/jobs?state=failed", &token, None).await;
+    assert_eq!(failed["jobs"].as_array().unwrap().len(), 5);
+    let (_, running) = k.json(Method::GET, "/api/jobs?state=running", &token, None).await;
+    assert_eq!(running["jobs"], json!([]));
+}
