@@ -11,7 +11,11 @@ use tokio_util::sync::CancellationToken;
 use kumulus_core::config::{Config, Mode};
 
 #[derive(Parser)]
-#[command(name = "kumulus", version, about = "Run a git repository as a job, with real elasticity")]
+#[command(
+    name = "kumulus",
+    version,
+    about = "Run a git repository as a job, with real elasticity"
+)]
 struct Cli {
     #[command(subcommand)]
     command: Command,

@@ -5,13 +5,18 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 
 const FILES: [(&str, &str); 2] = [
-    ("package.json", include_str!("../examples/hello/package.json")),
+    (
+        "package.json",
+        include_str!("../examples/hello/package.json"),
+    ),
     ("main.js", include_str!("../examples/hello/main.js")),
 ];
 
 /// Makes (or refreshes) the example repository under `data_dir`; returns its path.
 pub fn prepare(data_dir: &Path) -> std::io::Result<PathBuf> {
-    let repo = std::fs::canonicalize(data_dir)?.join("examples").join("hello");
+    let repo = std::fs::canonicalize(data_dir)?
+        .join("examples")
+        .join("hello");
     std::fs::create_dir_all(&repo)?;
     let mut changed = !repo.join(".git").is_dir();
     for (name, text) in FILES {
@@ -53,6 +58,9 @@ fn git(dir: &Path, args: &[&str]) -> std::io::Result<()> {
     if status.success() {
         Ok(())
     } else {
-        Err(std::io::Error::other(format!("git {} failed", args.join(" "))))
+        Err(std::io::Error::other(format!(
+            "git {} failed",
+            args.join(" ")
+        )))
     }
 }

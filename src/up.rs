@@ -81,7 +81,8 @@ impl Standalone {
             .into());
         }
 
-        let db = Sqlite::open(&data.join("kumulus.db")).map_err(|e| UpError::Backend(e.to_string()))?;
+        let db =
+            Sqlite::open(&data.join("kumulus.db")).map_err(|e| UpError::Backend(e.to_string()))?;
         let blobs: Arc<dyn BlobStore> = Arc::new(
             LocalBlobs::new(data.join("files")).map_err(io("cannot make the files folder"))?,
         );
@@ -151,16 +152,17 @@ impl Standalone {
         println!("kumulus is listening on http://{addr}");
         println!("data folder: {}", self.cfg.data_dir.display());
         if let Some(example) = &self.example {
-            let user = self
-                .cfg
-                .auth
-                .users
-                .first()
-                .map(|u| u.username.as_str())
-                .unwrap_or("USER");
+            let (user, password) = match self.cfg.auth.users.first() {
+                // Only the well-known default is printed; real passwords never are.
+                Some(u) if u.password == DEFAULT_PASSWORD => {
+                    (u.username.as_str(), DEFAULT_PASSWORD)
+                }
+                Some(u) => (u.username.as_str(), "PASSWORD"),
+                None => ("USER", "PASSWORD"),
+            };
             println!("run the example job:");
             println!(
-                "  TOKEN=$(curl -s -X POST http://{addr}/auth/token -H 'content-type: application/json' \\\n    -d '{{\"username\":\"{user}\",\"password\":\"PASSWORD\"}}' | sed 's/.*\"access_token\":\"\\([^\"]*\\)\".*/\\1/')"
+                "  TOKEN=$(curl -s -X POST http://{addr}/auth/token -H 'content-type: application/json' \\\n    -d '{{\"username\":\"{user}\",\"password\":\"{password}\"}}' | sed 's/.*\"access_token\":\"\\([^\"]*\\)\".*/\\1/')"
             );
             println!(
                 "  curl -s -X POST http://{addr}/api/jobs -H \"authorization: Bearer $TOKEN\" -H 'content-type: application/json' \\\n    -d '{{\"url\":\"{}\",\"args\":\"hello world\",\"config\":{{\"greeting\":\"hi\"}}}}'",

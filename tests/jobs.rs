@@ -36,7 +36,10 @@ async fn the_example_job_succeeds_and_its_files_download() {
         "hello from kumulus; args: [\"hello\",\"big world\"]\nwrote output/result.json\n"
     );
     let (_, stderr) = k.file(&token, &id, "stderr.log").await;
-    assert_eq!(String::from_utf8(stderr).unwrap(), "config keys: greeting\n");
+    assert_eq!(
+        String::from_utf8(stderr).unwrap(),
+        "config keys: greeting\n"
+    );
     let (status, result) = k.file(&token, &id, "output/result.json").await;
     assert_eq!(status, StatusCode::OK);
     let result: serde_json::Value = serde_json::from_slice(&result).unwrap();
@@ -60,11 +63,30 @@ async fn the_example_job_succeeds_and_its_files_download() {
     assert_eq!(list["files"].as_array().unwrap().len(), 3);
 
     // The run shows in the metrics and in the observations.
-    let metrics = k.http.get(k.url("/metrics")).send().await.unwrap().text().await.unwrap();
-    assert!(metrics.contains("kumulus_jobs_submitted_total 1"), "{metrics}");
+    let metrics = k
+        .http
+        .get(k.url("/metrics"))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(
+        metrics.contains("kumulus_jobs_submitted_total 1"),
+        "{metrics}"
+    );
     let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
     loop {
-        let load: serde_json::Value = k.http.get(k.url("/health/load")).send().await.unwrap().json().await.unwrap();
+        let load: serde_json::Value = k
+            .http
+            .get(k.url("/health/load"))
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
         let arrivals: f64 = load
             .as_array()
             .unwrap()
@@ -74,7 +96,10 @@ async fn the_example_job_succeeds_and_its_files_download() {
         if arrivals == 1.0 {
             break;
         }
-        assert!(std::time::Instant::now() < deadline, "no observation of the arrival: {load}");
+        assert!(
+            std::time::Instant::now() < deadline,
+            "no observation of the arrival: {load}"
+        );
         tokio::time::sleep(std::time::Duration::from_millis(200)).await;
     }
 }
@@ -101,7 +126,12 @@ async fn repositories_without_a_start_script_or_that_do_not_clone_fail_clearly()
     let token = k.login("ana").await;
     let no_pkg = Repo::new(&[("README", "nothing to run")]);
     let no_start = Repo::new(&[("package.json", r#"{"name":"x","scripts":{"test":"true"}}"#)]);
-    let missing = no_pkg.dir.path().join("does-not-exist").display().to_string();
+    let missing = no_pkg
+        .dir
+        .path()
+        .join("does-not-exist")
+        .display()
+        .to_string();
     let cases = [
         (no_pkg.path(), "no package.json"),
         (no_start.path(), "no `start` script"),
@@ -120,43 +150,82 @@ async fn a_job_past_its_time_limit_is_timed_out() {
     let k = Kumulus::start(Options::default()).await;
     let token = k.login("ana").await;
     let repo = Repo::node("setTimeout(() => {}, 60000);");
-    let id = k.submit(&token, json!({"url": repo.path(), "timeout_secs": 1})).await;
-    let job = k.wait_for(&token, &id, &["succeeded", "failed", "timed_out"], 60).await;
+    let id = k
+        .submit(&token, json!({"url": repo.path(), "timeout_secs": 1}))
+        .await;
+    let job = k
+        .wait_for(&token, &id, &["succeeded", "failed", "timed_out"], 60)
+        .await;
     assert_eq!(job["state"], "timed_out", "{job}");
     assert!(job["error"].as_str().unwrap().contains("time limit of 1 s"));
 }
 
 #[tokio::test]
 async fn cancelling_queued_and_running_jobs() {
-    let k = Kumulus::start(Options { slots: 1, ..Options::default() }).await;
+    let k = Kumulus::start(Options {
+        slots: 1,
+        ..Options::default()
+    })
+    .await;
     let token = k.login("ana").await;
     let marker = format!("kumulus-cancel-{}", std::process::id());
     let repo = Repo::node("setInterval(() => {}, 1000);");
-    let running = k.submit(&token, json!({"url": repo.path(), "args": [marker.clone()]})).await;
+    let running = k
+        .submit(
+            &token,
+            json!({"url": repo.path(), "args": [marker.clone()]}),
+        )
+        .await;
     k.wait_for(&token, &running, &["running"], 60).await;
-    eventually(30, "the job's process to start", || !processes_with(&marker).is_empty()).await;
+    eventually(30, "the job's process to start", || {
+        !processes_with(&marker).is_empty()
+    })
+    .await;
 
     // One slot is busy: this one waits in the queue.
-    let queued = k.submit(&token, json!({"url": repo.path(), "args": ["queued-one"]})).await;
-    let (status, rec) = k.json(Method::DELETE, &format!("/api/jobs/{queued}"), &token, None).await;
+    let queued = k
+        .submit(&token, json!({"url": repo.path(), "args": ["queued-one"]}))
+        .await;
+    let (status, rec) = k
+        .json(Method::DELETE, &format!("/api/jobs/{queued}"), &token, None)
+        .await;
     assert_eq!(status, StatusCode::ACCEPTED, "{rec}");
     assert_eq!(rec["state"], "cancelled");
     assert_eq!(rec["id"], queued.as_str());
 
-    let (status, rec) = k.json(Method::DELETE, &format!("/api/jobs/{running}"), &token, None).await;
+    let (status, rec) = k
+        .json(
+            Method::DELETE,
+            &format!("/api/jobs/{running}"),
+            &token,
+            None,
+        )
+        .await;
     assert_eq!(status, StatusCode::ACCEPTED, "{rec}");
     assert_eq!(rec["state"], "cancelled");
-    eventually(10, "the cancelled job's processes to be gone", || processes_with(&marker).is_empty()).await;
+    eventually(10, "the cancelled job's processes to be gone", || {
+        processes_with(&marker).is_empty()
+    })
+    .await;
 
     // Cancelling again: it has ended.
-    let (status, body) = k.json(Method::DELETE, &format!("/api/jobs/{running}"), &token, None).await;
+    let (status, body) = k
+        .json(
+            Method::DELETE,
+            &format!("/api/jobs/{running}"),
+            &token,
+            None,
+        )
+        .await;
     assert_eq!(status, StatusCode::CONFLICT);
     assert_eq!(body["error"]["code"], "conflict");
 
     // The slot is free again and the cancelled queued job never ran.
     let ok = Repo::node("console.log('after');");
     let next = k.submit(&token, json!({"url": ok.path()})).await;
-    let job = k.wait_for(&token, &next, &["succeeded", "failed"], 60).await;
+    let job = k
+        .wait_for(&token, &next, &["succeeded", "failed"], 60)
+        .await;
     assert_eq!(job["state"], "succeeded");
     let rec = k.job(&token, &queued).await;
     assert_eq!(rec["state"], "cancelled");
@@ -209,17 +278,36 @@ async fn listing_pages_newest_first_and_filters_by_state() {
     ids.reverse();
     let (status, page) = k.json(Method::GET, "/api/jobs?limit=2", &token, None).await;
     assert_eq!(status, StatusCode::OK);
-    let got: Vec<&str> = page["jobs"].as_array().unwrap().iter().map(|j| j["id"].as_str().unwrap()).collect();
+    let got: Vec<&str> = page["jobs"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|j| j["id"].as_str().unwrap())
+        .collect();
     assert_eq!(got, ids[..2]);
     let cursor = page["next_cursor"].as_str().unwrap().to_string();
     let (_, rest) = k
-        .json(Method::GET, &format!("/api/jobs?limit=10&cursor={cursor}"), &token, None)
+        .json(
+            Method::GET,
+            &format!("/api/jobs?limit=10&cursor={cursor}"),
+            &token,
+            None,
+        )
         .await;
-    let got: Vec<&str> = rest["jobs"].as_array().unwrap().iter().map(|j| j["id"].as_str().unwrap()).collect();
+    let got: Vec<&str> = rest["jobs"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|j| j["id"].as_str().unwrap())
+        .collect();
     assert_eq!(got, ids[2..]);
     assert!(rest["next_cursor"].is_null());
-    let (_, failed) = k.json(Method::GET, "/api/jobs?state=failed", &token, None).await;
+    let (_, failed) = k
+        .json(Method::GET, "/api/jobs?state=failed", &token, None)
+        .await;
     assert_eq!(failed["jobs"].as_array().unwrap().len(), 5);
-    let (_, running) = k.json(Method::GET, "/api/jobs?state=running", &token, None).await;
+    let (_, running) = k
+        .json(Method::GET, "/api/jobs?state=running", &token, None)
+        .await;
     assert_eq!(running["jobs"], json!([]));
 }

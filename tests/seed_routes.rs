@@ -9,13 +9,27 @@ use serde_json::{json, Value};
 
 #[tokio::test]
 async fn the_seed_cycle_works() {
-    let k = Kumulus::start(Options { slots: 1, ..Options::default() }).await;
+    let k = Kumulus::start(Options {
+        slots: 1,
+        ..Options::default()
+    })
+    .await;
     let (user, password) = USERS[0];
-    let resp = k.http.get(k.url(&format!("/auth/{user}/{password}"))).send().await.unwrap();
+    let resp = k
+        .http
+        .get(k.url(&format!("/auth/{user}/{password}")))
+        .send()
+        .await
+        .unwrap();
     assert_eq!(resp.status(), StatusCode::OK);
     let body: Value = resp.json().await.unwrap();
     let token = body["token"].as_str().unwrap().to_string();
-    let resp = k.http.get(k.url(&format!("/auth/{user}/wrong"))).send().await.unwrap();
+    let resp = k
+        .http
+        .get(k.url(&format!("/auth/{user}/wrong")))
+        .send()
+        .await
+        .unwrap();
     assert_eq!(resp.status(), StatusCode::UNAUTHORIZED);
 
     let repo = Repo::example();
@@ -32,9 +46,14 @@ async fn the_seed_cycle_works() {
 
     let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
     let status_body = loop {
-        let (status, body) = k.json(Method::GET, &format!("/api/status/{id}"), &token, None).await;
+        let (status, body) = k
+            .json(Method::GET, &format!("/api/status/{id}"), &token, None)
+            .await;
         assert_eq!(status, StatusCode::OK);
-        assert!(["En espera", "Lanzado", "Finalizado"].contains(&body["status"].as_str().unwrap()), "{body}");
+        assert!(
+            ["En espera", "Lanzado", "Finalizado"].contains(&body["status"].as_str().unwrap()),
+            "{body}"
+        );
         if body["status"] == "Finalizado" {
             break body;
         }
@@ -42,7 +61,12 @@ async fn the_seed_cycle_works() {
         tokio::time::sleep(std::time::Duration::from_millis(100)).await;
     };
     assert_eq!(status_body["id"], id.as_str());
-    let files: Vec<&str> = status_body["outputFiles"].as_array().unwrap().iter().map(|f| f.as_str().unwrap()).collect();
+    let files: Vec<&str> = status_body["outputFiles"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|f| f.as_str().unwrap())
+        .collect();
     assert_eq!(
         files,
         vec![
@@ -52,14 +76,24 @@ async fn the_seed_cycle_works() {
         ]
     );
     // The listed links work, and so does the seed's bare output file name.
-    for link in [files[2].to_string(), format!("/api/results/{id}/result.json")] {
+    for link in [
+        files[2].to_string(),
+        format!("/api/results/{id}/result.json"),
+    ] {
         let (status, bytes) = k.call(Method::GET, &link, &token, None).await;
         assert_eq!(status, StatusCode::OK, "{link}");
         let result: Value = serde_json::from_slice(&bytes).unwrap();
         assert_eq!(result["args"], json!(["uno", "dos"]));
         assert_eq!(result["config"], json!({"k": 1}));
     }
-    let (status, _) = k.call(Method::GET, &format!("/api/results/{id}/nope.txt"), &token, None).await;
+    let (status, _) = k
+        .call(
+            Method::GET,
+            &format!("/api/results/{id}/nope.txt"),
+            &token,
+            None,
+        )
+        .await;
     assert_eq!(status, StatusCode::NOT_FOUND);
 
     let (status, all) = k.json(Method::GET, "/api/status", &token, None).await;
@@ -68,18 +102,48 @@ async fn the_seed_cycle_works() {
     assert_eq!(all[0]["status"], "Finalizado");
 
     // A finished job cannot be deleted; a queued one can.
-    let (status, _) = k.call(Method::GET, &format!("/api/deleteJob/{id}"), &token, None).await;
+    let (status, _) = k
+        .call(Method::GET, &format!("/api/deleteJob/{id}"), &token, None)
+        .await;
     assert_eq!(status, StatusCode::CONFLICT);
     let sleeper = Repo::node("setTimeout(() => {}, 30000);");
-    let (_, body) = k.json(Method::POST, "/api/addJob", &token, Some(json!({"url": sleeper.path(), "timeout_secs": 20}))).await;
+    let (_, body) = k
+        .json(
+            Method::POST,
+            "/api/addJob",
+            &token,
+            Some(json!({"url": sleeper.path(), "timeout_secs": 20})),
+        )
+        .await;
     let busy = body["jobId"].as_str().unwrap().to_string();
-    let (_, body) = k.json(Method::POST, "/api/addJob", &token, Some(json!({"url": sleeper.path()}))).await;
+    let (_, body) = k
+        .json(
+            Method::POST,
+            "/api/addJob",
+            &token,
+            Some(json!({"url": sleeper.path()})),
+        )
+        .await;
     let waiting = body["jobId"].as_str().unwrap().to_string();
-    let (status, text) = k.call(Method::GET, &format!("/api/deleteJob/{waiting}"), &token, None).await;
+    let (status, text) = k
+        .call(
+            Method::GET,
+            &format!("/api/deleteJob/{waiting}"),
+            &token,
+            None,
+        )
+        .await;
     assert_eq!(status, StatusCode::OK);
-    assert_eq!(String::from_utf8(text).unwrap(), format!("El trabajo {waiting} ha sido eliminado."));
-    let (_, body) = k.json(Method::GET, &format!("/api/status/{waiting}"), &token, None).await;
+    assert_eq!(
+        String::from_utf8(text).unwrap(),
+        format!("El trabajo {waiting} ha sido eliminado.")
+    );
+    let (_, body) = k
+        .json(Method::GET, &format!("/api/status/{waiting}"), &token, None)
+        .await;
     assert_eq!(body["status"], "Eliminado");
-    let (status, _) = k.call(Method::GET, &format!("/api/deleteJob/{busy}"), &token, None).await;
+    let (status, _) = k
+        .call(Method::GET, &format!("/api/deleteJob/{busy}"), &token, None)
+        .await;
     assert_eq!(status, StatusCode::OK);
 }

@@ -1,6 +1,6 @@
 //! The Kumulus autoscaler (the seed's "observer", made real).
 //!
-//! - [`observe`]: the seed's observation of one period, a pure function of
+//! - [`observe`] - the seed's observation of one period, a pure function of
 //!   the status events seen in it, and the loop that publishes one every period.
 
 pub mod observe;

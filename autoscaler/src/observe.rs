@@ -116,7 +116,12 @@ mod tests {
         for (events, [a, s, f, r]) in table {
             let o = observe(&events, now);
             assert_eq!(
-                [o.avg_rate_of_arrival, o.avg_rate_of_service, o.avg_rate_of_finished, o.avg_response_time],
+                [
+                    o.avg_rate_of_arrival,
+                    o.avg_rate_of_service,
+                    o.avg_rate_of_finished,
+                    o.avg_response_time
+                ],
                 [a, s, f, r]
             );
             assert_eq!(o.timestamp, now.timestamp_millis());

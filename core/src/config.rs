@@ -187,7 +187,11 @@ impl Config {
         };
         check(w.slots >= 1, "worker.slots", "must be at least 1")?;
         check(w.slots <= 256, "worker.slots", "must be at most 256")?;
-        check(w.timeout_secs >= 1, "worker.timeout_secs", "must be at least 1")?;
+        check(
+            w.timeout_secs >= 1,
+            "worker.timeout_secs",
+            "must be at least 1",
+        )?;
         check(
             w.max_timeout_secs >= w.timeout_secs,
             "worker.max_timeout_secs",
@@ -215,8 +219,16 @@ impl Config {
             "api.body_limit_bytes",
             "must be at least 1024",
         )?;
-        check(self.api.rate_per_sec >= 1, "api.rate_per_sec", "must be at least 1")?;
-        check(self.api.rate_burst >= 1, "api.rate_burst", "must be at least 1")?;
+        check(
+            self.api.rate_per_sec >= 1,
+            "api.rate_per_sec",
+            "must be at least 1",
+        )?;
+        check(
+            self.api.rate_burst >= 1,
+            "api.rate_burst",
+            "must be at least 1",
+        )?;
         check(
             self.auth.token_ttl_secs >= 60,
             "auth.token_ttl_secs",
@@ -226,21 +238,29 @@ impl Config {
             check(
                 !u.username.is_empty()
                     && u.username.len() <= 64
-                    && u
-                        .username
+                    && u.username
                         .chars()
                         .all(|c| c.is_ascii_alphanumeric() || "._-@".contains(c)),
                 "auth.users",
                 "usernames are 1 to 64 of A-Z a-z 0-9 . _ - @",
             )?;
-            check(!u.password.is_empty(), "auth.users", "passwords must not be empty")?;
+            check(
+                !u.password.is_empty(),
+                "auth.users",
+                "passwords must not be empty",
+            )?;
         }
         check(
             self.autoscaler.period_secs >= 1,
             "autoscaler.period_secs",
             "must be at least 1",
         )?;
-        let mut names: Vec<&str> = self.auth.users.iter().map(|u| u.username.as_str()).collect();
+        let mut names: Vec<&str> = self
+            .auth
+            .users
+            .iter()
+            .map(|u| u.username.as_str())
+            .collect();
         names.sort_unstable();
         check(
             names.windows(2).all(|w| w[0] != w[1]),
@@ -309,11 +329,11 @@ impl ConfigError {
         if key.is_empty() {
             key = "config".into();
         }
-        if let Some(source) = err.metadata.as_ref().and_then(|m| {
-            m.source
-                .as_ref()
-                .map(|s| format!("{} ({s})", m.name))
-        }) {
+        if let Some(source) = err
+            .metadata
+            .as_ref()
+            .and_then(|m| m.source.as_ref().map(|s| format!("{} ({s})", m.name)))
+        {
             message = format!("{message}, from {source}");
         }
         Self { key, message }
@@ -321,6 +341,7 @@ impl ConfigError {
 }
 
 #[cfg(test)]
+#[allow(clippy::result_large_err)] // figment::Jail's own error type
 mod tests {
     use super::*;
     use figment::Jail;
@@ -371,7 +392,10 @@ mod tests {
             Ok(())
         });
         Jail::expect_with(|jail| {
-            jail.create_file("k.toml", "[worker]\ntimeout_secs = 100\nmax_timeout_secs = 10\n")?;
+            jail.create_file(
+                "k.toml",
+                "[worker]\ntimeout_secs = 100\nmax_timeout_secs = 10\n",
+            )?;
             let err = Config::load(Mode::Standalone, Some(Path::new("k.toml"))).unwrap_err();
             assert_eq!(err.key, "worker.max_timeout_secs");
             Ok(())

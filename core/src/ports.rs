@@ -187,7 +187,17 @@ mod tests {
         for ok in ["stdout.log", "output/a.txt", "output/sub/b c.json"] {
             assert!(is_safe_file_name(ok), "{ok}");
         }
-        for bad in ["", "/etc/passwd", "../x", "output/../../x", "a//b", "./a", "a/.", "a\\..\\b", "a\nb"] {
+        for bad in [
+            "",
+            "/etc/passwd",
+            "../x",
+            "output/../../x",
+            "a//b",
+            "./a",
+            "a/.",
+            "a\\..\\b",
+            "a\nb",
+        ] {
             assert!(!is_safe_file_name(bad), "{bad:?}");
         }
     }

@@ -68,10 +68,7 @@ mod tests {
             ("file:///srv/repos/demo", "file:///srv/repos/demo"),
             ("git@github.com:x/y.git", "git@github.com:x/y.git"),
             ("u:p@host:x/y.git", "***@host:x/y.git"),
-            (
-                "https://a:b:c@@host/p",
-                "https://***@host/p",
-            ),
+            ("https://a:b:c@@host/p", "https://***@host/p"),
         ];
         for (input, want) in table {
             assert_eq!(redact_url(input), want, "input {input}");

@@ -125,7 +125,10 @@ fn check_args(args: &[String]) -> Result<(), SubmissionError> {
         return Err(invalid("args", format!("at most {MAX_ARGS} arguments")));
     }
     if args.iter().map(String::len).sum::<usize>() > MAX_ARGS_BYTES {
-        return Err(invalid("args", format!("at most {MAX_ARGS_BYTES} bytes in all")));
+        return Err(invalid(
+            "args",
+            format!("at most {MAX_ARGS_BYTES} bytes in all"),
+        ));
     }
     if args.iter().any(|a| a.contains('\0')) {
         return Err(invalid("args", "must not contain NUL characters"));
@@ -254,12 +257,27 @@ mod tests {
             (json!({"url": ""}), "url"),
             (json!({"url": "https://x/r", "args": 5}), "args"),
             (json!({"url": "https://x/r", "args": [1]}), "args"),
-            (json!({"url": "https://x/r", "args": "unterminated 'quote"}), "args"),
+            (
+                json!({"url": "https://x/r", "args": "unterminated 'quote"}),
+                "args",
+            ),
             (json!({"url": "https://x/r", "config": 5}), "config"),
-            (json!({"url": "https://x/r", "timeout_secs": 0}), "timeout_secs"),
-            (json!({"url": "https://x/r", "timeout_secs": 99999}), "timeout_secs"),
-            (json!({"url": "https://x/r", "timeout_secs": "5"}), "timeout_secs"),
-            (json!({"url": "https://x/r", "timeout_secs": 1.5}), "timeout_secs"),
+            (
+                json!({"url": "https://x/r", "timeout_secs": 0}),
+                "timeout_secs",
+            ),
+            (
+                json!({"url": "https://x/r", "timeout_secs": 99999}),
+                "timeout_secs",
+            ),
+            (
+                json!({"url": "https://x/r", "timeout_secs": "5"}),
+                "timeout_secs",
+            ),
+            (
+                json!({"url": "https://x/r", "timeout_secs": 1.5}),
+                "timeout_secs",
+            ),
             (json!({"url": "https://x/r", "colour": "red"}), "body"),
         ];
         for (body, field) in table {

@@ -81,7 +81,10 @@ mod tests {
         let blob = blobs.get(job, "output/sub/a.txt").await.unwrap().unwrap();
         assert_eq!(blob.len, 5);
         let chunks: Vec<_> = blob.body.collect().await;
-        let bytes: Vec<u8> = chunks.into_iter().flat_map(|c| c.unwrap().to_vec()).collect();
+        let bytes: Vec<u8> = chunks
+            .into_iter()
+            .flat_map(|c| c.unwrap().to_vec())
+            .collect();
         assert_eq!(bytes, b"hello");
         assert!(blobs.get(job, "missing").await.unwrap().is_none());
         assert!(blobs.get(job, "../x").await.is_err());

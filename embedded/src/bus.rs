@@ -120,7 +120,10 @@ impl ObservationBoard {
 
 #[async_trait]
 impl kumulus_core::observation::ObservationSink for ObservationBoard {
-    async fn publish(&self, observation: &kumulus_core::observation::Observation) -> PortResult<()> {
+    async fn publish(
+        &self,
+        observation: &kumulus_core::observation::Observation,
+    ) -> PortResult<()> {
         self.push(observation.clone());
         Ok(())
     }

@@ -3,7 +3,7 @@
 //! - [`sqlite::Sqlite`]: job records and the job queue in one SQLite file;
 //!   jobs are claimed atomically, so a restart loses nothing and no job runs
 //!   twice at once.
-//! - [`bus`]: in-process status and cancellation buses.
+//! - [`bus`] - in-process status and cancellation buses.
 //! - [`blobs::LocalBlobs`]: job files in a local folder.
 //! - [`users::BuiltinUsers`]: users from the configuration, tokens signed by
 //!   the process.

@@ -46,7 +46,8 @@ impl Sqlite {
     }
 
     fn init(conn: Connection) -> PortResult<Self> {
-        conn.busy_timeout(Duration::from_secs(5)).map_err(internal)?;
+        conn.busy_timeout(Duration::from_secs(5))
+            .map_err(internal)?;
         conn.execute_batch(
             "PRAGMA journal_mode = WAL;
              PRAGMA synchronous = FULL;
@@ -85,7 +86,9 @@ impl Sqlite {
     {
         let conn = self.conn.clone();
         tokio::task::spawn_blocking(move || {
-            let mut guard = conn.lock().map_err(|_| internal("connection lock poisoned"))?;
+            let mut guard = conn
+                .lock()
+                .map_err(|_| internal("connection lock poisoned"))?;
             f(&mut guard).map_err(internal)
         })
         .await
@@ -407,17 +410,38 @@ mod tests {
         }
         mine.reverse();
         let page = db
-            .list("ana", &ListQuery { state: None, before: None, limit: 2 })
+            .list(
+                "ana",
+                &ListQuery {
+                    state: None,
+                    before: None,
+                    limit: 2,
+                },
+            )
             .await
             .unwrap();
         assert_eq!(page.iter().map(|r| r.id).collect::<Vec<_>>(), mine[..2]);
         let rest = db
-            .list("ana", &ListQuery { state: None, before: Some(mine[1]), limit: 10 })
+            .list(
+                "ana",
+                &ListQuery {
+                    state: None,
+                    before: Some(mine[1]),
+                    limit: 10,
+                },
+            )
             .await
             .unwrap();
         assert_eq!(rest.iter().map(|r| r.id).collect::<Vec<_>>(), mine[2..]);
         let running = db
-            .list("ana", &ListQuery { state: Some(JobState::Running), before: None, limit: 10 })
+            .list(
+                "ana",
+                &ListQuery {
+                    state: Some(JobState::Running),
+                    before: None,
+                    limit: 10,
+                },
+            )
             .await
             .unwrap();
         assert!(running.is_empty());

@@ -191,8 +191,14 @@ mod tests {
         let hashed = hash_password("s3cret").unwrap();
         BuiltinUsers::new(
             &[
-                UserEntry { username: "ana".into(), password: "plain".into() },
-                UserEntry { username: "bob".into(), password: hashed },
+                UserEntry {
+                    username: "ana".into(),
+                    password: "plain".into(),
+                },
+                UserEntry {
+                    username: "bob".into(),
+                    password: hashed,
+                },
             ],
             key,
             3600,
@@ -207,8 +213,14 @@ mod tests {
         assert_eq!(u.verify(&t.access_token).await.unwrap().username, "ana");
         let t = u.login("bob", "s3cret").await.unwrap();
         assert_eq!(u.verify(&t.access_token).await.unwrap().username, "bob");
-        assert!(matches!(u.login("ana", "wrong").await, Err(AuthError::InvalidCredentials)));
-        assert!(matches!(u.login("eve", "plain").await, Err(AuthError::InvalidCredentials)));
+        assert!(matches!(
+            u.login("ana", "wrong").await,
+            Err(AuthError::InvalidCredentials)
+        ));
+        assert!(matches!(
+            u.login("eve", "plain").await,
+            Err(AuthError::InvalidCredentials)
+        ));
         assert!(u.any_has_password("plain"));
         assert!(!u.any_has_password("demo"));
     }
@@ -222,14 +234,19 @@ mod tests {
         let expired = u.sign("ana", 1, 2).unwrap();
         assert!(u.verify(&expired).await.is_err());
         assert!(u.verify("not.a.token").await.is_err());
-        let ghost = u.sign("ghost", BuiltinUsers::now(), BuiltinUsers::now() + 60).unwrap();
+        let ghost = u
+            .sign("ghost", BuiltinUsers::now(), BuiltinUsers::now() + 60)
+            .unwrap();
         assert!(u.verify(&ghost).await.is_err());
     }
 
     #[test]
     fn refuses_a_bad_hash_in_config() {
         let err = BuiltinUsers::new(
-            &[UserEntry { username: "x".into(), password: "$argon2id$garbage".into() }],
+            &[UserEntry {
+                username: "x".into(),
+                password: "$argon2id$garbage".into(),
+            }],
             &[1; 32],
             60,
         )

@@ -2,10 +2,9 @@
 //! limit) and the login routes, new and seed.
 
 use axum::extract::{FromRequestParts, Path, State};
-use axum::http::request::Parts;
 use axum::http::header;
+use axum::http::request::Parts;
 use axum::Json;
-use bytes::Bytes;
 use serde_json::{json, Value};
 use std::sync::Arc;
 
@@ -45,15 +44,22 @@ impl FromRequestParts<Arc<AppState>> for Caller {
     }
 }
 
-async fn issue(state: &AppState, username: &str, password: &str) -> Result<(String, u64), ApiError> {
+async fn issue(
+    state: &AppState,
+    username: &str,
+    password: &str,
+) -> Result<(String, u64), ApiError> {
     state.limits.check_login(username)?;
     let token = state.ports.auth.login(username, password).await?;
     Ok((token.access_token, token.expires_in))
 }
 
 /// `POST /auth/token` with `{"username","password"}`.
-pub async fn token(State(state): State<Arc<AppState>>, body: Result<Bytes, axum::extract::rejection::BytesRejection>) -> Result<Json<Value>, ApiError> {
-    let body = crate::body::bytes(body, state.body_limit)?;
+pub async fn token(
+    State(state): State<Arc<AppState>>,
+    body: axum::body::Body,
+) -> Result<Json<Value>, ApiError> {
+    let body = crate::body::read(body, state.body_limit).await?;
     let value = crate::body::json(&body)?;
     let field = |name: &'static str| -> Result<String, ApiError> {
         match value.get(name) {

@@ -54,7 +54,13 @@ pub async fn stream(state: &AppState, rec: &JobRecord, name: &str) -> Result<Res
     let base = name.rsplit('/').next().unwrap_or(name);
     let disposition: String = base
         .chars()
-        .map(|c| if c.is_ascii_graphic() && c != '"' && c != '\\' { c } else { '_' })
+        .map(|c| {
+            if c.is_ascii_graphic() && c != '"' && c != '\\' {
+                c
+            } else {
+                '_'
+            }
+        })
         .collect();
     let mut resp = Body::from_stream(blob.body).into_response();
     let headers = resp.headers_mut();
@@ -62,7 +68,10 @@ pub async fn stream(state: &AppState, rec: &JobRecord, name: &str) -> Result<Res
         headers.insert(header::CONTENT_TYPE, v);
     }
     headers.insert(header::CONTENT_LENGTH, HeaderValue::from(blob.len));
-    headers.insert(header::X_CONTENT_TYPE_OPTIONS, HeaderValue::from_static("nosniff"));
+    headers.insert(
+        header::X_CONTENT_TYPE_OPTIONS,
+        HeaderValue::from_static("nosniff"),
+    );
     if let Ok(v) = HeaderValue::from_str(&format!("attachment; filename=\"{disposition}\"")) {
         headers.insert(header::CONTENT_DISPOSITION, v);
     }

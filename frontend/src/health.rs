@@ -18,7 +18,9 @@ const LOAD_WINDOW: usize = 10;
 
 pub async fn health(State(state): State<Arc<AppState>>) -> Result<Json<Value>, ApiError> {
     state.ports.store.ping().await?;
-    Ok(Json(json!({"status": "ok", "version": env!("CARGO_PKG_VERSION")})))
+    Ok(Json(
+        json!({"status": "ok", "version": env!("CARGO_PKG_VERSION")}),
+    ))
 }
 
 pub async fn load(State(state): State<Arc<AppState>>) -> Result<Json<Vec<Observation>>, ApiError> {
@@ -28,7 +30,10 @@ pub async fn load(State(state): State<Arc<AppState>>) -> Result<Json<Vec<Observa
 pub async fn metrics(State(state): State<Arc<AppState>>) -> impl IntoResponse {
     (
         StatusCode::OK,
-        [(header::CONTENT_TYPE, "text/plain; version=0.0.4; charset=utf-8")],
+        [(
+            header::CONTENT_TYPE,
+            "text/plain; version=0.0.4; charset=utf-8",
+        )],
         state.metrics.render(),
     )
 }

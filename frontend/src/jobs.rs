@@ -1,12 +1,11 @@
 //! `/api/jobs`: submit, list, show and cancel jobs. The operations here are
 //! shared with the seed's routes ([`crate::seed`]).
 
-use axum::extract::rejection::{BytesRejection, QueryRejection};
+use axum::extract::rejection::QueryRejection;
 use axum::extract::{Path, Query, State};
 use axum::http::{header, StatusCode};
 use axum::response::IntoResponse;
 use axum::Json;
-use bytes::Bytes;
 use serde_json::{json, Value};
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -116,9 +115,9 @@ pub async fn cancel(state: &AppState, caller: &Caller, id: &str) -> Result<JobRe
 pub async fn create(
     State(state): State<Arc<AppState>>,
     caller: Caller,
-    body: Result<Bytes, BytesRejection>,
+    body: axum::body::Body,
 ) -> Result<impl IntoResponse, ApiError> {
-    let body = crate::body::bytes(body, state.body_limit)?;
+    let body = crate::body::read(body, state.body_limit).await?;
     let rec = submit(&state, &caller.0.username, &body).await?;
     Ok((
         StatusCode::CREATED,
@@ -148,7 +147,10 @@ pub async fn list(
     let state_filter = params
         .get("state")
         .filter(|s| !s.is_empty())
-        .map(|s| s.parse::<JobState>().map_err(|e| ApiError::Invalid(format!("state: {e}"))))
+        .map(|s| {
+            s.parse::<JobState>()
+                .map_err(|e| ApiError::Invalid(format!("state: {e}")))
+        })
         .transpose()?;
     let limit = match params.get("limit") {
         None => DEFAULT_PAGE,

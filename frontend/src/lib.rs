@@ -1,11 +1,11 @@
 //! The Kumulus REST API (axum on hyper).
 //!
-//! - [`jobs`]: `/api/jobs` (submit, list, show, cancel)
-//! - [`files`]: `/api/jobs/{id}/files` (list, download)
-//! - [`seed`]: the seed's routes for existing clients
-//! - [`auth`]: bearer tokens and the login routes
-//! - [`health`]: `/health`, `/health/load`, `/metrics`
-//! - [`error`]: the one error type and its HTTP mapping
+//! - [`jobs`] - `/api/jobs` (submit, list, show, cancel)
+//! - [`files`] - `/api/jobs/{id}/files` (list, download)
+//! - [`seed`] - the seed's routes for existing clients
+//! - [`auth`] - bearer tokens and the login routes
+//! - [`health`] - `/health`, `/health/load`, `/metrics`
+//! - [`error`] - the one error type and its HTTP mapping
 
 pub mod auth;
 pub mod body;
@@ -87,7 +87,7 @@ pub fn router(state: Arc<AppState>) -> Router {
         .method_not_allowed_fallback(|| async {
             ApiError::BadRequest("method not allowed on this route".into())
         })
-        .layer(DefaultBodyLimit::max(state.body_limit))
+        .layer(DefaultBodyLimit::disable())
         .layer(middleware::from_fn_with_state(state.clone(), observe))
         .with_state(state)
 }

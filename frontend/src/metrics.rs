@@ -14,13 +14,14 @@ impl Metrics {
     pub fn new() -> Result<Self, prometheus::Error> {
         let registry = Registry::new();
         let requests = IntCounterVec::new(
-            Opts::new("kumulus_http_requests_total", "HTTP requests by route and status"),
+            Opts::new(
+                "kumulus_http_requests_total",
+                "HTTP requests by route and status",
+            ),
             &["route", "method", "status"],
         )?;
-        let jobs_submitted = IntCounter::new(
-            "kumulus_jobs_submitted_total",
-            "Jobs accepted by the API",
-        )?;
+        let jobs_submitted =
+            IntCounter::new("kumulus_jobs_submitted_total", "Jobs accepted by the API")?;
         let jobs_cancelled = IntCounter::new(
             "kumulus_jobs_cancelled_total",
             "Jobs cancelled by their owners",

@@ -3,11 +3,9 @@
 //! `GET /api/results/{id}/{file}`, `GET /api/deleteJob/{id}`
 //! (`GET /auth/{user}/{password}` is in [`crate::auth`]).
 
-use axum::extract::rejection::BytesRejection;
 use axum::extract::{Path, State};
 use axum::response::Response;
 use axum::Json;
-use bytes::Bytes;
 use serde_json::{json, Value};
 use std::sync::Arc;
 
@@ -32,9 +30,9 @@ fn status_of(rec: &JobRecord) -> Value {
 pub async fn add_job(
     State(state): State<Arc<AppState>>,
     caller: Caller,
-    body: Result<Bytes, BytesRejection>,
+    body: axum::body::Body,
 ) -> Result<Json<Value>, ApiError> {
-    let body = crate::body::bytes(body, state.body_limit)?;
+    let body = crate::body::read(body, state.body_limit).await?;
     let rec = jobs::submit(&state, &caller.0.username, &body).await?;
     Ok(Json(json!({"jobId": rec.id})))
 }

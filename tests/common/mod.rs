@@ -51,7 +51,9 @@ fn write_config(dir: &Path, opts: &Options) -> PathBuf {
         opts.slots, opts.grace_secs
     );
     for (u, p) in USERS {
-        text.push_str(&format!("[[auth.users]]\nusername = \"{u}\"\npassword = \"{p}\"\n"));
+        text.push_str(&format!(
+            "[[auth.users]]\nusername = \"{u}\"\npassword = \"{p}\"\n"
+        ));
     }
     std::fs::write(&path, text).expect("write config");
     path
@@ -76,7 +78,10 @@ impl Kumulus {
             .arg(data)
             .arg("--listen")
             .arg("127.0.0.1:0")
-            .env("KUMULUS_LOG", "info")
+            .env(
+                "KUMULUS_LOG",
+                std::env::var("KUMULUS_TEST_LOG").unwrap_or_else(|_| "warn".into()),
+            )
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
             .stderr(Stdio::inherit());
@@ -128,7 +133,10 @@ impl Kumulus {
             if let Some(status) = self.child.try_wait().expect("wait") {
                 return status;
             }
-            assert!(Instant::now() < deadline, "kumulus did not stop within 30 s");
+            assert!(
+                Instant::now() < deadline,
+                "kumulus did not stop within 30 s"
+            );
             std::thread::sleep(Duration::from_millis(50));
         }
     }
@@ -148,7 +156,11 @@ impl Kumulus {
     }
 
     pub async fn login(&self, user: &str) -> String {
-        let password = USERS.iter().find(|(u, _)| *u == user).expect("known user").1;
+        let password = USERS
+            .iter()
+            .find(|(u, _)| *u == user)
+            .expect("known user")
+            .1;
         let resp = self
             .http
             .post(self.url("/auth/token"))
@@ -179,7 +191,13 @@ impl Kumulus {
         (status, resp.bytes().await.expect("body").to_vec())
     }
 
-    pub async fn json(&self, method: Method, path: &str, token: &str, body: Option<Value>) -> (StatusCode, Value) {
+    pub async fn json(
+        &self,
+        method: Method,
+        path: &str,
+        token: &str,
+        body: Option<Value>,
+    ) -> (StatusCode, Value) {
         let (status, bytes) = self.call(method, path, token, body).await;
         let value = serde_json::from_slice(&bytes).unwrap_or(Value::Null);
         (status, value)
@@ -187,14 +205,18 @@ impl Kumulus {
 
     /// Submits a job; asserts 201 and returns its id.
     pub async fn submit(&self, token: &str, body: Value) -> String {
-        let (status, value) = self.json(Method::POST, "/api/jobs", token, Some(body)).await;
+        let (status, value) = self
+            .json(Method::POST, "/api/jobs", token, Some(body))
+            .await;
         assert_eq!(status, StatusCode::CREATED, "submit: {value}");
         assert_eq!(value["state"], "queued");
         value["id"].as_str().expect("id").to_string()
     }
 
     pub async fn job(&self, token: &str, id: &str) -> Value {
-        let (status, value) = self.json(Method::GET, &format!("/api/jobs/{id}"), token, None).await;
+        let (status, value) = self
+            .json(Method::GET, &format!("/api/jobs/{id}"), token, None)
+            .await;
         assert_eq!(status, StatusCode::OK, "get job: {value}");
         value
     }
@@ -207,13 +229,22 @@ impl Kumulus {
             if states.iter().any(|s| job["state"] == *s) {
                 return job;
             }
-            assert!(Instant::now() < deadline, "job {id} never reached {states:?}: {job}");
+            assert!(
+                Instant::now() < deadline,
+                "job {id} never reached {states:?}: {job}"
+            );
             tokio::time::sleep(Duration::from_millis(100)).await;
         }
     }
 
     pub async fn file(&self, token: &str, id: &str, name: &str) -> (StatusCode, Vec<u8>) {
-        self.call(Method::GET, &format!("/api/jobs/{id}/files/{name}"), token, None).await
+        self.call(
+            Method::GET,
+            &format!("/api/jobs/{id}/files/{name}"),
+            token,
+            None,
+        )
+        .await
     }
 
     /// A GET sent byte for byte, so that the path is not normalised by a URL parser.
@@ -258,7 +289,14 @@ impl Repo {
         }
         let git = |args: &[&str]| {
             let status = Command::new("git")
-                .args(["-c", "user.name=t", "-c", "user.email=t@t", "-c", "init.defaultBranch=main"])
+                .args([
+                    "-c",
+                    "user.name=t",
+                    "-c",
+                    "user.email=t@t",
+                    "-c",
+                    "init.defaultBranch=main",
+                ])
                 .args(args)
                 .current_dir(dir.path())
                 .env("GIT_CONFIG_GLOBAL", "/dev/null")
@@ -276,7 +314,10 @@ impl Repo {
     /// A repository whose start script is `node main.js` with this main.js.
     pub fn node(main_js: &str) -> Self {
         Self::new(&[
-            ("package.json", r#"{"name":"t","version":"1.0.0","scripts":{"start":"node main.js"}}"#),
+            (
+                "package.json",
+                r#"{"name":"t","version":"1.0.0","scripts":{"start":"node main.js"}}"#,
+            ),
             ("main.js", main_js),
         ])
     }
@@ -299,8 +340,12 @@ pub fn processes_with(marker: &str) -> Vec<u32> {
     let mut pids = Vec::new();
     if let Ok(entries) = std::fs::read_dir("/proc") {
         for e in entries.flatten() {
-            let Ok(pid) = e.file_name().to_string_lossy().parse::<u32>() else { continue };
-            let Ok(cmdline) = std::fs::read(e.path().join("cmdline")) else { continue };
+            let Ok(pid) = e.file_name().to_string_lossy().parse::<u32>() else {
+                continue;
+            };
+            let Ok(cmdline) = std::fs::read(e.path().join("cmdline")) else {
+                continue;
+            };
             let text = String::from_utf8_lossy(&cmdline).replace('\0', " ");
             let zombie = std::fs::read_to_string(e.path().join("stat"))
                 .map(|s| s.contains(") Z "))

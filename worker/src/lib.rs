@@ -1,8 +1,8 @@
 //! The Kumulus worker: takes jobs from the queue, runs each one
 //! ([`runner::run_job`]), stores its files and publishes its status.
 //!
-//! - [`runner`]: one job, start to end (the step).
-//! - [`slot`]: the loop around it: claim, events, uploads, shutdown.
+//! - [`runner`] - one job, start to end (the step).
+//! - [`slot`] - the loop around it: claim, events, uploads, shutdown.
 //! - [`git`], [`process`]: cloning and running untrusted code.
 
 pub mod git;

@@ -43,8 +43,18 @@ pub async fn run(
         .kill_on_drop(true);
     let mut child = cmd.spawn()?;
     let pgid = child.id().map(|id| Pid::from_raw(id as i32));
-    let out = tokio::spawn(pump(child.stdout.take(), stdout_path.to_owned(), log_limit, "stdout"));
-    let err = tokio::spawn(pump(child.stderr.take(), stderr_path.to_owned(), log_limit, "stderr"));
+    let out = tokio::spawn(pump(
+        child.stdout.take(),
+        stdout_path.to_owned(),
+        log_limit,
+        "stdout",
+    ));
+    let err = tokio::spawn(pump(
+        child.stderr.take(),
+        stderr_path.to_owned(),
+        log_limit,
+        "stderr",
+    ));
 
     let exit = tokio::select! {
         status = child.wait() => Exit::Exited(status?),
@@ -74,7 +84,10 @@ async fn stop_group(child: &mut Child, pgid: Option<Pid>) {
     if let Some(pgid) = pgid {
         let _ = killpg(pgid, Signal::SIGTERM);
     }
-    if tokio::time::timeout(KILL_GRACE, child.wait()).await.is_err() {
+    if tokio::time::timeout(KILL_GRACE, child.wait())
+        .await
+        .is_err()
+    {
         if let Some(pgid) = pgid {
             let _ = killpg(pgid, Signal::SIGKILL);
         }
@@ -167,7 +180,11 @@ mod tests {
         .await
         .unwrap();
         assert!(matches!(exit, Exit::TimedOut));
-        let pid: i32 = std::fs::read_to_string(&pidfile).unwrap().trim().parse().unwrap();
+        let pid: i32 = std::fs::read_to_string(&pidfile)
+            .unwrap()
+            .trim()
+            .parse()
+            .unwrap();
         // The background sleep was in the group: it is gone (or a zombie being reaped).
         let alive = std::fs::read_to_string(format!("/proc/{pid}/stat"))
             .map(|s| !s.contains(") Z "))

@@ -150,7 +150,10 @@ async fn prepare_and_run(
     .map_err(io_failure("start npm"))?;
 
     let (state, exit_code, error) = match exit {
-        Exit::Exited(status) => match (status.code(), std::os::unix::process::ExitStatusExt::signal(&status)) {
+        Exit::Exited(status) => match (
+            status.code(),
+            std::os::unix::process::ExitStatusExt::signal(&status),
+        ) {
             (Some(0), _) => (JobState::Succeeded, Some(0), None),
             (Some(code), _) => (
                 JobState::Failed,
@@ -162,12 +165,19 @@ async fn prepare_and_run(
                 Some(128 + sig),
                 Some(format!("the start script was killed by signal {sig}")),
             ),
-            (None, None) => (JobState::Failed, None, Some("the start script ended abnormally".into())),
+            (None, None) => (
+                JobState::Failed,
+                None,
+                Some("the start script ended abnormally".into()),
+            ),
         },
         Exit::TimedOut => (
             JobState::TimedOut,
             None,
-            Some(format!("the job ran longer than its time limit of {} s", job.timeout_secs)),
+            Some(format!(
+                "the job ran longer than its time limit of {} s",
+                job.timeout_secs
+            )),
         ),
         Exit::Cancelled => (JobState::Cancelled, None, Some("cancelled".into())),
     };
@@ -230,7 +240,9 @@ fn collect_output(dir: &Path, prefix: &str, files: &mut Vec<(String, PathBuf)>) 
     let mut entries: Vec<_> = entries.flatten().collect();
     entries.sort_by_key(|e| e.file_name());
     for entry in entries {
-        let Ok(kind) = entry.file_type() else { continue };
+        let Ok(kind) = entry.file_type() else {
+            continue;
+        };
         let Some(name) = entry.file_name().to_str().map(|n| format!("{prefix}/{n}")) else {
             tracing::warn!(file = ?entry.path(), "skipping an output file whose name is not UTF-8");
             continue;

@@ -56,7 +56,10 @@ impl Running {
     }
 
     fn was_cancelled(&self, id: JobId) -> bool {
-        self.cancelled.lock().map(|c| c.0.contains(&id)).unwrap_or(false)
+        self.cancelled
+            .lock()
+            .map(|c| c.0.contains(&id))
+            .unwrap_or(false)
     }
 
     fn register(&self, id: JobId, owner: &str) -> CancellationToken {
