@@ -260,3 +260,33 @@ async fn file_paths_cannot_leave_their_job() {
     }
     assert_eq!(k.raw_get(&format!("{base}/stdout.log"), &token), 200);
 }
+
+#[tokio::test]
+async fn too_many_requests_get_429_with_retry_after() {
+    let k = Kumulus::start(Options {
+        env: vec![
+            ("KUMULUS_API__RATE_PER_SEC".into(), "1".into()),
+            ("KUMULUS_API__RATE_BURST".into(), "3".into()),
+        ],
+        ..Options::default()
+    })
+    .await;
+    let token = k.login("ana").await;
+    let mut limited = None;
+    for _ in 0..10 {
+        let resp = k.http.get(k.url("/api/jobs")).bearer_auth(&token).send().await.unwrap();
+        if resp.status() == StatusCode::TOO_MANY_REQUESTS {
+            limited = Some(resp);
+            break;
+        }
+        assert_eq!(resp.status(), StatusCode::OK);
+    }
+    let resp = limited.expect("the rate limit never applied");
+    assert!(resp.headers().contains_key("retry-after"));
+    let body: Value = resp.json().await.unwrap();
+    assert_eq!(body["error"]["code"], "rate_limited");
+    // Another user has a budget of their own.
+    let bob = k.login("bob").await;
+    let (status, _) = k.json(Method::GET, "/api/jobs", &bob, None).await;
+    assert_eq!(status, StatusCode::OK);
+}
