@@ -36,9 +36,62 @@ enum Command {
         #[arg(long)]
         data_dir: Option<PathBuf>,
     },
+    /// The REST API (and the projector of status events) with production
+    /// backends: MongoDB, Kafka, S3, OpenID Connect.
+    Frontend {
+        #[arg(long)]
+        config: Option<PathBuf>,
+        #[arg(long)]
+        listen: Option<SocketAddr>,
+    },
+    /// A worker with production backends: jobs from Kafka, files to S3.
+    Worker {
+        #[arg(long)]
+        config: Option<PathBuf>,
+    },
+    /// The autoscaler with production backends.
+    Autoscaler {
+        #[arg(long)]
+        config: Option<PathBuf>,
+    },
     /// Read a password from standard input and print its argon2 hash, for
     /// `auth.users` in the configuration.
     HashPassword,
+}
+
+/// Loads the configuration or says why not (exit code 2).
+fn load(mode: Mode, file: Option<&std::path::Path>) -> Result<Config, ExitCode> {
+    Config::load(mode, file).map_err(|e| {
+        eprintln!("kumulus: {e}");
+        ExitCode::from(2)
+    })
+}
+
+/// Runs a production service until Ctrl-C or SIGTERM.
+fn run_service<F, Fut>(cfg: Config, service: F) -> ExitCode
+where
+    F: FnOnce(Config, CancellationToken) -> Fut,
+    Fut: std::future::Future<Output = Result<(), crate::up::UpError>>,
+{
+    init_tracing();
+    let runtime = match tokio::runtime::Runtime::new() {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("kumulus: cannot start the runtime: {e}");
+            return ExitCode::from(1);
+        }
+    };
+    runtime.block_on(async move {
+        let shutdown = CancellationToken::new();
+        tokio::spawn(stop_on_signal(shutdown.clone()));
+        match service(cfg, shutdown).await {
+            Ok(()) => ExitCode::SUCCESS,
+            Err(e) => {
+                eprintln!("kumulus: {e}");
+                ExitCode::from(1)
+            }
+        }
+    })
 }
 
 pub fn main() -> ExitCode {
@@ -49,12 +102,9 @@ pub fn main() -> ExitCode {
             listen,
             data_dir,
         } => {
-            let mut cfg = match Config::load(Mode::Standalone, config.as_deref()) {
+            let mut cfg = match load(Mode::Standalone, config.as_deref()) {
                 Ok(cfg) => cfg,
-                Err(e) => {
-                    eprintln!("kumulus: {e}");
-                    return ExitCode::from(2);
-                }
+                Err(code) => return code,
             };
             if let Some(listen) = listen {
                 cfg.listen = listen;
@@ -65,6 +115,23 @@ pub fn main() -> ExitCode {
             init_tracing();
             run_up(cfg)
         }
+        Command::Frontend { config, listen } => match load(Mode::Production, config.as_deref()) {
+            Ok(mut cfg) => {
+                if let Some(listen) = listen {
+                    cfg.listen = listen;
+                }
+                run_service(cfg, crate::services::frontend)
+            }
+            Err(code) => code,
+        },
+        Command::Worker { config } => match load(Mode::Production, config.as_deref()) {
+            Ok(cfg) => run_service(cfg, crate::services::worker),
+            Err(code) => code,
+        },
+        Command::Autoscaler { config } => match load(Mode::Production, config.as_deref()) {
+            Ok(cfg) => run_service(cfg, crate::services::autoscaler),
+            Err(code) => code,
+        },
         Command::HashPassword => hash_password(),
     }
 }

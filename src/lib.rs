@@ -5,4 +5,5 @@
 
 pub mod cli;
 pub mod example;
+pub mod services;
 pub mod up;

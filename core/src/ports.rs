@@ -85,6 +85,8 @@ pub trait JobSource: Send + Sync {
     async fn ack(&self, delivery: &Delivery) -> PortResult<()>;
     /// Hands the job back to be delivered again (shutdown in the middle of it).
     async fn release(&self, delivery: &Delivery) -> PortResult<()>;
+    /// The worker is stopping: finish acknowledgements and let go (leave the group).
+    async fn close(&self) {}
 }
 
 /// Where status events go (workers publish; the store's projector and the
@@ -137,6 +139,11 @@ pub trait BlobStore: Send + Sync {
     async fn put_file(&self, job: JobId, name: &str, path: &Path) -> PortResult<()>;
     /// Opens a stored file; None if there is none.
     async fn get(&self, job: JobId, name: &str) -> PortResult<Option<Blob>>;
+    /// A URL that serves the file directly for a while, where the store can
+    /// make one and is configured to; None means "stream it through".
+    async fn presign(&self, _job: JobId, _name: &str) -> PortResult<Option<String>> {
+        Ok(None)
+    }
 }
 
 /// Who made a request.

@@ -40,6 +40,9 @@ pub async fn stream(state: &AppState, rec: &JobRecord, name: &str) -> Result<Res
     if !is_safe_file_name(name) || !rec.files.iter().any(|f| f == name) {
         return Err(ApiError::NotFound);
     }
+    if let Some(url) = state.ports.blobs.presign(rec.id, name).await? {
+        return Ok(axum::response::Redirect::temporary(&url).into_response());
+    }
     let blob = state
         .ports
         .blobs

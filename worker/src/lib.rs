@@ -91,6 +91,7 @@ impl Worker {
         }
         stop_listening.cancel();
         let _ = listener.await;
+        self.shared.source.close().await;
         tracing::info!("worker stopped");
     }
 }

@@ -11,6 +11,9 @@ use std::path::{Path, PathBuf};
 
 use crate::submission::{Limits, RepoPolicy};
 
+mod backends;
+pub use backends::{KafkaConfig, MongoConfig, OidcConfig, S3Config, Secret};
+
 /// Which deployment the process is part of; it picks some defaults.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Mode {
@@ -31,6 +34,10 @@ pub struct Config {
     pub worker: WorkerConfig,
     pub auth: AuthConfig,
     pub autoscaler: AutoscalerConfig,
+    pub kafka: KafkaConfig,
+    pub mongo: MongoConfig,
+    pub s3: S3Config,
+    pub oidc: OidcConfig,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -136,6 +143,10 @@ impl Config {
                 token_ttl_secs: 3600,
             },
             autoscaler: AutoscalerConfig { period_secs: 10 },
+            kafka: KafkaConfig::default(),
+            mongo: MongoConfig::default(),
+            s3: S3Config::default(),
+            oidc: OidcConfig::default(),
         }
     }
 
@@ -255,6 +266,21 @@ impl Config {
             "autoscaler.period_secs",
             "must be at least 1",
         )?;
+        check(
+            self.kafka.jobs_partitions >= 1,
+            "kafka.jobs_partitions",
+            "must be at least 1",
+        )?;
+        check(
+            self.kafka.session_timeout_ms >= 1000,
+            "kafka.session_timeout_ms",
+            "must be at least 1000",
+        )?;
+        check(
+            self.kafka.message_timeout_ms >= 100,
+            "kafka.message_timeout_ms",
+            "must be at least 100",
+        )?;
         let mut names: Vec<&str> = self
             .auth
             .users
@@ -294,7 +320,18 @@ impl Config {
     }
 }
 
-const TOP_LEVEL_KEYS: [&str; 6] = ["listen", "data_dir", "api", "worker", "auth", "autoscaler"];
+const TOP_LEVEL_KEYS: [&str; 10] = [
+    "listen",
+    "data_dir",
+    "api",
+    "worker",
+    "auth",
+    "autoscaler",
+    "kafka",
+    "mongo",
+    "s3",
+    "oidc",
+];
 
 /// A configuration error: the key and what is wrong with it.
 #[derive(Debug, Clone, PartialEq, thiserror::Error)]
