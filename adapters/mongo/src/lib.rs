@@ -51,7 +51,9 @@ impl MongoStore {
 
     async fn ensure_indexes(&self) -> PortResult<()> {
         let indexes = [
-            IndexModel::builder().keys(doc! {"owner": 1, "_id": -1}).build(),
+            IndexModel::builder()
+                .keys(doc! {"owner": 1, "submitted_at": -1})
+                .build(),
             IndexModel::builder().keys(doc! {"state": 1}).build(),
         ];
         self.jobs.create_indexes(indexes).await.map_err(unavailable)?;
@@ -59,8 +61,8 @@ impl MongoStore {
     }
 
     fn to_doc(rec: &JobRecord) -> PortResult<Document> {
-        let mut d = bson::to_document(rec).map_err(internal)?;
-        d.insert("_id", rec.id.to_string());
+        let mut d = doc! {"_id": rec.id.to_string()};
+        d.extend(bson::to_document(rec).map_err(internal)?);
         Ok(d)
     }
 
