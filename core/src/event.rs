@@ -12,6 +12,9 @@ pub struct StatusEvent {
     pub job_id: JobId,
     pub owner: String,
     pub at: DateTime<Utc>,
+    /// The worker that sent it, if a worker did.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub worker: Option<String>,
     #[serde(flatten)]
     pub kind: EventKind,
 }
@@ -44,8 +47,15 @@ impl StatusEvent {
             job_id,
             owner: owner.into(),
             at: Utc::now(),
+            worker: None,
             kind,
         }
+    }
+
+    /// The same event, signed by `worker`.
+    pub fn from_worker(mut self, worker: &str) -> Self {
+        self.worker = Some(worker.to_string());
+        self
     }
 
     /// The state this event moves a job to.
@@ -74,8 +84,14 @@ pub fn apply(record: &mut JobRecord, event: &StatusEvent) -> bool {
     record.state = next;
     match &event.kind {
         EventKind::Queued { .. } => {}
-        EventKind::Started => record.started_at = Some(event.at),
+        EventKind::Started => {
+            record.started_at = Some(event.at);
+            record.worker = event.worker.clone();
+        }
         EventKind::Finished(o) => {
+            if event.worker.is_some() {
+                record.worker = event.worker.clone();
+            }
             if record.started_at.is_none() {
                 record.started_at = o.started_at;
             }

@@ -154,6 +154,9 @@ pub struct JobRecord {
     pub exit_code: Option<i32>,
     pub error: Option<String>,
     pub files: Vec<String>,
+    /// The worker that ran (or runs) the job.
+    #[serde(default)]
+    pub worker: Option<String>,
 }
 
 impl JobRecord {
@@ -174,6 +177,7 @@ impl JobRecord {
             exit_code: None,
             error: None,
             files: Vec::new(),
+            worker: None,
         }
     }
 }

@@ -29,6 +29,19 @@ pub struct WorkerPorts {
     pub blobs: Arc<dyn BlobStore>,
 }
 
+/// `worker.id`, or `<host>-<pid>`.
+fn worker_id(cfg: &Config) -> String {
+    if let Some(id) = cfg.worker.id.as_ref().filter(|s| !s.is_empty()) {
+        return id.clone();
+    }
+    let host = std::fs::read_to_string("/etc/hostname")
+        .ok()
+        .map(|h| h.trim().to_string())
+        .filter(|h| !h.is_empty())
+        .unwrap_or_else(|| "worker".into());
+    format!("{host}-{}", std::process::id())
+}
+
 pub struct Worker {
     shared: Arc<Shared>,
     cancels: Arc<dyn CancelBus>,
@@ -53,6 +66,7 @@ impl Worker {
                 settings,
                 shutdown_grace: Duration::from_secs(cfg.worker.shutdown_grace_secs),
                 running: Running::default(),
+                id: worker_id(cfg),
             }),
             cancels: ports.cancels,
             slots: cfg.worker.slots,

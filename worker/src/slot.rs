@@ -21,6 +21,8 @@ pub struct Shared {
     pub settings: RunSettings,
     pub shutdown_grace: Duration,
     pub running: Running,
+    /// This worker's name in status events.
+    pub id: String,
 }
 
 /// Jobs running now (to stop them on cancel) and jobs cancelled lately (to
@@ -120,7 +122,8 @@ async fn handle(shared: &Shared, delivery: Delivery, shutdown: &CancellationToke
         return;
     }
     let token = shared.running.register(job.id, &job.owner);
-    let started = StatusEvent::new(job.id, job.owner.clone(), EventKind::Started);
+    let started =
+        StatusEvent::new(job.id, job.owner.clone(), EventKind::Started).from_worker(&shared.id);
     let started_at = started.at;
     if let Err(e) = publish(shared.status.as_ref(), &started).await {
         tracing::warn!(error = %e, "could not announce the start; handing the job back");
@@ -182,7 +185,8 @@ async fn handle(shared: &Shared, delivery: Delivery, shutdown: &CancellationToke
 /// be published the job goes back to the queue rather than be lost.
 async fn finish(shared: &Shared, delivery: &Delivery, outcome: Outcome) {
     let job = &delivery.job;
-    let event = StatusEvent::new(job.id, job.owner.clone(), EventKind::Finished(outcome));
+    let event = StatusEvent::new(job.id, job.owner.clone(), EventKind::Finished(outcome))
+        .from_worker(&shared.id);
     match publish(shared.status.as_ref(), &event).await {
         Ok(()) => {
             if let Err(e) = shared.source.ack(delivery).await {

@@ -80,6 +80,8 @@ pub struct WorkerConfig {
     pub allow_local_repos: bool,
     /// Where work folders are made (default: `<data_dir>/work`).
     pub work_dir: Option<PathBuf>,
+    /// This worker's name in job records (default: `<host>-<pid>`).
+    pub id: Option<String>,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -131,6 +133,7 @@ impl Config {
                 allowed_schemes: vec!["https".into()],
                 allow_local_repos: mode == Mode::Standalone,
                 work_dir: None,
+                id: None,
             },
             auth: AuthConfig {
                 users: match mode {

@@ -1,0 +1,333 @@
+//! One conformance suite per port, run against the embedded adapter and the
+//! real server's adapter alike (the servers from `scripts/test.sh`).
+
+mod common;
+
+use common::cluster::{config, namespace, Servers};
+use futures::StreamExt;
+use std::collections::BTreeSet;
+use std::sync::Arc;
+use std::time::Duration;
+
+use kumulus_core::event::{EventKind, Outcome, StatusEvent};
+use kumulus_core::job::{JobId, JobRecord, JobState, QueuedJob};
+use kumulus_core::ports::{
+    AuthError, Authenticator, BlobStore, CancelBus, CancelRequest, JobQueue, JobSource, JobStore,
+    ListQuery, StatusBus,
+};
+
+fn job(owner: &str) -> QueuedJob {
+    QueuedJob {
+        id: JobId::new(),
+        owner: owner.into(),
+        url: "https://user:secret@example.com/repo.git".into(),
+        args: vec!["a".into(), "b c".into()],
+        config: Some("{\"k\":1}".into()),
+        timeout_secs: 30,
+        submitted_at: chrono::Utc::now(),
+    }
+}
+
+fn finished(id: JobId, state: JobState) -> StatusEvent {
+    StatusEvent::new(
+        id,
+        "ana",
+        EventKind::Finished(Outcome {
+            state,
+            started_at: None,
+            elapsed_secs: Some(2.5),
+            exit_code: Some(0),
+            error: None,
+            files: vec!["stdout.log".into(), "output/a.txt".into()],
+        }),
+    )
+    .from_worker("w1")
+}
+
+async fn job_store_suite(store: &dyn JobStore) {
+    store.ping().await.expect("ping");
+    let mut ana = Vec::new();
+    for _ in 0..4 {
+        let rec = JobRecord::queued(&job("ana"));
+        store.insert(&rec).await.expect("insert");
+        ana.push(rec);
+    }
+    let bob = JobRecord::queued(&job("bob"));
+    store.insert(&bob).await.expect("insert");
+
+    let got = store.get(ana[0].id).await.expect("get").expect("found");
+    assert_eq!(got, ana[0]);
+    assert!(!got.url.contains("secret"));
+    assert!(store.get(JobId::new()).await.expect("get").is_none());
+
+    let newest_first: Vec<JobId> = ana.iter().rev().map(|r| r.id).collect();
+    let page = store
+        .list("ana", &ListQuery { state: None, before: None, limit: 3 })
+        .await
+        .expect("list");
+    assert_eq!(page.iter().map(|r| r.id).collect::<Vec<_>>(), newest_first[..3]);
+    let rest = store
+        .list("ana", &ListQuery { state: None, before: Some(newest_first[2]), limit: 10 })
+        .await
+        .expect("list");
+    assert_eq!(rest.iter().map(|r| r.id).collect::<Vec<_>>(), newest_first[3..]);
+
+    // Projection: forward only, idempotent, unknown jobs ignored.
+    let started = StatusEvent::new(ana[1].id, "ana", EventKind::Started).from_worker("w1");
+    let rec = store.apply(&started).await.expect("apply").expect("found");
+    assert_eq!(rec.state, JobState::Running);
+    assert_eq!(rec.worker.as_deref(), Some("w1"));
+    let done = finished(ana[1].id, JobState::Succeeded);
+    let rec = store.apply(&done).await.expect("apply").expect("found");
+    assert_eq!(rec.state, JobState::Succeeded);
+    assert_eq!(rec.files, vec!["stdout.log".to_string(), "output/a.txt".to_string()]);
+    for late in [started.clone(), finished(ana[1].id, JobState::Failed), done.clone()] {
+        let rec = store.apply(&late).await.expect("apply").expect("found");
+        assert_eq!(rec.state, JobState::Succeeded);
+    }
+    assert_eq!(store.get(ana[1].id).await.expect("get").expect("found").state, JobState::Succeeded);
+    let unknown = StatusEvent::new(JobId::new(), "ana", EventKind::Started);
+    assert!(store.apply(&unknown).await.expect("apply").is_none());
+
+    // Concurrent projections of the same events agree.
+    let racers: Vec<_> = (0..4)
+        .map(|i| {
+            let ev = if i % 2 == 0 {
+                StatusEvent::new(ana[2].id, "ana", EventKind::Started)
+            } else {
+                finished(ana[2].id, JobState::Failed)
+            };
+            async move { store.apply(&ev).await.expect("apply") }
+        })
+        .collect();
+    futures::future::join_all(racers).await;
+    assert_eq!(store.get(ana[2].id).await.expect("get").expect("found").state, JobState::Failed);
+
+    let succeeded = store
+        .list("ana", &ListQuery { state: Some(JobState::Succeeded), before: None, limit: 10 })
+        .await
+        .expect("list");
+    assert_eq!(succeeded.iter().map(|r| r.id).collect::<Vec<_>>(), vec![ana[1].id]);
+    let bobs = store
+        .list("bob", &ListQuery { state: None, before: None, limit: 10 })
+        .await
+        .expect("list");
+    assert_eq!(bobs.len(), 1);
+
+    store.remove(ana[3].id).await.expect("remove");
+    assert!(store.get(ana[3].id).await.expect("get").is_none());
+}
+
+async fn queue_suite(queue: &dyn JobQueue, source: &dyn JobSource) {
+    let jobs: Vec<QueuedJob> = (0..5).map(|_| job("ana")).collect();
+    for j in &jobs {
+        queue.enqueue(j).await.expect("enqueue");
+    }
+    let mut got = Vec::new();
+    for _ in 0..jobs.len() {
+        let d = tokio::time::timeout(Duration::from_secs(60), source.next())
+            .await
+            .expect("a job within 60 s")
+            .expect("next");
+        got.push(d);
+    }
+    let want: BTreeSet<JobId> = jobs.iter().map(|j| j.id).collect();
+    let seen: BTreeSet<JobId> = got.iter().map(|d| d.job.id).collect();
+    assert_eq!(seen, want, "every job delivered once");
+    for d in &got {
+        let original = jobs.iter().find(|j| j.id == d.job.id).expect("known job");
+        assert_eq!(&d.job, original, "the job arrives whole, credentials and all");
+        source.ack(d).await.expect("ack");
+    }
+}
+
+async fn blob_suite(blobs: &dyn BlobStore) {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let small = dir.path().join("small");
+    let big = dir.path().join("big");
+    std::fs::write(&small, b"hello\n").expect("write");
+    let big_bytes: Vec<u8> = (0..3 * 1024 * 1024u32).map(|i| (i % 251) as u8).collect();
+    std::fs::write(&big, &big_bytes).expect("write");
+    let job = JobId::new();
+    blobs.put_file(job, "stdout.log", &small).await.expect("put");
+    blobs.put_file(job, "output/sub/big.bin", &big).await.expect("put");
+    for (name, want) in [("stdout.log", b"hello\n".to_vec()), ("output/sub/big.bin", big_bytes)] {
+        let blob = blobs.get(job, name).await.expect("get").expect("found");
+        assert_eq!(blob.len, want.len() as u64);
+        let chunks: Vec<_> = blob.body.collect().await;
+        let bytes: Vec<u8> = chunks.into_iter().flat_map(|c| c.expect("chunk").to_vec()).collect();
+        assert_eq!(bytes, want, "{name}");
+    }
+    assert!(blobs.get(job, "missing.txt").await.expect("get").is_none());
+    assert!(blobs.get(JobId::new(), "stdout.log").await.expect("get").is_none());
+    assert!(blobs.get(job, "../stdout.log").await.is_err());
+}
+
+async fn auth_suite(auth: &dyn Authenticator, user: &str, password: &str) {
+    let token = auth.login(user, password).await.expect("login");
+    assert!(token.expires_in > 0);
+    let who = auth.verify(&token.access_token).await.expect("verify");
+    assert_eq!(who.username, user);
+    assert!(matches!(auth.login(user, "wrong password").await, Err(AuthError::InvalidCredentials)));
+    assert!(matches!(auth.login("nobody-at-all", password).await, Err(AuthError::InvalidCredentials)));
+    assert!(matches!(auth.verify("garbage").await, Err(AuthError::InvalidToken(_))));
+    // A token with its signature cut off.
+    let unsigned = token.access_token.rsplit_once('.').map(|(h, _)| format!("{h}.")).expect("jwt");
+    assert!(matches!(auth.verify(&unsigned).await, Err(AuthError::InvalidToken(_))));
+}
+
+/// Publishes probes until the subscription sees one (a subscription "from
+/// now on" may take a moment to start), then the real events.
+async fn status_bus_suite(bus: &dyn StatusBus) {
+    let mut events = bus.subscribe();
+    let probe = StatusEvent::new(JobId::new(), "probe", EventKind::Started);
+    let ready = async {
+        loop {
+            match events.next().await {
+                Some(ev) if ev.owner == "probe" => return,
+                Some(_) => continue,
+                None => panic!("the subscription ended"),
+            }
+        }
+    };
+    tokio::pin!(ready);
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
+    loop {
+        bus.publish(&probe).await.expect("publish");
+        tokio::select! {
+            _ = &mut ready => break,
+            _ = tokio::time::sleep(Duration::from_millis(500)) => {}
+        }
+        assert!(tokio::time::Instant::now() < deadline, "the subscription never saw an event");
+    }
+    let sent: Vec<StatusEvent> = (0..3)
+        .map(|_| StatusEvent::new(JobId::new(), "ana", EventKind::Started).from_worker("w"))
+        .collect();
+    for ev in &sent {
+        bus.publish(ev).await.expect("publish");
+    }
+    let mut seen = Vec::new();
+    while seen.len() < sent.len() {
+        let ev = tokio::time::timeout(Duration::from_secs(30), events.next())
+            .await
+            .expect("events arrive")
+            .expect("stream open");
+        if ev.owner == "ana" {
+            seen.push(ev);
+        }
+    }
+    assert_eq!(seen, sent);
+}
+
+async fn cancel_bus_suite(bus: &dyn CancelBus) {
+    let mut cancels = bus.subscribe();
+    let req = CancelRequest { job_id: JobId::new(), owner: "ana".into() };
+    bus.cancel(&req).await.expect("cancel");
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
+    loop {
+        let got = tokio::time::timeout_at(deadline, cancels.next())
+            .await
+            .expect("the cancellation arrives")
+            .expect("stream open");
+        if got == req {
+            break;
+        }
+    }
+}
+
+mod embedded {
+    use super::*;
+    use kumulus_embedded::blobs::LocalBlobs;
+    use kumulus_embedded::bus::{LocalCancelBus, LocalStatusBus};
+    use kumulus_embedded::sqlite::Sqlite;
+    use kumulus_embedded::users::BuiltinUsers;
+
+    #[tokio::test]
+    async fn sqlite_job_store() {
+        job_store_suite(&Sqlite::in_memory().unwrap()).await;
+    }
+
+    #[tokio::test]
+    async fn sqlite_queue() {
+        let db = Sqlite::in_memory().unwrap();
+        queue_suite(&db, &db).await;
+    }
+
+    #[tokio::test]
+    async fn local_blobs() {
+        let dir = tempfile::tempdir().unwrap();
+        blob_suite(&LocalBlobs::new(dir.path()).unwrap()).await;
+    }
+
+    #[tokio::test]
+    async fn builtin_users() {
+        let users = [kumulus_core::config::UserEntry { username: "ana".into(), password: "pw".into() }];
+        auth_suite(&BuiltinUsers::new(&users, &[3; 32], 60).unwrap(), "ana", "pw").await;
+    }
+
+    #[tokio::test]
+    async fn local_status_bus() {
+        let store: Arc<dyn JobStore> = Arc::new(Sqlite::in_memory().unwrap());
+        status_bus_suite(&LocalStatusBus::new(store)).await;
+    }
+
+    #[tokio::test]
+    async fn local_cancel_bus() {
+        cancel_bus_suite(&LocalCancelBus::new(Sqlite::in_memory().unwrap())).await;
+    }
+}
+
+mod real {
+    use super::*;
+    use kumulus_kafka::producer::KafkaProducer;
+    use kumulus_kafka::source::KafkaJobSource;
+
+    async fn kafka(ns: &str) -> kumulus_core::config::Config {
+        let cfg = config(&Servers::load(), ns);
+        kumulus_kafka::admin::ensure_topics(&cfg.kafka).await.expect("topics");
+        cfg
+    }
+
+    #[tokio::test]
+    async fn mongodb_job_store() {
+        let cfg = config(&Servers::load(), &namespace());
+        job_store_suite(&kumulus_mongo::MongoStore::connect(&cfg.mongo).await.unwrap()).await;
+    }
+
+    #[tokio::test]
+    async fn kafka_queue() {
+        let cfg = kafka(&namespace()).await;
+        let producer = KafkaProducer::new(&cfg.kafka).unwrap();
+        let source = KafkaJobSource::new(&cfg.kafka).unwrap();
+        queue_suite(&producer, &source).await;
+        source.close().await;
+    }
+
+    #[tokio::test]
+    async fn s3_blobs() {
+        let cfg = config(&Servers::load(), &namespace());
+        let blobs = kumulus_s3::S3Blobs::new(&cfg.s3);
+        blobs.ensure_bucket().await.unwrap();
+        blob_suite(&blobs).await;
+    }
+
+    #[tokio::test]
+    async fn openid_connect() {
+        let servers = Servers::load();
+        let cfg = config(&servers, &namespace());
+        let [(user, password), _] = servers.users();
+        auth_suite(&kumulus_oidc::OidcAuth::new(&cfg.oidc).unwrap(), &user, &password).await;
+    }
+
+    #[tokio::test]
+    async fn kafka_status_bus() {
+        let cfg = kafka(&namespace()).await;
+        status_bus_suite(&KafkaProducer::new(&cfg.kafka).unwrap()).await;
+    }
+
+    #[tokio::test]
+    async fn kafka_cancel_bus() {
+        let cfg = kafka(&namespace()).await;
+        cancel_bus_suite(&KafkaProducer::new(&cfg.kafka).unwrap()).await;
+    }
+}
