@@ -69,7 +69,16 @@ fn s3(cfg: &Config, shutdown: &CancellationToken) -> Arc<kumulus_s3::S3Blobs> {
 /// and the projector of status events into MongoDB.
 pub async fn frontend(cfg: Config, shutdown: CancellationToken) -> Result<(), UpError> {
     topics(&cfg, &shutdown);
-    let store = Arc::new(kumulus_mongo::MongoStore::connect(&cfg.mongo).await.map_err(backend)?);
+    let store = Arc::new(
+        kumulus_mongo::MongoStore::connect(&cfg.mongo)
+            .await
+            .map_err(backend)?,
+    );
+    let s = store.clone();
+    keep_trying("making the MongoDB indexes", shutdown.clone(), move || {
+        let s = s.clone();
+        async move { s.ensure_indexes().await }
+    });
     let producer = Arc::new(KafkaProducer::new(&cfg.kafka).map_err(backend)?);
     let auth = kumulus_oidc::OidcAuth::new(&cfg.oidc).map_err(backend)?;
     let observations = kumulus_kafka::observations::KafkaObservations::start(&cfg.kafka);

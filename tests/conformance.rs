@@ -1,5 +1,6 @@
 //! One conformance suite per port, run against the embedded adapter and the
 //! real server's adapter alike (the servers from `scripts/test.sh`).
+#![allow(clippy::unwrap_used)] // tests: a panic is the failure report
 
 mod common;
 
@@ -62,15 +63,35 @@ async fn job_store_suite(store: &dyn JobStore) {
 
     let newest_first: Vec<JobId> = ana.iter().rev().map(|r| r.id).collect();
     let page = store
-        .list("ana", &ListQuery { state: None, before: None, limit: 3 })
+        .list(
+            "ana",
+            &ListQuery {
+                state: None,
+                before: None,
+                limit: 3,
+            },
+        )
         .await
         .expect("list");
-    assert_eq!(page.iter().map(|r| r.id).collect::<Vec<_>>(), newest_first[..3]);
+    assert_eq!(
+        page.iter().map(|r| r.id).collect::<Vec<_>>(),
+        newest_first[..3]
+    );
     let rest = store
-        .list("ana", &ListQuery { state: None, before: Some(newest_first[2]), limit: 10 })
+        .list(
+            "ana",
+            &ListQuery {
+                state: None,
+                before: Some(newest_first[2]),
+                limit: 10,
+            },
+        )
         .await
         .expect("list");
-    assert_eq!(rest.iter().map(|r| r.id).collect::<Vec<_>>(), newest_first[3..]);
+    assert_eq!(
+        rest.iter().map(|r| r.id).collect::<Vec<_>>(),
+        newest_first[3..]
+    );
 
     // Projection: forward only, idempotent, unknown jobs ignored.
     let started = StatusEvent::new(ana[1].id, "ana", EventKind::Started).from_worker("w1");
@@ -80,12 +101,27 @@ async fn job_store_suite(store: &dyn JobStore) {
     let done = finished(ana[1].id, JobState::Succeeded);
     let rec = store.apply(&done).await.expect("apply").expect("found");
     assert_eq!(rec.state, JobState::Succeeded);
-    assert_eq!(rec.files, vec!["stdout.log".to_string(), "output/a.txt".to_string()]);
-    for late in [started.clone(), finished(ana[1].id, JobState::Failed), done.clone()] {
+    assert_eq!(
+        rec.files,
+        vec!["stdout.log".to_string(), "output/a.txt".to_string()]
+    );
+    for late in [
+        started.clone(),
+        finished(ana[1].id, JobState::Failed),
+        done.clone(),
+    ] {
         let rec = store.apply(&late).await.expect("apply").expect("found");
         assert_eq!(rec.state, JobState::Succeeded);
     }
-    assert_eq!(store.get(ana[1].id).await.expect("get").expect("found").state, JobState::Succeeded);
+    assert_eq!(
+        store
+            .get(ana[1].id)
+            .await
+            .expect("get")
+            .expect("found")
+            .state,
+        JobState::Succeeded
+    );
     let unknown = StatusEvent::new(JobId::new(), "ana", EventKind::Started);
     assert!(store.apply(&unknown).await.expect("apply").is_none());
 
@@ -101,15 +137,40 @@ async fn job_store_suite(store: &dyn JobStore) {
         })
         .collect();
     futures::future::join_all(racers).await;
-    assert_eq!(store.get(ana[2].id).await.expect("get").expect("found").state, JobState::Failed);
+    assert_eq!(
+        store
+            .get(ana[2].id)
+            .await
+            .expect("get")
+            .expect("found")
+            .state,
+        JobState::Failed
+    );
 
     let succeeded = store
-        .list("ana", &ListQuery { state: Some(JobState::Succeeded), before: None, limit: 10 })
+        .list(
+            "ana",
+            &ListQuery {
+                state: Some(JobState::Succeeded),
+                before: None,
+                limit: 10,
+            },
+        )
         .await
         .expect("list");
-    assert_eq!(succeeded.iter().map(|r| r.id).collect::<Vec<_>>(), vec![ana[1].id]);
+    assert_eq!(
+        succeeded.iter().map(|r| r.id).collect::<Vec<_>>(),
+        vec![ana[1].id]
+    );
     let bobs = store
-        .list("bob", &ListQuery { state: None, before: None, limit: 10 })
+        .list(
+            "bob",
+            &ListQuery {
+                state: None,
+                before: None,
+                limit: 10,
+            },
+        )
         .await
         .expect("list");
     assert_eq!(bobs.len(), 1);
@@ -136,7 +197,10 @@ async fn queue_suite(queue: &dyn JobQueue, source: &dyn JobSource) {
     assert_eq!(seen, want, "every job delivered once");
     for d in &got {
         let original = jobs.iter().find(|j| j.id == d.job.id).expect("known job");
-        assert_eq!(&d.job, original, "the job arrives whole, credentials and all");
+        assert_eq!(
+            &d.job, original,
+            "the job arrives whole, credentials and all"
+        );
         source.ack(d).await.expect("ack");
     }
 }
@@ -149,17 +213,33 @@ async fn blob_suite(blobs: &dyn BlobStore) {
     let big_bytes: Vec<u8> = (0..3 * 1024 * 1024u32).map(|i| (i % 251) as u8).collect();
     std::fs::write(&big, &big_bytes).expect("write");
     let job = JobId::new();
-    blobs.put_file(job, "stdout.log", &small).await.expect("put");
-    blobs.put_file(job, "output/sub/big.bin", &big).await.expect("put");
-    for (name, want) in [("stdout.log", b"hello\n".to_vec()), ("output/sub/big.bin", big_bytes)] {
+    blobs
+        .put_file(job, "stdout.log", &small)
+        .await
+        .expect("put");
+    blobs
+        .put_file(job, "output/sub/big.bin", &big)
+        .await
+        .expect("put");
+    for (name, want) in [
+        ("stdout.log", b"hello\n".to_vec()),
+        ("output/sub/big.bin", big_bytes),
+    ] {
         let blob = blobs.get(job, name).await.expect("get").expect("found");
         assert_eq!(blob.len, want.len() as u64);
         let chunks: Vec<_> = blob.body.collect().await;
-        let bytes: Vec<u8> = chunks.into_iter().flat_map(|c| c.expect("chunk").to_vec()).collect();
+        let bytes: Vec<u8> = chunks
+            .into_iter()
+            .flat_map(|c| c.expect("chunk").to_vec())
+            .collect();
         assert_eq!(bytes, want, "{name}");
     }
     assert!(blobs.get(job, "missing.txt").await.expect("get").is_none());
-    assert!(blobs.get(JobId::new(), "stdout.log").await.expect("get").is_none());
+    assert!(blobs
+        .get(JobId::new(), "stdout.log")
+        .await
+        .expect("get")
+        .is_none());
     assert!(blobs.get(job, "../stdout.log").await.is_err());
 }
 
@@ -168,12 +248,28 @@ async fn auth_suite(auth: &dyn Authenticator, user: &str, password: &str) {
     assert!(token.expires_in > 0);
     let who = auth.verify(&token.access_token).await.expect("verify");
     assert_eq!(who.username, user);
-    assert!(matches!(auth.login(user, "wrong password").await, Err(AuthError::InvalidCredentials)));
-    assert!(matches!(auth.login("nobody-at-all", password).await, Err(AuthError::InvalidCredentials)));
-    assert!(matches!(auth.verify("garbage").await, Err(AuthError::InvalidToken(_))));
+    assert!(matches!(
+        auth.login(user, "wrong password").await,
+        Err(AuthError::InvalidCredentials)
+    ));
+    assert!(matches!(
+        auth.login("nobody-at-all", password).await,
+        Err(AuthError::InvalidCredentials)
+    ));
+    assert!(matches!(
+        auth.verify("garbage").await,
+        Err(AuthError::InvalidToken(_))
+    ));
     // A token with its signature cut off.
-    let unsigned = token.access_token.rsplit_once('.').map(|(h, _)| format!("{h}.")).expect("jwt");
-    assert!(matches!(auth.verify(&unsigned).await, Err(AuthError::InvalidToken(_))));
+    let unsigned = token
+        .access_token
+        .rsplit_once('.')
+        .map(|(h, _)| format!("{h}."))
+        .expect("jwt");
+    assert!(matches!(
+        auth.verify(&unsigned).await,
+        Err(AuthError::InvalidToken(_))
+    ));
 }
 
 /// Publishes probes until the subscription sees one (a subscription "from
@@ -198,7 +294,10 @@ async fn status_bus_suite(bus: &dyn StatusBus) {
             _ = &mut ready => break,
             _ = tokio::time::sleep(Duration::from_millis(500)) => {}
         }
-        assert!(tokio::time::Instant::now() < deadline, "the subscription never saw an event");
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "the subscription never saw an event"
+        );
     }
     let sent: Vec<StatusEvent> = (0..3)
         .map(|_| StatusEvent::new(JobId::new(), "ana", EventKind::Started).from_worker("w"))
@@ -221,7 +320,10 @@ async fn status_bus_suite(bus: &dyn StatusBus) {
 
 async fn cancel_bus_suite(bus: &dyn CancelBus) {
     let mut cancels = bus.subscribe();
-    let req = CancelRequest { job_id: JobId::new(), owner: "ana".into() };
+    let req = CancelRequest {
+        job_id: JobId::new(),
+        owner: "ana".into(),
+    };
     bus.cancel(&req).await.expect("cancel");
     let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
     loop {
@@ -261,8 +363,16 @@ mod embedded {
 
     #[tokio::test]
     async fn builtin_users() {
-        let users = [kumulus_core::config::UserEntry { username: "ana".into(), password: "pw".into() }];
-        auth_suite(&BuiltinUsers::new(&users, &[3; 32], 60).unwrap(), "ana", "pw").await;
+        let users = [kumulus_core::config::UserEntry {
+            username: "ana".into(),
+            password: "pw".into(),
+        }];
+        auth_suite(
+            &BuiltinUsers::new(&users, &[3; 32], 60).unwrap(),
+            "ana",
+            "pw",
+        )
+        .await;
     }
 
     #[tokio::test]
@@ -284,14 +394,20 @@ mod real {
 
     async fn kafka(ns: &str) -> kumulus_core::config::Config {
         let cfg = config(&Servers::load(), ns);
-        kumulus_kafka::admin::ensure_topics(&cfg.kafka).await.expect("topics");
+        kumulus_kafka::admin::ensure_topics(&cfg.kafka)
+            .await
+            .expect("topics");
         cfg
     }
 
     #[tokio::test]
     async fn mongodb_job_store() {
         let cfg = config(&Servers::load(), &namespace());
-        job_store_suite(&kumulus_mongo::MongoStore::connect(&cfg.mongo).await.unwrap()).await;
+        let store = kumulus_mongo::MongoStore::connect(&cfg.mongo)
+            .await
+            .unwrap();
+        store.ensure_indexes().await.unwrap();
+        job_store_suite(&store).await;
     }
 
     #[tokio::test]
@@ -316,7 +432,12 @@ mod real {
         let servers = Servers::load();
         let cfg = config(&servers, &namespace());
         let [(user, password), _] = servers.users();
-        auth_suite(&kumulus_oidc::OidcAuth::new(&cfg.oidc).unwrap(), &user, &password).await;
+        auth_suite(
+            &kumulus_oidc::OidcAuth::new(&cfg.oidc).unwrap(),
+            &user,
+            &password,
+        )
+        .await;
     }
 
     #[tokio::test]

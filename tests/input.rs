@@ -1,5 +1,6 @@
 //! Bad input gets a clear 4xx, never a 5xx; user input never reaches a shell;
 //! file paths cannot leave their job.
+#![allow(clippy::unwrap_used)] // tests: a panic is the failure report
 
 mod common;
 
@@ -274,7 +275,13 @@ async fn too_many_requests_get_429_with_retry_after() {
     let token = k.login("ana").await;
     let mut limited = None;
     for _ in 0..10 {
-        let resp = k.http.get(k.url("/api/jobs")).bearer_auth(&token).send().await.unwrap();
+        let resp = k
+            .http
+            .get(k.url("/api/jobs"))
+            .bearer_auth(&token)
+            .send()
+            .await
+            .unwrap();
         if resp.status() == StatusCode::TOO_MANY_REQUESTS {
             limited = Some(resp);
             break;

@@ -1,5 +1,6 @@
 //! Running jobs through `kumulus up`: success, failure, time limit,
 //! cancellation, and isolation between users.
+#![allow(clippy::unwrap_used)] // tests: a panic is the failure report
 
 mod common;
 

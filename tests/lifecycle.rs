@@ -1,5 +1,6 @@
 //! Starting and stopping `kumulus up`: nothing queued is lost across a
 //! restart; bad configuration stops it with one line and exit code 2.
+#![allow(clippy::unwrap_used)] // tests: a panic is the failure report
 
 mod common;
 

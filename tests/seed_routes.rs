@@ -1,5 +1,6 @@
 //! The seed's routes, for existing clients: a full submit, status, results,
 //! delete cycle with the seed's shapes and state names.
+#![allow(clippy::unwrap_used)] // tests: a panic is the failure report
 
 mod common;
 

@@ -71,7 +71,10 @@ pub fn service_env(servers: &Servers, ns: &str) -> Vec<(String, String)> {
         v("KUMULUS_KAFKA__OBSERVER_TOPIC", &format!("observer-{ns}")),
         v("KUMULUS_KAFKA__WORKER_GROUP", &format!("workers-{ns}")),
         v("KUMULUS_KAFKA__PROJECTOR_GROUP", &format!("projector-{ns}")),
-        v("KUMULUS_KAFKA__AUTOSCALER_GROUP", &format!("autoscaler-{ns}")),
+        v(
+            "KUMULUS_KAFKA__AUTOSCALER_GROUP",
+            &format!("autoscaler-{ns}"),
+        ),
         v("KUMULUS_KAFKA__SESSION_TIMEOUT_MS", "6000"),
         v("KUMULUS_MONGO__URI", servers.get("MONGO")),
         v("KUMULUS_MONGO__DATABASE", &format!("k{ns}")),
@@ -158,7 +161,9 @@ pub fn spawn_until(mut cmd: Command, name: &str, ready: &str) -> Proc {
     cmd.stdin(Stdio::null())
         .stdout(Stdio::piped())
         .stderr(Stdio::inherit());
-    let mut child = cmd.spawn().unwrap_or_else(|e| panic!("cannot start {name}: {e}"));
+    let mut child = cmd
+        .spawn()
+        .unwrap_or_else(|e| panic!("cannot start {name}: {e}"));
     let stdout = child.stdout.take().expect("stdout");
     let (tx, rx) = std::sync::mpsc::channel();
     let ready = ready.to_string();
@@ -191,7 +196,10 @@ pub fn kumulus(role: &str, env: &[(String, String)], extra: &[(&str, &str)]) -> 
             std::env::var("KUMULUS_TEST_LOG").unwrap_or_else(|_| "warn".into()),
         )
         .env("KUMULUS_LISTEN", "127.0.0.1:0")
-        .env("KUMULUS_DATA_DIR", std::env::temp_dir().join("kumulus-test-data"));
+        .env(
+            "KUMULUS_DATA_DIR",
+            std::env::temp_dir().join("kumulus-test-data"),
+        );
     for (k, v) in env {
         cmd.env(k, v);
     }
@@ -254,7 +262,13 @@ impl Private {
         }
     }
 
-    fn spawn(servers: &Servers, name: &str, port: u16, data: &std::path::Path, extra: &[String]) -> Proc {
+    fn spawn(
+        servers: &Servers,
+        name: &str,
+        port: u16,
+        data: &std::path::Path,
+        extra: &[String],
+    ) -> Proc {
         let mut cmd = Command::new("bash");
         cmd.arg(servers.get("CLUSTER_SCRIPT"))
             .arg("serve")
@@ -267,7 +281,9 @@ impl Private {
                 cmd.env(k, v);
             }
         }
-        cmd.stdin(Stdio::null()).stdout(Stdio::null()).stderr(Stdio::null());
+        cmd.stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null());
         let child = cmd.spawn().expect("start a private server");
         wait_for_port(port);
         Proc {

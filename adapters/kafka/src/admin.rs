@@ -20,7 +20,11 @@ pub fn admin_client(cfg: &KafkaConfig) -> PortResult<AdminClient<DefaultClientCo
 pub async fn ensure_topics(cfg: &KafkaConfig) -> PortResult<()> {
     let admin = admin_client(cfg)?;
     let topics = [
-        NewTopic::new(&cfg.jobs_topic, cfg.jobs_partitions, TopicReplication::Fixed(1)),
+        NewTopic::new(
+            &cfg.jobs_topic,
+            cfg.jobs_partitions,
+            TopicReplication::Fixed(1),
+        ),
         NewTopic::new(&cfg.results_topic, 1, TopicReplication::Fixed(1)),
         NewTopic::new(&cfg.cancel_topic, 1, TopicReplication::Fixed(1)),
         NewTopic::new(&cfg.observer_topic, 1, TopicReplication::Fixed(1)),

@@ -46,7 +46,7 @@ impl ObservationFeed for KafkaObservations {
             .map(|l| l.iter().cloned().collect())
             .unwrap_or_default();
         // Replayed tails arrive oldest first; order by time, newest first.
-        items.sort_by(|a, b| b.timestamp.cmp(&a.timestamp));
+        items.sort_by_key(|o| std::cmp::Reverse(o.timestamp));
         items.truncate(n);
         Ok(items)
     }

@@ -26,12 +26,18 @@ fn consumer(cfg: &KafkaConfig) -> PortResult<StreamConsumer> {
         .set("session.timeout.ms", cfg.session_timeout_ms.to_string())
         .create()
         .map_err(unavailable)?;
-    consumer.subscribe(&[&cfg.results_topic]).map_err(unavailable)?;
+    consumer
+        .subscribe(&[&cfg.results_topic])
+        .map_err(unavailable)?;
     Ok(consumer)
 }
 
 /// Projects status events into `store` until `shutdown`.
-pub async fn run_projector(cfg: KafkaConfig, store: Arc<dyn JobStore>, shutdown: CancellationToken) {
+pub async fn run_projector(
+    cfg: KafkaConfig,
+    store: Arc<dyn JobStore>,
+    shutdown: CancellationToken,
+) {
     let consumer = loop {
         match consumer(&cfg) {
             Ok(c) => break c,
@@ -74,7 +80,10 @@ pub async fn run_projector(cfg: KafkaConfig, store: Arc<dyn JobStore>, shutdown:
                     }
                 }
             }
-            _ => tracing::warn!(offset = msg.offset(), "skipping a message that is not a status event"),
+            _ => tracing::warn!(
+                offset = msg.offset(),
+                "skipping a message that is not a status event"
+            ),
         }
         if let Err(e) = consumer.store_offset_from_message(&msg) {
             tracing::warn!(error = %e, "cannot store the projector's offset");

@@ -43,12 +43,17 @@ impl KafkaJobSource {
             .set("enable.auto.offset.store", "false")
             .set("auto.offset.reset", "earliest")
             .set("session.timeout.ms", cfg.session_timeout_ms.to_string())
-            .set("heartbeat.interval.ms", (cfg.session_timeout_ms / 4).max(250).to_string())
+            .set(
+                "heartbeat.interval.ms",
+                (cfg.session_timeout_ms / 4).max(250).to_string(),
+            )
             .set("partition.assignment.strategy", "roundrobin")
             .set("topic.metadata.refresh.interval.ms", "5000")
             .create()
             .map_err(unavailable)?;
-        consumer.subscribe(&[&cfg.jobs_topic]).map_err(unavailable)?;
+        consumer
+            .subscribe(&[&cfg.jobs_topic])
+            .map_err(unavailable)?;
         let (jobs_tx, jobs_rx) = mpsc::channel(1);
         let (cmd_tx, cmd_rx) = mpsc::unbounded_channel();
         let demand = Arc::new(AtomicUsize::new(0));
@@ -72,12 +77,15 @@ impl KafkaJobSource {
     }
 
     fn handle(delivery: &Delivery) -> PortResult<(i32, i64)> {
-        let (p, o) = delivery
-            .handle
-            .split_once(':')
-            .ok_or_else(|| PortError::Internal(format!("bad delivery handle {}", delivery.handle)))?;
-        let p = p.parse().map_err(|_| PortError::Internal("bad partition".into()))?;
-        let o = o.parse().map_err(|_| PortError::Internal("bad offset".into()))?;
+        let (p, o) = delivery.handle.split_once(':').ok_or_else(|| {
+            PortError::Internal(format!("bad delivery handle {}", delivery.handle))
+        })?;
+        let p = p
+            .parse()
+            .map_err(|_| PortError::Internal("bad partition".into()))?;
+        let o = o
+            .parse()
+            .map_err(|_| PortError::Internal("bad offset".into()))?;
         Ok((p, o))
     }
 }
@@ -217,7 +225,9 @@ impl Pump {
     }
 
     fn set_paused(&mut self, pause: bool) {
-        let Ok(assignment) = self.consumer.assignment() else { return };
+        let Ok(assignment) = self.consumer.assignment() else {
+            return;
+        };
         if assignment.count() == 0 {
             self.paused = false;
             return;
@@ -248,7 +258,11 @@ impl Pump {
     }
 
     fn commit(&mut self, partition: i32) {
-        let Some(point) = self.in_flight.get(&partition).and_then(PartitionState::commit_point) else {
+        let Some(point) = self
+            .in_flight
+            .get(&partition)
+            .and_then(PartitionState::commit_point)
+        else {
             return;
         };
         let mut tpl = TopicPartitionList::new();

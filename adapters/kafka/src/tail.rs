@@ -50,7 +50,11 @@ where
     futures::stream::unfold(rx, |mut rx| async move { rx.recv().await.map(|v| (v, rx)) }).boxed()
 }
 
-pub(crate) fn consumer_for(cfg: &KafkaConfig, topic: &str, start: Start) -> PortResult<StreamConsumer> {
+pub(crate) fn consumer_for(
+    cfg: &KafkaConfig,
+    topic: &str,
+    start: Start,
+) -> PortResult<StreamConsumer> {
     let consumer: StreamConsumer = client_config(cfg)
         .set("group.id", format!("kumulus-tail-{}", uuid::Uuid::new_v4()))
         .set("enable.auto.commit", "false")
@@ -76,7 +80,8 @@ pub(crate) fn consumer_for(cfg: &KafkaConfig, topic: &str, start: Start) -> Port
     };
     let mut tpl = TopicPartitionList::new();
     for p in 0..partitions as i32 {
-        tpl.add_partition_offset(topic, p, offset).map_err(unavailable)?;
+        tpl.add_partition_offset(topic, p, offset)
+            .map_err(unavailable)?;
     }
     consumer.assign(&tpl).map_err(unavailable)?;
     Ok(consumer)

@@ -32,7 +32,8 @@ pub struct MongoStore {
 }
 
 impl MongoStore {
-    /// Connects (lazily: the driver reconnects by itself) and makes the indexes.
+    /// Connects lazily (the driver reconnects by itself); call
+    /// [`MongoStore::ensure_indexes`] once the server answers.
     pub async fn connect(cfg: &MongoConfig) -> PortResult<Self> {
         let mut opts = ClientOptions::parse(cfg.uri.expose())
             .await
@@ -42,21 +43,23 @@ impl MongoStore {
         opts.connect_timeout = Some(timeout);
         opts.app_name = Some("kumulus".into());
         let client = Client::with_options(opts).map_err(internal)?;
-        let store = Self {
+        Ok(Self {
             jobs: client.database(&cfg.database).collection(COLLECTION),
-        };
-        store.ensure_indexes().await?;
-        Ok(store)
+        })
     }
 
-    async fn ensure_indexes(&self) -> PortResult<()> {
+    /// The indexes of the caller's listing and of the state.
+    pub async fn ensure_indexes(&self) -> PortResult<()> {
         let indexes = [
             IndexModel::builder()
                 .keys(doc! {"owner": 1, "submitted_at": -1})
                 .build(),
             IndexModel::builder().keys(doc! {"state": 1}).build(),
         ];
-        self.jobs.create_indexes(indexes).await.map_err(unavailable)?;
+        self.jobs
+            .create_indexes(indexes)
+            .await
+            .map_err(unavailable)?;
         Ok(())
     }
 
@@ -142,7 +145,10 @@ impl JobStore for MongoStore {
             }
             // Another replica moved the job meanwhile: read it again.
         }
-        Err(internal(format!("job {} kept changing under the projection", ev.job_id)))
+        Err(internal(format!(
+            "job {} kept changing under the projection",
+            ev.job_id
+        )))
     }
 
     async fn ping(&self) -> PortResult<()> {

@@ -118,7 +118,9 @@ impl OidcAuth {
             .map_err(unavailable)?;
         let mut keys = HashMap::new();
         for jwk in &set.keys {
-            let Some(kid) = jwk.common.key_id.clone() else { continue };
+            let Some(kid) = jwk.common.key_id.clone() else {
+                continue;
+            };
             match DecodingKey::from_jwk(jwk) {
                 Ok(key) => {
                     keys.insert(kid, key);
@@ -172,7 +174,11 @@ impl Authenticator for OidcAuth {
                 expires_in: t.expires_in,
             });
         }
-        let error = resp.json::<TokenError>().await.map(|e| e.error).unwrap_or_default();
+        let error = resp
+            .json::<TokenError>()
+            .await
+            .map(|e| e.error)
+            .unwrap_or_default();
         match (status.as_u16(), error.as_str()) {
             (_, "invalid_grant") => Err(AuthError::InvalidCredentials),
             (_, "invalid_client") | (_, "unauthorized_client") => Err(unavailable(
@@ -187,7 +193,10 @@ impl Authenticator for OidcAuth {
         let header = jsonwebtoken::decode_header(token)
             .map_err(|e| AuthError::InvalidToken(e.to_string()))?;
         if header.alg != Algorithm::RS256 {
-            return Err(AuthError::InvalidToken(format!("algorithm {:?} is not accepted", header.alg)));
+            return Err(AuthError::InvalidToken(format!(
+                "algorithm {:?} is not accepted",
+                header.alg
+            )));
         }
         let kid = header
             .kid
@@ -206,7 +215,10 @@ impl Authenticator for OidcAuth {
             .and_then(|v| v.as_str())
             .filter(|s| !s.is_empty())
             .ok_or_else(|| {
-                AuthError::InvalidToken(format!("the token has no `{}` claim", self.cfg.username_claim))
+                AuthError::InvalidToken(format!(
+                    "the token has no `{}` claim",
+                    self.cfg.username_claim
+                ))
             })?;
         Ok(Principal {
             username: username.to_string(),

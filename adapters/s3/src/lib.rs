@@ -85,10 +85,23 @@ impl S3Blobs {
 
     /// Creates the bucket when it is missing.
     pub async fn ensure_bucket(&self) -> PortResult<()> {
-        if self.client.head_bucket().bucket(&self.bucket).send().await.is_ok() {
+        if self
+            .client
+            .head_bucket()
+            .bucket(&self.bucket)
+            .send()
+            .await
+            .is_ok()
+        {
             return Ok(());
         }
-        match self.client.create_bucket().bucket(&self.bucket).send().await {
+        match self
+            .client
+            .create_bucket()
+            .bucket(&self.bucket)
+            .send()
+            .await
+        {
             Ok(_) => {
                 tracing::info!(bucket = %self.bucket, "created bucket");
                 Ok(())
@@ -129,14 +142,24 @@ impl BlobStore for S3Blobs {
 
     async fn get(&self, job: JobId, name: &str) -> PortResult<Option<Blob>> {
         let key = key(job, name)?;
-        let out = match self.client.get_object().bucket(&self.bucket).key(&key).send().await {
+        let out = match self
+            .client
+            .get_object()
+            .bucket(&self.bucket)
+            .key(&key)
+            .send()
+            .await
+        {
             Ok(out) => out,
             Err(e) => {
                 let err = e.into_service_error();
                 if err.is_no_such_key() {
                     return Ok(None);
                 }
-                return Err(unavailable(format!("cannot read {key}: {}", describe(&err))));
+                return Err(unavailable(format!(
+                    "cannot read {key}: {}",
+                    describe(&err)
+                )));
             }
         };
         let len = out.content_length().unwrap_or(0).max(0) as u64;
@@ -152,7 +175,8 @@ impl BlobStore for S3Blobs {
             return Ok(None);
         };
         let key = key(job, name)?;
-        let config = PresigningConfig::expires_in(ttl).map_err(|e| PortError::Internal(e.to_string()))?;
+        let config =
+            PresigningConfig::expires_in(ttl).map_err(|e| PortError::Internal(e.to_string()))?;
         let req = self
             .client
             .get_object()

@@ -1,0 +1,470 @@
+//! The production path: `kumulus frontend`, `kumulus worker` and
+//! `kumulus autoscaler` as separate processes over the real servers
+//! (Kafka protocol, MongoDB wire protocol, S3, OpenID Connect).
+#![allow(clippy::unwrap_used)] // tests: a panic is the failure report
+
+mod common;
+
+use common::cluster::{kumulus, namespace, service_env, Private, Proc, Servers};
+use common::{processes_with, Repo};
+use reqwest::{Client, Method, StatusCode};
+use serde_json::{json, Value};
+use std::collections::BTreeSet;
+use std::time::{Duration, Instant};
+
+/// A frontend's address and an HTTP client for it.
+struct Api {
+    base: String,
+    http: Client,
+}
+
+impl Api {
+    fn new(frontend: &Proc) -> Self {
+        Self {
+            base: frontend.url(),
+            http: Client::new(),
+        }
+    }
+
+    async fn login(&self, user: &str, password: &str) -> String {
+        let resp = self
+            .http
+            .post(format!("{}/auth/token", self.base))
+            .json(&json!({"username": user, "password": password}))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(resp.status(), StatusCode::OK);
+        let body: Value = resp.json().await.unwrap();
+        body["access_token"].as_str().unwrap().to_string()
+    }
+
+    async fn call(
+        &self,
+        method: Method,
+        path: &str,
+        token: &str,
+        body: Option<Value>,
+    ) -> (StatusCode, Vec<u8>) {
+        let mut req = self
+            .http
+            .request(method, format!("{}{}", self.base, path))
+            .bearer_auth(token);
+        if let Some(b) = body {
+            req = req.json(&b);
+        }
+        let resp = req.send().await.unwrap();
+        let status = resp.status();
+        (status, resp.bytes().await.unwrap().to_vec())
+    }
+
+    async fn json(
+        &self,
+        method: Method,
+        path: &str,
+        token: &str,
+        body: Option<Value>,
+    ) -> (StatusCode, Value) {
+        let (status, bytes) = self.call(method, path, token, body).await;
+        (
+            status,
+            serde_json::from_slice(&bytes).unwrap_or(Value::Null),
+        )
+    }
+
+    async fn submit(&self, token: &str, body: Value) -> String {
+        let (status, v) = self
+            .json(Method::POST, "/api/jobs", token, Some(body))
+            .await;
+        assert_eq!(status, StatusCode::CREATED, "{v}");
+        v["id"].as_str().unwrap().to_string()
+    }
+
+    async fn wait_for(&self, token: &str, id: &str, states: &[&str], secs: u64) -> Value {
+        let deadline = Instant::now() + Duration::from_secs(secs);
+        loop {
+            let (status, job) = self
+                .json(Method::GET, &format!("/api/jobs/{id}"), token, None)
+                .await;
+            if status == StatusCode::OK && states.iter().any(|s| job["state"] == *s) {
+                return job;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "job {id} never reached {states:?}: {status} {job}"
+            );
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+    }
+}
+
+const TERMINAL: [&str; 4] = ["succeeded", "failed", "cancelled", "timed_out"];
+
+#[tokio::test]
+async fn the_full_flow_through_three_processes() {
+    let servers = Servers::load();
+    let env = service_env(&servers, &namespace());
+    let frontend = kumulus("frontend", &env, &[]);
+    let _worker = kumulus("worker", &env, &[("KUMULUS_WORKER__SLOTS", "2")]);
+    let _autoscaler = kumulus("autoscaler", &env, &[]);
+    let api = Api::new(&frontend);
+    let [(u1, p1), (u2, p2)] = servers.users();
+    let ana = api.login(&u1, &p1).await;
+    let bob = api.login(&u2, &p2).await;
+
+    // Submit -> a worker runs it -> projected into MongoDB -> files from S3.
+    let repo = Repo::example();
+    let id = api
+        .submit(
+            &ana,
+            json!({"url": repo.path(), "args": ["x", "y z"], "config": {"k": "v"}}),
+        )
+        .await;
+    let job = api.wait_for(&ana, &id, &TERMINAL, 90).await;
+    assert_eq!(job["state"], "succeeded", "{job}");
+    assert_eq!(job["owner"], u1.as_str());
+    assert!(job["worker"].is_string());
+    assert_eq!(
+        job["files"],
+        json!(["stdout.log", "stderr.log", "output/result.json"])
+    );
+    let (status, stdout) = api
+        .call(
+            Method::GET,
+            &format!("/api/jobs/{id}/files/stdout.log"),
+            &ana,
+            None,
+        )
+        .await;
+    assert_eq!(status, StatusCode::OK);
+    assert_eq!(
+        String::from_utf8(stdout).unwrap(),
+        "hello from kumulus; args: [\"x\",\"y z\"]\nwrote output/result.json\n"
+    );
+    let (_, result) = api
+        .call(
+            Method::GET,
+            &format!("/api/jobs/{id}/files/output/result.json"),
+            &ana,
+            None,
+        )
+        .await;
+    let result: Value = serde_json::from_slice(&result).unwrap();
+    assert_eq!(result["config"], json!({"k": "v"}));
+
+    // Another user sees nothing of it.
+    for path in [
+        format!("/api/jobs/{id}"),
+        format!("/api/jobs/{id}/files/stdout.log"),
+        format!("/api/status/{id}"),
+    ] {
+        let (status, _) = api.call(Method::GET, &path, &bob, None).await;
+        assert_eq!(status, StatusCode::NOT_FOUND, "{path}");
+    }
+    let (_, list) = api.json(Method::GET, "/api/jobs", &bob, None).await;
+    assert_eq!(list["jobs"], json!([]));
+
+    // Cancel a running job: its processes go away.
+    let marker = format!("kumulus-cluster-cancel-{}", std::process::id());
+    let sleeper = Repo::node("setInterval(() => {}, 1000);");
+    let running = api
+        .submit(
+            &ana,
+            json!({"url": sleeper.path(), "args": [marker.clone()]}),
+        )
+        .await;
+    api.wait_for(&ana, &running, &["running"], 60).await;
+    common::eventually(30, "the job's process", || {
+        !processes_with(&marker).is_empty()
+    })
+    .await;
+    let (status, rec) = api
+        .json(Method::DELETE, &format!("/api/jobs/{running}"), &ana, None)
+        .await;
+    assert_eq!(status, StatusCode::ACCEPTED, "{rec}");
+    assert_eq!(rec["state"], "cancelled");
+    common::eventually(15, "the cancelled job's processes to end", || {
+        processes_with(&marker).is_empty()
+    })
+    .await;
+
+    // The seed's routes over the same stack.
+    let resp = api
+        .http
+        .get(format!("{}/auth/{u1}/{p1}", api.base))
+        .send()
+        .await
+        .unwrap();
+    let seed_token = resp.json::<Value>().await.unwrap()["token"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let (status, body) = api
+        .json(
+            Method::POST,
+            "/api/addJob",
+            &seed_token,
+            Some(json!({"url": repo.path(), "args": "uno"})),
+        )
+        .await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    let seed_id = body["jobId"].as_str().unwrap().to_string();
+    api.wait_for(&ana, &seed_id, &["succeeded"], 90).await;
+    let (_, status_body) = api
+        .json(
+            Method::GET,
+            &format!("/api/status/{seed_id}"),
+            &seed_token,
+            None,
+        )
+        .await;
+    assert_eq!(status_body["status"], "Finalizado");
+    let (status, bytes) = api
+        .call(
+            Method::GET,
+            &format!("/api/results/{seed_id}/result.json"),
+            &seed_token,
+            None,
+        )
+        .await;
+    assert_eq!(status, StatusCode::OK);
+    assert_eq!(
+        serde_json::from_slice::<Value>(&bytes).unwrap()["args"],
+        json!(["uno"])
+    );
+    let (status, _) = api
+        .call(
+            Method::GET,
+            &format!("/api/deleteJob/{seed_id}"),
+            &seed_token,
+            None,
+        )
+        .await;
+    assert_eq!(status, StatusCode::CONFLICT);
+
+    // The autoscaler's observations reach /health/load.
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let load: Value = api
+            .http
+            .get(format!("{}/health/load", api.base))
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+        let arrivals: f64 = load
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|o| o["avgRateOfArrival"].as_f64().unwrap())
+            .sum();
+        if arrivals >= 1.0 {
+            assert!(load.as_array().unwrap().len() <= 10);
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "no observation with arrivals: {load}"
+        );
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+}
+
+#[tokio::test]
+async fn two_workers_split_the_partitions_and_both_run_jobs() {
+    let servers = Servers::load();
+    let env = service_env(&servers, &namespace());
+    let one = [
+        ("KUMULUS_WORKER__SLOTS", "1"),
+        ("KUMULUS_KAFKA__JOBS_PARTITIONS", "4"),
+    ];
+    let frontend = kumulus("frontend", &env, &one);
+    let _w1 = kumulus(
+        "worker",
+        &env,
+        &[one[0], one[1], ("KUMULUS_WORKER__ID", "w1")],
+    );
+    let _w2 = kumulus(
+        "worker",
+        &env,
+        &[one[0], one[1], ("KUMULUS_WORKER__ID", "w2")],
+    );
+    let api = Api::new(&frontend);
+    let [(u1, p1), _] = servers.users();
+    let token = api.login(&u1, &p1).await;
+    let repo = Repo::node("setTimeout(() => console.log('done'), 1500);");
+    let mut ids = Vec::new();
+    for _ in 0..10 {
+        ids.push(api.submit(&token, json!({"url": repo.path()})).await);
+    }
+    let mut workers = BTreeSet::new();
+    for id in &ids {
+        let job = api.wait_for(&token, id, &TERMINAL, 120).await;
+        assert_eq!(job["state"], "succeeded", "{job}");
+        workers.insert(job["worker"].as_str().unwrap().to_string());
+    }
+    assert_eq!(
+        workers,
+        BTreeSet::from(["w1".to_string(), "w2".to_string()])
+    );
+}
+
+#[tokio::test]
+async fn a_worker_killed_mid_job_never_leaves_it_running() {
+    let servers = Servers::load();
+    let env = service_env(&servers, &namespace());
+    let opts = [
+        ("KUMULUS_WORKER__SLOTS", "1"),
+        ("KUMULUS_KAFKA__JOBS_PARTITIONS", "2"),
+    ];
+    let frontend = kumulus("frontend", &env, &opts);
+    let mut w1 = kumulus(
+        "worker",
+        &env,
+        &[opts[0], opts[1], ("KUMULUS_WORKER__ID", "w1")],
+    );
+    let mut w2 = kumulus(
+        "worker",
+        &env,
+        &[opts[0], opts[1], ("KUMULUS_WORKER__ID", "w2")],
+    );
+    let api = Api::new(&frontend);
+    let [(u1, p1), _] = servers.users();
+    let token = api.login(&u1, &p1).await;
+    let repo = Repo::node("setTimeout(() => console.log('survived'), 4000);");
+    let id = api.submit(&token, json!({"url": repo.path()})).await;
+    let job = api.wait_for(&token, &id, &["running"], 60).await;
+    let (victim, survivor) = if job["worker"] == "w1" {
+        (&mut w1, "w2")
+    } else {
+        (&mut w2, "w1")
+    };
+    victim.signal(nix::sys::signal::Signal::SIGKILL);
+    let _ = victim.child.wait();
+    // The survivor takes the partition over once the dead member's session
+    // ends, and runs the job again.
+    let job = api.wait_for(&token, &id, &TERMINAL, 120).await;
+    assert!(
+        job["state"] == "succeeded" || (job["state"] == "failed" && job["error"].is_string()),
+        "{job}"
+    );
+    if job["state"] == "succeeded" {
+        assert_eq!(job["worker"], survivor);
+    }
+}
+
+#[tokio::test]
+async fn every_accepted_job_ends_across_a_broker_restart() {
+    let servers = Servers::load();
+    let mut broker = Private::start(&servers, "kafka", &[]);
+    let mut env = service_env(&servers, &namespace());
+    for (k, v) in env.iter_mut() {
+        if k == "KUMULUS_KAFKA__BROKERS" {
+            *v = broker.addr();
+        }
+    }
+    let frontend = kumulus("frontend", &env, &[]);
+    let _worker = kumulus("worker", &env, &[("KUMULUS_WORKER__SLOTS", "2")]);
+    let api = Api::new(&frontend);
+    let [(u1, p1), _] = servers.users();
+    let token = api.login(&u1, &p1).await;
+    let repo = Repo::node("console.log('ok');");
+    let mut accepted = Vec::new();
+    for _ in 0..5 {
+        accepted.push(api.submit(&token, json!({"url": repo.path()})).await);
+    }
+    // Down: the API answers 503 instead of hanging, and the job does not exist.
+    broker.proc.stop();
+    let (status, body) = api
+        .json(
+            Method::POST,
+            "/api/jobs",
+            &token,
+            Some(json!({"url": repo.path()})),
+        )
+        .await;
+    assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE, "{body}");
+    assert_eq!(body["error"]["code"], "unavailable");
+    let (_, list) = api
+        .json(Method::GET, "/api/jobs?limit=100", &token, None)
+        .await;
+    assert_eq!(list["jobs"].as_array().unwrap().len(), accepted.len());
+    // Back up: everything reconnects by itself.
+    broker.restart(&servers, Duration::from_millis(0));
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while accepted.len() < 10 {
+        let (status, v) = api
+            .json(
+                Method::POST,
+                "/api/jobs",
+                &token,
+                Some(json!({"url": repo.path()})),
+            )
+            .await;
+        match status {
+            StatusCode::CREATED => accepted.push(v["id"].as_str().unwrap().to_string()),
+            StatusCode::SERVICE_UNAVAILABLE => tokio::time::sleep(Duration::from_millis(500)).await,
+            other => panic!("unexpected {other}: {v}"),
+        }
+        assert!(Instant::now() < deadline, "the frontend never reconnected");
+    }
+    for id in &accepted {
+        let job = api.wait_for(&token, id, &TERMINAL, 180).await;
+        assert_eq!(job["state"], "succeeded", "{job}");
+    }
+}
+
+#[tokio::test]
+async fn tokens_from_elsewhere_or_expired_get_401() {
+    let servers = Servers::load();
+    let [(u1, p1), _] = servers.users();
+    let users = format!("{u1}:{p1}");
+    // Our provider issues short-lived tokens; another provider is another issuer.
+    let ours = Private::start(&servers, "oidc", &[("OIDC_TTL", "2")]);
+    let other = Private::start(&servers, "oidc", &[]);
+    let issuer = |p: &Private| format!("http://127.0.0.1:{}/realms/kumulus", p.port);
+    let mut env = service_env(&servers, &namespace());
+    env.retain(|(k, _)| k != "KUMULUS_OIDC__ISSUER");
+    env.push(("KUMULUS_OIDC__ISSUER".into(), issuer(&ours)));
+    let frontend = kumulus("frontend", &env, &[]);
+    let other_audience = kumulus(
+        "frontend",
+        &env,
+        &[("KUMULUS_OIDC__AUDIENCE", "someone-else")],
+    );
+    let api = Api::new(&frontend);
+    let _ = users;
+
+    let token = api.login(&u1, &p1).await;
+    let (status, _) = api.call(Method::GET, "/api/jobs", &token, None).await;
+    assert_eq!(status, StatusCode::OK);
+
+    // Same provider, but this frontend expects another audience.
+    let (status, body) = Api::new(&other_audience)
+        .json(Method::GET, "/api/jobs", &token, None)
+        .await;
+    assert_eq!(status, StatusCode::UNAUTHORIZED, "{body}");
+
+    // A valid token of another issuer.
+    let mut other_env = env.clone();
+    other_env.retain(|(k, _)| k != "KUMULUS_OIDC__ISSUER");
+    other_env.push(("KUMULUS_OIDC__ISSUER".into(), issuer(&other)));
+    let other_frontend = kumulus("frontend", &other_env, &[]);
+    let foreign = Api::new(&other_frontend).login(&u1, &p1).await;
+    let (status, _) = api.call(Method::GET, "/api/jobs", &foreign, None).await;
+    assert_eq!(status, StatusCode::UNAUTHORIZED);
+
+    // Unsigned: the same claims with alg none.
+    let payload = token.split('.').nth(1).unwrap();
+    let unsigned = format!("eyJhbGciOiJub25lIiwidHlwIjoiSldUIn0.{payload}.");
+    let (status, _) = api.call(Method::GET, "/api/jobs", &unsigned, None).await;
+    assert_eq!(status, StatusCode::UNAUTHORIZED);
+
+    // Expired (2 s lifetime, 5 s leeway).
+    tokio::time::sleep(Duration::from_secs(9)).await;
+    let (status, body) = api.json(Method::GET, "/api/jobs", &token, None).await;
+    assert_eq!(status, StatusCode::UNAUTHORIZED, "{body}");
+    assert_eq!(body["error"]["code"], "unauthorized");
+}
