@@ -15,7 +15,8 @@
 #   scripts/cluster.sh install        install the servers only
 #
 # State lives in $KUMULUS_CLUSTER_DIR (default ./.cluster): NAME.pid, logs/,
-# data/, cluster.env (FRONTEND_URL, USER1, PASSWORD1, USER2, PASSWORD2) and
+# data/, cluster.env (FRONTEND_URL, USER1, PASSWORD1, USER2, PASSWORD2,
+# EXAMPLE_REPO) and
 # servers.env (where each server listens, for tests).
 # KUMULUS_KAFKA_SERVER=tansu|noida picks the broker (default: tansu when
 # installed, else noida-db; KUMULUS_INSTALL_TANSU=1 builds tansu first).
@@ -181,6 +182,19 @@ PASSWORD2=$PASSWORD2
 ENV
 }
 
+# The example job as a git repository the cluster's workers can clone.
+prepare_example() {
+    local repo="$DIR/examples/hello"
+    if [ ! -d "$repo/.git" ]; then
+        mkdir -p "$repo"
+        cp "$ROOT/examples/hello/package.json" "$ROOT/examples/hello/main.js" "$repo/"
+        git -C "$repo" init -q
+        git -C "$repo" add -A
+        git -C "$repo" -c user.name=kumulus -c user.email=kumulus@localhost commit -qm "kumulus example job"
+    fi
+    echo "EXAMPLE_REPO=$repo" >>"$DIR/cluster.env"
+}
+
 # ---------------------------------------------------------------- background processes
 port_of() {
     case "$1" in
@@ -259,6 +273,7 @@ servers)
 up)
     install_all; write_env
     (cd "$ROOT" && cargo build --quiet --bin kumulus)
+    prepare_example
     for s in "${SERVERS[@]}" "${SERVICES[@]}"; do start_one "$s"; done
     echo "frontend: http://127.0.0.1:$FRONTEND_PORT"
     echo "users: $USER1 / $PASSWORD1, $USER2 / $PASSWORD2"

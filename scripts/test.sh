@@ -31,7 +31,7 @@ cargo clippy --workspace --all-targets --quiet -- -D warnings
 say "cargo test"
 LOG="$(mktemp)"
 set +e
-cargo test --workspace --all-targets 2>&1 | tee "$LOG"
+cargo test --workspace --all-targets --no-fail-fast 2>&1 | tee "$LOG"
 STATUS=${PIPESTATUS[0]}
 set -e
 # One closing line for the whole run, summed over every test binary.

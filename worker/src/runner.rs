@@ -62,7 +62,10 @@ pub async fn run_job(
     cancel: &CancellationToken,
 ) -> (RunResult, WorkDir) {
     let started = Instant::now();
-    let dir = WorkDir(settings.work_dir.join(job.id.to_string()));
+    // One folder per run: a job delivered twice (a rebalance moved its
+    // partition while it ran) must not share a folder with its twin.
+    let run = uuid::Uuid::new_v4().simple().to_string();
+    let dir = WorkDir(settings.work_dir.join(format!("{}-{}", job.id, &run[..8])));
     let result = match prepare_and_run(job, settings, dir.path(), cancel).await {
         Ok(mut r) => {
             r.elapsed = started.elapsed();

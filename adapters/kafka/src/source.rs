@@ -6,7 +6,8 @@
 //! status is published, and never past a job still in flight.
 
 use async_trait::async_trait;
-use rdkafka::consumer::{CommitMode, Consumer, StreamConsumer};
+use rdkafka::client::ClientContext;
+use rdkafka::consumer::{BaseConsumer, CommitMode, Consumer, ConsumerContext, Rebalance, StreamConsumer};
 use rdkafka::{Message, Offset, TopicPartitionList};
 use std::collections::{BTreeSet, HashMap};
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -20,6 +21,29 @@ use kumulus_core::job::QueuedJob;
 use kumulus_core::ports::{Delivery, JobSource, PortError, PortResult};
 
 use crate::{client_config, unavailable};
+
+/// Logs the group's decisions about this worker.
+struct GroupLog {
+    group: String,
+}
+
+impl ClientContext for GroupLog {}
+
+impl ConsumerContext for GroupLog {
+    fn post_rebalance(&self, _: &BaseConsumer<Self>, rebalance: &Rebalance<'_>) {
+        match rebalance {
+            Rebalance::Assign(tpl) => {
+                let parts: Vec<i32> = tpl.elements().iter().map(|e| e.partition()).collect();
+                tracing::info!(group = %self.group, partitions = ?parts, "partitions assigned");
+            }
+            Rebalance::Revoke(tpl) => {
+                let parts: Vec<i32> = tpl.elements().iter().map(|e| e.partition()).collect();
+                tracing::info!(group = %self.group, partitions = ?parts, "partitions revoked");
+            }
+            Rebalance::Error(e) => tracing::warn!(group = %self.group, error = %e, "rebalance failed"),
+        }
+    }
+}
 
 enum Command {
     Ack { partition: i32, offset: i64 },
@@ -37,7 +61,7 @@ pub struct KafkaJobSource {
 impl KafkaJobSource {
     /// Joins the workers' group on the jobs topic.
     pub fn new(cfg: &KafkaConfig) -> PortResult<Self> {
-        let consumer: StreamConsumer = client_config(cfg)
+        let consumer: StreamConsumer<GroupLog> = client_config(cfg)
             .set("group.id", &cfg.worker_group)
             .set("enable.auto.commit", "false")
             .set("enable.auto.offset.store", "false")
@@ -47,9 +71,11 @@ impl KafkaJobSource {
                 "heartbeat.interval.ms",
                 (cfg.session_timeout_ms / 4).max(250).to_string(),
             )
-            .set("partition.assignment.strategy", "roundrobin")
+            .set("partition.assignment.strategy", "cooperative-sticky")
             .set("topic.metadata.refresh.interval.ms", "5000")
-            .create()
+            .create_with_context(GroupLog {
+                group: cfg.worker_group.clone(),
+            })
             .map_err(unavailable)?;
         consumer
             .subscribe(&[&cfg.jobs_topic])
@@ -157,7 +183,7 @@ impl PartitionState {
 }
 
 struct Pump {
-    consumer: StreamConsumer,
+    consumer: StreamConsumer<GroupLog>,
     topic: String,
     demand: Arc<AtomicUsize>,
     in_flight: HashMap<i32, PartitionState>,
