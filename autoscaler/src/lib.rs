@@ -4,3 +4,4 @@
 //!   the status events seen in it, and the loop that publishes one every period.
 
 pub mod observe;
+pub mod policy;

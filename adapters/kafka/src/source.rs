@@ -7,7 +7,9 @@
 
 use async_trait::async_trait;
 use rdkafka::client::ClientContext;
-use rdkafka::consumer::{BaseConsumer, CommitMode, Consumer, ConsumerContext, Rebalance, StreamConsumer};
+use rdkafka::consumer::{
+    BaseConsumer, CommitMode, Consumer, ConsumerContext, Rebalance, StreamConsumer,
+};
 use rdkafka::{Message, Offset, TopicPartitionList};
 use std::collections::{BTreeSet, HashMap};
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -40,7 +42,9 @@ impl ConsumerContext for GroupLog {
                 let parts: Vec<i32> = tpl.elements().iter().map(|e| e.partition()).collect();
                 tracing::info!(group = %self.group, partitions = ?parts, "partitions revoked");
             }
-            Rebalance::Error(e) => tracing::warn!(group = %self.group, error = %e, "rebalance failed"),
+            Rebalance::Error(e) => {
+                tracing::warn!(group = %self.group, error = %e, "rebalance failed")
+            }
         }
     }
 }
@@ -71,7 +75,7 @@ impl KafkaJobSource {
                 "heartbeat.interval.ms",
                 (cfg.session_timeout_ms / 4).max(250).to_string(),
             )
-            .set("partition.assignment.strategy", "cooperative-sticky")
+            .set("partition.assignment.strategy", "roundrobin")
             .set("topic.metadata.refresh.interval.ms", "5000")
             .create_with_context(GroupLog {
                 group: cfg.worker_group.clone(),

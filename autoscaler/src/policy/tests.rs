@@ -1,0 +1,228 @@
+//! Table tests of the policies' decisions.
+
+use super::*;
+
+fn cfg(policy: PolicyKind) -> PolicyConfig {
+    PolicyConfig {
+        policy,
+        period_secs: 10.0,
+        slo_wait_secs: 30.0,
+        startup_secs: 5.0,
+        min_workers: 1,
+        max_workers: 20,
+        budget_worker_secs_per_hour: None,
+        slots: 1,
+        lag_threshold: 5.0,
+        cooldown_secs: 60.0,
+        stabilization_secs: 60.0,
+        idle_grace_secs: 60.0,
+        partition_factor: 2,
+    }
+}
+
+fn obs(
+    now: f64,
+    workers: u32,
+    waiting: &[u64],
+    running: u64,
+    arrivals: u64,
+    services: u64,
+) -> Observed {
+    Observed {
+        now_secs: now,
+        workers,
+        partitions: waiting.len() as u32,
+        waiting_per_partition: waiting.to_vec(),
+        running,
+        arrivals,
+        services,
+        finished: services,
+        service_secs: vec![2.0; services as usize],
+    }
+}
+
+#[test]
+fn seed_rule_as_written() {
+    let c = PolicyConfig {
+        min_workers: 0,
+        ..cfg(PolicyKind::Seed)
+    };
+    // (arrivals, services, workers) -> desired
+    let table = [
+        ((10, 2, 1), 9), // pending 8 > 1 worker: create 8
+        ((3, 3, 4), 0),  // pending 0: delete 4 (to min_workers 0 -> kept 1: jobs ran)
+        ((5, 3, 4), 2),  // pending 2 < 4: delete 2
+        ((2, 0, 1), 3),  // pending 2 > 1: create 2
+        ((1, 1, 1), 1),  // one worker is never deleted
+    ];
+    for ((a, s, w), want) in table {
+        let d = seed::decide(&c, &History::default(), &obs(0.0, w, &[0, 0], 0, a, s));
+        assert_eq!(
+            d.desired, want,
+            "arrivals {a} services {s} workers {w}: {}",
+            d.reason
+        );
+    }
+}
+
+#[test]
+fn lag_rule_like_keda() {
+    let c = cfg(PolicyKind::Lag);
+    let h = History::default();
+    let table: [(&[u64], u64, u32, u32); 4] = [
+        (&[10, 13, 0, 0], 0, 1, 4), // lag 23 / 5 -> 5, capped at 4 partitions
+        (&[3, 4, 0, 0, 0, 0, 0, 0], 0, 1, 2), // lag 7 -> 2
+        (&[0, 0], 0, 1, 0),         // no lag -> 0 (then bounded to min 1)
+        (&[0, 0, 0, 0], 6, 2, 2),   // running jobs count as lag: 6 -> 2
+    ];
+    for (waiting, running, workers, want) in table {
+        let d = lag::decide(&c, &h, &obs(0.0, workers, waiting, running, 0, 0));
+        assert_eq!(d.desired, want, "{waiting:?}: {}", d.reason);
+    }
+    // A scale-down waits out the cooldown.
+    let mut h = History::default();
+    let busy = obs(0.0, 4, &[10, 10, 0, 0], 0, 0, 0);
+    let d = decide(&c, &h, &busy);
+    assert_eq!(d.desired, 4);
+    h.record(busy, &d);
+    let quiet = obs(30.0, 4, &[0, 0, 0, 0], 0, 0, 0);
+    assert_eq!(decide(&c, &h, &quiet).desired, 4, "held by the cooldown");
+    let later = obs(70.0, 4, &[0, 0, 0, 0], 0, 0, 0);
+    assert_eq!(
+        decide(&c, &h, &later).desired,
+        1,
+        "after the cooldown, down to min"
+    );
+}
+
+#[test]
+fn kumulus_scales_up_for_a_burst_at_once_and_down_after_the_window() {
+    let c = cfg(PolicyKind::Kumulus);
+    let mut h = History::default();
+    // Warm-up: steady trickle, 2 s jobs, one worker is enough.
+    for i in 0..5 {
+        let o = obs(i as f64 * 10.0, 1, &[0, 0, 0, 0], 1, 1, 1);
+        let d = decide(&c, &h, &o);
+        assert_eq!(d.desired, 1, "{}", d.reason);
+        h.record(o, &d);
+    }
+    // A burst of 100 jobs spread over 4 partitions.
+    let burst = obs(50.0, 1, &[25, 25, 25, 25], 1, 100, 1);
+    let d = decide(&c, &h, &burst);
+    // 100 jobs x 2 s must drain in 30 - 5 s: at least 8 workers.
+    assert!(d.desired >= 8, "{}", d.reason);
+    h.record(burst, &d);
+    let up = d.desired;
+    // Drained and quiet: held during the stabilization window, then down.
+    let mut t = 60.0;
+    let mut desired = up;
+    while t < 300.0 {
+        let quiet = obs(t, desired, &[0, 0, 0, 0], 0, 0, 0);
+        let d = decide(&c, &h, &quiet);
+        if t < 50.0 + c.stabilization_secs {
+            assert_eq!(d.desired, up, "held at {t}: {}", d.reason);
+        }
+        desired = d.desired;
+        h.record(quiet, &d);
+        t += 10.0;
+    }
+    assert_eq!(desired, 1);
+}
+
+#[test]
+fn kumulus_follows_the_queueing_model_in_steady_state() {
+    let c = PolicyConfig {
+        slo_wait_secs: 5.0,
+        ..cfg(PolicyKind::Kumulus)
+    };
+    let mut h = History::default();
+    // 3 jobs/s of 2 s each: 6 erlangs, so at least 7 workers for a stable queue.
+    let mut last = 0;
+    for i in 0..20 {
+        let o = Observed {
+            service_secs: vec![2.0; 30],
+            ..obs(i as f64 * 10.0, last.max(1), &[0; 16], 6, 30, 30)
+        };
+        let d = decide(&c, &h, &o);
+        last = d.desired;
+        h.record(o, &d);
+    }
+    assert!((7..=10).contains(&last), "{last}");
+}
+
+#[test]
+fn kumulus_counts_a_hot_partition() {
+    let c = cfg(PolicyKind::Kumulus);
+    let h = History::default();
+    // 2 s jobs, 10 waiting in each of partitions 0 and 4 of 8 (25 s to drain).
+    // Round-robin, 2 workers put both on one worker (partitions 0, 2, 4, 6:
+    // 40 s of work); 3 split them. The backlog alone would ask for 2.
+    let o = obs(0.0, 1, &[10, 0, 0, 0, 10, 0, 0, 0], 0, 0, 1);
+    let d = decide(&c, &h, &o);
+    assert_eq!(d.desired, 3, "{}", d.reason);
+}
+
+#[test]
+fn scale_to_zero_after_the_idle_grace_and_wake_on_arrival() {
+    for policy in [PolicyKind::Seed, PolicyKind::Lag, PolicyKind::Kumulus] {
+        let c = PolicyConfig {
+            min_workers: 0,
+            cooldown_secs: 0.0,
+            stabilization_secs: 0.0,
+            ..cfg(policy)
+        };
+        let mut h = History::default();
+        let busy = obs(0.0, 1, &[0, 0], 1, 1, 1);
+        let d = decide(&c, &h, &busy);
+        h.record(busy, &d);
+        let idle = obs(30.0, 1, &[0, 0], 0, 0, 0);
+        let d = decide(&c, &h, &idle);
+        assert_eq!(d.desired, 1, "{policy}: within the grace: {}", d.reason);
+        h.record(idle, &d);
+        let idle_long = obs(100.0, 1, &[0, 0], 0, 0, 0);
+        let d = decide(&c, &h, &idle_long);
+        assert_eq!(d.desired, 0, "{policy}: after the grace: {}", d.reason);
+        h.record(idle_long, &d);
+        let wake = obs(110.0, 0, &[1, 0], 0, 1, 0);
+        let d = decide(&c, &h, &wake);
+        assert!(
+            d.desired >= 1,
+            "{policy}: woken by an arrival: {}",
+            d.reason
+        );
+    }
+}
+
+#[test]
+fn bounds_and_budget_apply_to_every_policy() {
+    for policy in [PolicyKind::Seed, PolicyKind::Lag, PolicyKind::Kumulus] {
+        let c = PolicyConfig {
+            max_workers: 3,
+            ..cfg(policy)
+        };
+        let o = obs(0.0, 1, &[100, 100, 100, 100], 0, 400, 0);
+        assert_eq!(decide(&c, &History::default(), &o).desired, 3, "{policy}");
+        let c = PolicyConfig {
+            budget_worker_secs_per_hour: Some(100.0),
+            ..cfg(policy)
+        };
+        let mut h = History::default();
+        // Two workers for 40 s: 80 of 100 worker-seconds spent.
+        h.decisions.push_back((0.0, 2));
+        let o = obs(40.0, 2, &[100, 100, 100, 100], 0, 400, 0);
+        let d = decide(&c, &h, &o);
+        assert_eq!(d.desired, 2, "{policy}: the budget holds it: {}", d.reason);
+    }
+}
+
+#[test]
+fn partitions_run_ahead_of_workers_and_never_shrink() {
+    let c = cfg(PolicyKind::Kumulus);
+    assert_eq!(partitions_for(&c, 1, 1), 2);
+    assert_eq!(partitions_for(&c, 5, 4), 10);
+    assert_eq!(partitions_for(&c, 1, 12), 12);
+    assert_eq!(partitions_for(&c, 0, 0), 2);
+    // A broker without CreatePartitions caps the workers.
+    assert_eq!(cap_to_partitions(7, 2, false), 2);
+    assert_eq!(cap_to_partitions(7, 2, true), 7);
+}
