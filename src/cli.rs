@@ -57,6 +57,8 @@ enum Command {
     /// Read a password from standard input and print its argon2 hash, for
     /// `auth.users` in the configuration.
     HashPassword,
+    /// Replay a trace through a scaling policy in a model of the system.
+    Sim(crate::sim::SimArgs),
 }
 
 /// Loads the configuration or says why not (exit code 2).
@@ -133,6 +135,16 @@ pub fn main() -> ExitCode {
             Err(code) => code,
         },
         Command::HashPassword => hash_password(),
+        Command::Sim(args) => match crate::sim::run(&args) {
+            Ok(out) => {
+                println!("{out}");
+                ExitCode::SUCCESS
+            }
+            Err(e) => {
+                eprintln!("kumulus sim: {e}");
+                ExitCode::from(2)
+            }
+        },
     }
 }
 

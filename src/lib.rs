@@ -6,4 +6,5 @@
 pub mod cli;
 pub mod example;
 pub mod services;
+pub mod sim;
 pub mod up;

@@ -4,4 +4,6 @@
 //!   the status events seen in it, and the loop that publishes one every period.
 
 pub mod observe;
+pub mod plot;
 pub mod policy;
+pub mod sim;

@@ -298,10 +298,16 @@ fn bound(cfg: &PolicyConfig, history: &History, now: &Observed, d: Decision) -> 
     }
 }
 
-/// Partitions the jobs topic should have for `workers`: never fewer than
-/// now (Kafka cannot shrink a topic).
+/// Partitions the jobs topic should have for `workers`: at least `workers x
+/// partition_factor` (the seed's rule), and never fewer than now (Kafka
+/// cannot shrink a topic). They also run ahead to `max_workers` from the
+/// start: jobs already in a partition never move, so a burst can be drained
+/// by at most as many workers as it found partitions when it arrived; adding
+/// partitions after it lands does not help it (see the simulator's burst trace).
 pub fn partitions_for(cfg: &PolicyConfig, workers: u32, current: u32) -> u32 {
-    (workers.max(1) * cfg.partition_factor.max(1)).max(current)
+    (workers.max(1) * cfg.partition_factor.max(1))
+        .max(cfg.max_workers)
+        .max(current)
 }
 
 #[cfg(test)]

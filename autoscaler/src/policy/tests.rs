@@ -217,11 +217,14 @@ fn bounds_and_budget_apply_to_every_policy() {
 
 #[test]
 fn partitions_run_ahead_of_workers_and_never_shrink() {
-    let c = cfg(PolicyKind::Kumulus);
-    assert_eq!(partitions_for(&c, 1, 1), 2);
-    assert_eq!(partitions_for(&c, 5, 4), 10);
-    assert_eq!(partitions_for(&c, 1, 12), 12);
-    assert_eq!(partitions_for(&c, 0, 0), 2);
+    let c = PolicyConfig {
+        max_workers: 4,
+        ..cfg(PolicyKind::Kumulus)
+    };
+    assert_eq!(partitions_for(&c, 1, 1), 4, "ahead to max_workers");
+    assert_eq!(partitions_for(&c, 5, 4), 10, "workers x factor");
+    assert_eq!(partitions_for(&c, 1, 12), 12, "never shrink");
+    assert_eq!(partitions_for(&c, 0, 0), 4);
     // A broker without CreatePartitions caps the workers.
     assert_eq!(cap_to_partitions(7, 2, false), 2);
     assert_eq!(cap_to_partitions(7, 2, true), 7);

@@ -1,0 +1,493 @@
+//! A discrete-event model of the real system, to replay a trace through a
+//! policy: jobs land on Kafka partitions as the producer spreads them (by a
+//! hash of the job), each partition is read by one worker (partitions
+//! handed out round-robin), a worker runs `slots` jobs at once, new workers
+//! take `startup_secs` to join, and every change of membership pauses
+//! consumption for a rebalance. Every period the policy code itself
+//! ([`crate::policy::decide`]) decides; partitions grow ahead of workers.
+
+use serde::Serialize;
+use std::collections::VecDeque;
+
+use crate::policy::{decide, partitions_for, Decision, History, Observed, PolicyConfig};
+
+/// One job of a trace.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct TraceJob {
+    pub arrival_secs: f64,
+    pub service_secs: f64,
+}
+
+/// Reads a trace: CSV with the header `arrival_secs,service_secs`, one job a row.
+pub fn read_trace(text: &str) -> Result<Vec<TraceJob>, String> {
+    let mut lines = text
+        .lines()
+        .enumerate()
+        .filter(|(_, l)| !l.trim().is_empty());
+    match lines.next() {
+        Some((_, h)) if h.trim().replace(' ', "") == "arrival_secs,service_secs" => {}
+        _ => return Err("line 1: the header must be `arrival_secs,service_secs`".into()),
+    }
+    let mut jobs = Vec::new();
+    for (i, line) in lines {
+        let mut cols = line.split(',').map(str::trim);
+        let parse = |v: Option<&str>, what: &str| -> Result<f64, String> {
+            let v = v.ok_or_else(|| format!("line {}: no {what}", i + 1))?;
+            let x: f64 = v
+                .parse()
+                .map_err(|_| format!("line {}: {what} `{v}` is not a number", i + 1))?;
+            if !x.is_finite() || x < 0.0 {
+                return Err(format!("line {}: {what} must be a number >= 0", i + 1));
+            }
+            Ok(x)
+        };
+        let arrival_secs = parse(cols.next(), "arrival_secs")?;
+        let service_secs = parse(cols.next(), "service_secs")?;
+        if cols.next().is_some() {
+            return Err(format!("line {}: more than two columns", i + 1));
+        }
+        jobs.push(TraceJob {
+            arrival_secs,
+            service_secs,
+        });
+    }
+    if jobs.is_empty() {
+        return Err("the trace has no jobs".into());
+    }
+    jobs.sort_by(|a, b| a.arrival_secs.total_cmp(&b.arrival_secs));
+    Ok(jobs)
+}
+
+/// The simulation's settings beyond the policy's.
+#[derive(Debug, Clone)]
+pub struct SimConfig {
+    pub policy: PolicyConfig,
+    /// Consumption stops this long whenever the group's membership changes.
+    pub rebalance_secs: f64,
+}
+
+/// A moment of the run, at each decision.
+#[derive(Debug, Clone, Serialize)]
+pub struct Sample {
+    pub t: f64,
+    pub workers: u32,
+    pub ready: u32,
+    pub waiting: u64,
+    pub running: u64,
+    pub partitions: u32,
+}
+
+/// What a run achieved.
+#[derive(Debug, Clone, Serialize)]
+pub struct SimResult {
+    pub jobs: usize,
+    pub wait_p50_secs: f64,
+    pub wait_p95_secs: f64,
+    pub wait_max_secs: f64,
+    pub slo_violation_pct: f64,
+    pub worker_seconds: f64,
+    pub scale_events: u32,
+    pub max_workers: u32,
+    #[serde(skip)]
+    pub timeline: Vec<Sample>,
+    /// (arrival, wait) of every job.
+    #[serde(skip)]
+    pub waits: Vec<(f64, f64)>,
+    #[serde(skip)]
+    pub decisions: Vec<(f64, Decision)>,
+}
+
+struct Worker {
+    id: u64,
+    ready_at: f64,
+    leaving: bool,
+    /// End times of the jobs it runs.
+    running: Vec<f64>,
+}
+
+/// The producer's partitioner: a hash of the job, modulo the partitions.
+fn partition_of(job: usize, partitions: usize) -> usize {
+    let mut x = job as u64 ^ 0x9e37_79b9_7f4a_7c15;
+    x = (x ^ (x >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+    x = (x ^ (x >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
+    x ^= x >> 31;
+    (x % partitions.max(1) as u64) as usize
+}
+
+const EPS: f64 = 1e-9;
+
+/// Replays `trace` through the configured policy.
+pub fn simulate(trace: &[TraceJob], cfg: &SimConfig) -> SimResult {
+    let p = &cfg.policy;
+    let slots = p.slots.max(1) as usize;
+    let period = p.period_secs.max(0.1);
+    let initial = p.min_workers.max(1).min(p.max_workers.max(1));
+    let mut next_id = 0u64;
+    let mut new_worker = |ready_at: f64| {
+        next_id += 1;
+        Worker {
+            id: next_id,
+            ready_at,
+            leaving: false,
+            running: Vec::new(),
+        }
+    };
+    let mut workers: Vec<Worker> = (0..initial).map(|_| new_worker(0.0)).collect();
+    let mut partitions = partitions_for(p, initial, 1) as usize;
+    let mut queues: Vec<VecDeque<usize>> = vec![VecDeque::new(); partitions];
+    let mut starts: Vec<Option<f64>> = vec![None; trace.len()];
+    let mut history = History::default();
+    let mut result_decisions = Vec::new();
+    let mut timeline = Vec::new();
+
+    let mut t = 0.0f64;
+    let mut next_arrival = 0usize;
+    let mut next_decision = period;
+    let mut paused_until = 0.0f64;
+    // Ids of the group's members: ready, not leaving.
+    let mut members: Vec<u64> = workers.iter().map(|w| w.id).collect();
+    let mut worker_seconds = 0.0;
+    let mut scale_events = 0u32;
+    let mut max_workers = initial;
+    // Period counters.
+    let (mut arrivals, mut services, mut finished) = (0u64, 0u64, 0u64);
+    let mut finished_secs: Vec<f64> = Vec::new();
+    let mut done = 0usize;
+
+    while done < trace.len() {
+        // Next event: an arrival, a job's end, a worker becoming ready, the
+        // end of a rebalance pause, or a decision.
+        let mut next = next_decision;
+        if next_arrival < trace.len() {
+            next = next.min(trace[next_arrival].arrival_secs);
+        }
+        for w in &workers {
+            if w.ready_at > t {
+                next = next.min(w.ready_at);
+            }
+            for &end in &w.running {
+                next = next.min(end);
+            }
+        }
+        if paused_until > t {
+            next = next.min(paused_until);
+        }
+        let next = next.max(t);
+        worker_seconds += (next - t) * workers.len() as f64;
+        t = next;
+
+        // Jobs end.
+        for w in workers.iter_mut() {
+            let before = w.running.len();
+            w.running.retain(|&end| end > t + EPS);
+            let n = before - w.running.len();
+            finished += n as u64;
+            done += n;
+        }
+        // (service times are known at start; record them as they end)
+        // Arrivals.
+        while next_arrival < trace.len() && trace[next_arrival].arrival_secs <= t + EPS {
+            let q = partition_of(next_arrival, partitions);
+            queues[q].push_back(next_arrival);
+            arrivals += 1;
+            next_arrival += 1;
+        }
+        // Leaving workers that are done go.
+        workers.retain(|w| !(w.leaving && w.running.is_empty()));
+        // Decisions.
+        if t + EPS >= next_decision {
+            let running: u64 = workers.iter().map(|w| w.running.len() as u64).sum();
+            let obs = Observed {
+                now_secs: t,
+                workers: workers.iter().filter(|w| !w.leaving).count() as u32,
+                partitions: partitions as u32,
+                waiting_per_partition: queues.iter().map(|q| q.len() as u64).collect(),
+                running,
+                arrivals,
+                services,
+                finished,
+                service_secs: std::mem::take(&mut finished_secs),
+            };
+            let d = decide(p, &history, &obs);
+            let current = obs.workers;
+            timeline.push(Sample {
+                t,
+                workers: current,
+                ready: members.len() as u32,
+                waiting: obs.waiting(),
+                running,
+                partitions: partitions as u32,
+            });
+            if d.desired != current {
+                scale_events += 1;
+                // Partitions first, ahead of the workers.
+                let want = partitions_for(p, d.desired, partitions as u32) as usize;
+                if want > partitions {
+                    queues.resize(want, VecDeque::new());
+                    partitions = want;
+                    paused_until = paused_until.max(t + cfg.rebalance_secs);
+                }
+                if d.desired > current {
+                    for _ in current..d.desired {
+                        workers.push(new_worker(t + p.startup_secs));
+                    }
+                } else {
+                    shrink(&mut workers, (current - d.desired) as usize, t);
+                }
+            }
+            max_workers = max_workers.max(workers.len() as u32);
+            result_decisions.push((t, d.clone()));
+            history.record(obs, &d);
+            arrivals = 0;
+            services = 0;
+            finished = 0;
+            next_decision += period;
+        }
+        // A change of the group's members (a worker joined or left) pauses
+        // consumption for a rebalance.
+        let now_members: Vec<u64> = workers
+            .iter()
+            .filter(|w| w.ready_at <= t + EPS && !w.leaving)
+            .map(|w| w.id)
+            .collect();
+        if now_members != members {
+            paused_until = paused_until.max(t + cfg.rebalance_secs);
+            members = now_members;
+        }
+        let member_index: Vec<usize> = workers
+            .iter()
+            .enumerate()
+            .filter(|(_, w)| w.ready_at <= t + EPS && !w.leaving)
+            .map(|(i, _)| i)
+            .collect();
+        let assignment = assign(partitions, &member_index);
+        // Free slots take the oldest job at the head of their partitions.
+        if t + EPS >= paused_until {
+            for (slot_owner, parts) in assignment.iter() {
+                let w = &mut workers[*slot_owner];
+                while w.running.len() < slots {
+                    let pick = parts
+                        .iter()
+                        .filter_map(|&q| queues[q].front().map(|&j| (q, j)))
+                        .min_by(|a, b| trace[a.1].arrival_secs.total_cmp(&trace[b.1].arrival_secs));
+                    let Some((q, j)) = pick else { break };
+                    queues[q].pop_front();
+                    starts[j] = Some(t);
+                    services += 1;
+                    finished_secs.push(trace[j].service_secs);
+                    w.running.push(t + trace[j].service_secs.max(EPS));
+                }
+            }
+        }
+    }
+
+    let mut waits: Vec<(f64, f64)> = trace
+        .iter()
+        .zip(&starts)
+        .map(|(j, s)| (j.arrival_secs, s.unwrap_or(t) - j.arrival_secs))
+        .collect();
+    let mut sorted: Vec<f64> = waits.iter().map(|w| w.1).collect();
+    sorted.sort_by(f64::total_cmp);
+    let q = |f: f64| sorted[((sorted.len() as f64 - 1.0) * f).round() as usize];
+    let over = sorted
+        .iter()
+        .filter(|&&w| w > p.slo_wait_secs + EPS)
+        .count();
+    waits.sort_by(|a, b| a.0.total_cmp(&b.0));
+    SimResult {
+        jobs: trace.len(),
+        wait_p50_secs: q(0.5),
+        wait_p95_secs: q(0.95),
+        wait_max_secs: *sorted.last().unwrap_or(&0.0),
+        slo_violation_pct: 100.0 * over as f64 / trace.len() as f64,
+        worker_seconds,
+        scale_events,
+        max_workers,
+        timeline,
+        waits,
+        decisions: result_decisions,
+    }
+}
+
+/// Partitions of each member, round-robin: member k reads k, k + M, ...
+fn assign(partitions: usize, members: &[usize]) -> Vec<(usize, Vec<usize>)> {
+    if members.is_empty() {
+        return Vec::new();
+    }
+    members
+        .iter()
+        .enumerate()
+        .map(|(k, &w)| (w, (k..partitions).step_by(members.len()).collect()))
+        .collect()
+}
+
+/// Removes `n` workers: those still starting first, then idle ones, then
+/// busy ones (which stop taking jobs and leave when their jobs end).
+fn shrink(workers: &mut Vec<Worker>, mut n: usize, t: f64) {
+    let mut order: Vec<usize> = (0..workers.len())
+        .filter(|&i| !workers[i].leaving)
+        .collect();
+    order.sort_by_key(|&i| {
+        let w = &workers[i];
+        (
+            if w.ready_at > t {
+                0
+            } else if w.running.is_empty() {
+                1
+            } else {
+                2
+            },
+            std::cmp::Reverse(i),
+        )
+    });
+    let mut remove = Vec::new();
+    for i in order {
+        if n == 0 {
+            break;
+        }
+        if workers[i].ready_at > t || workers[i].running.is_empty() {
+            remove.push(i);
+        } else {
+            workers[i].leaving = true;
+        }
+        n -= 1;
+    }
+    remove.sort_unstable_by(|a, b| b.cmp(a));
+    for i in remove {
+        workers.remove(i);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::policy::PolicyKind;
+
+    fn cfg(policy: PolicyKind) -> SimConfig {
+        SimConfig {
+            policy: PolicyConfig {
+                policy,
+                period_secs: 5.0,
+                slo_wait_secs: 20.0,
+                startup_secs: 5.0,
+                ..PolicyConfig::default()
+            },
+            rebalance_secs: 1.0,
+        }
+    }
+
+    #[test]
+    fn reads_traces_and_refuses_bad_ones() {
+        let t = read_trace("arrival_secs,service_secs\n1,2\n0.5, 3\n").unwrap();
+        assert_eq!(
+            t,
+            vec![
+                TraceJob {
+                    arrival_secs: 0.5,
+                    service_secs: 3.0
+                },
+                TraceJob {
+                    arrival_secs: 1.0,
+                    service_secs: 2.0
+                }
+            ]
+        );
+        for bad in [
+            "a,b\n1,2\n",
+            "arrival_secs,service_secs\n",
+            "arrival_secs,service_secs\n1,x\n",
+            "arrival_secs,service_secs\n-1,2\n",
+            "arrival_secs,service_secs\n1,2,3\n",
+        ] {
+            assert!(read_trace(bad).is_err(), "{bad:?}");
+        }
+    }
+
+    #[test]
+    fn one_job_on_an_idle_worker_starts_at_once() {
+        let trace = [TraceJob {
+            arrival_secs: 1.0,
+            service_secs: 2.0,
+        }];
+        let r = simulate(&trace, &cfg(PolicyKind::Kumulus));
+        assert_eq!(r.jobs, 1);
+        assert_eq!(r.wait_max_secs, 0.0);
+        assert_eq!(r.slo_violation_pct, 0.0);
+        assert!(r.worker_seconds >= 3.0);
+    }
+
+    #[test]
+    fn a_burst_makes_the_kumulus_policy_scale_up_and_back() {
+        let trace: Vec<TraceJob> = (0..60)
+            .map(|_| TraceJob {
+                arrival_secs: 2.0,
+                service_secs: 3.0,
+            })
+            .collect();
+        let r = simulate(&trace, &cfg(PolicyKind::Kumulus));
+        assert!(r.max_workers > 3, "{r:?}");
+        assert!(r.scale_events >= 1);
+        // One worker alone would have made the last job wait 59 * 3 s.
+        assert!(r.wait_max_secs < 59.0 * 3.0);
+        let last = r.timeline.last().unwrap();
+        assert!(last.workers <= r.max_workers);
+    }
+
+    #[test]
+    fn runs_are_deterministic() {
+        let trace: Vec<TraceJob> = (0..200)
+            .map(|i| TraceJob {
+                arrival_secs: i as f64 * 0.7,
+                service_secs: 1.0 + (i % 5) as f64,
+            })
+            .collect();
+        let a = simulate(&trace, &cfg(PolicyKind::Lag));
+        let b = simulate(&trace, &cfg(PolicyKind::Lag));
+        assert_eq!(a.worker_seconds, b.worker_seconds);
+        assert_eq!(a.wait_p95_secs, b.wait_p95_secs);
+    }
+}
+
+#[cfg(test)]
+mod shipped_traces {
+    use super::*;
+    use crate::policy::PolicyKind;
+
+    fn trace(name: &str) -> Vec<TraceJob> {
+        let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+            .join("traces")
+            .join(format!("{name}.csv"));
+        read_trace(&std::fs::read_to_string(path).unwrap()).unwrap()
+    }
+
+    #[test]
+    fn the_kumulus_policy_meets_a_60_s_slo_on_every_shipped_trace() {
+        for name in ["steady", "step", "burst", "diurnal", "heavy-tailed"] {
+            let cfg = SimConfig {
+                policy: PolicyConfig {
+                    policy: PolicyKind::Kumulus,
+                    slo_wait_secs: 60.0,
+                    ..PolicyConfig::default()
+                },
+                rebalance_secs: 3.0,
+            };
+            let r = simulate(&trace(name), &cfg);
+            assert!(r.slo_violation_pct <= 5.0, "{name}: {r:?}");
+        }
+    }
+
+    #[test]
+    fn the_seed_rule_flaps_and_misses_the_slo() {
+        let cfg = SimConfig {
+            policy: PolicyConfig {
+                policy: PolicyKind::Seed,
+                slo_wait_secs: 60.0,
+                ..PolicyConfig::default()
+            },
+            rebalance_secs: 3.0,
+        };
+        let r = simulate(&trace("steady"), &cfg);
+        assert!(r.slo_violation_pct > 5.0, "{r:?}");
+        assert!(r.scale_events > 50, "{r:?}");
+    }
+}

@@ -1,0 +1,135 @@
+//! `kumulus sim`: replays a trace through a policy in the simulator.
+
+use std::path::PathBuf;
+
+use kumulus_autoscaler::policy::{PolicyConfig, PolicyKind};
+use kumulus_autoscaler::sim::{read_trace, simulate, SimConfig};
+
+#[derive(clap::Args, Debug)]
+pub struct SimArgs {
+    /// CSV with the header `arrival_secs,service_secs`.
+    #[arg(long)]
+    pub trace: PathBuf,
+    #[arg(long, default_value = "kumulus")]
+    pub policy: PolicyKind,
+    #[arg(long)]
+    pub slo_wait_secs: Option<f64>,
+    #[arg(long)]
+    pub startup_secs: Option<f64>,
+    #[arg(long)]
+    pub period_secs: Option<f64>,
+    #[arg(long)]
+    pub min_workers: Option<u32>,
+    #[arg(long)]
+    pub max_workers: Option<u32>,
+    #[arg(long)]
+    pub partition_factor: Option<u32>,
+    #[arg(long)]
+    pub lag_threshold: Option<f64>,
+    #[arg(long)]
+    pub slots: Option<u32>,
+    /// Consumption pause at each change of the group's membership.
+    #[arg(long, default_value_t = 3.0)]
+    pub rebalance_secs: f64,
+    /// One JSON object instead of text.
+    #[arg(long)]
+    pub json: bool,
+    /// Draw workers, waiting jobs and waits over time into this SVG file.
+    #[arg(long)]
+    pub plot: Option<PathBuf>,
+}
+
+impl SimArgs {
+    /// The policy settings: the defaults, with the flags given.
+    pub fn policy(&self) -> Result<PolicyConfig, String> {
+        let mut p = PolicyConfig {
+            policy: self.policy,
+            ..PolicyConfig::default()
+        };
+        let positive = |v: f64, name: &str| {
+            if v.is_finite() && v > 0.0 {
+                Ok(v)
+            } else {
+                Err(format!("--{name} must be a number above 0"))
+            }
+        };
+        if let Some(v) = self.slo_wait_secs {
+            p.slo_wait_secs = positive(v, "slo-wait-secs")?;
+        }
+        if let Some(v) = self.startup_secs {
+            p.startup_secs = if v >= 0.0 {
+                v
+            } else {
+                return Err("--startup-secs must be 0 or more".into());
+            };
+        }
+        if let Some(v) = self.period_secs {
+            p.period_secs = positive(v, "period-secs")?;
+        }
+        if let Some(v) = self.lag_threshold {
+            p.lag_threshold = positive(v, "lag-threshold")?;
+        }
+        if let Some(v) = self.min_workers {
+            p.min_workers = v;
+        }
+        if let Some(v) = self.max_workers {
+            p.max_workers = v;
+        }
+        if let Some(v) = self.partition_factor {
+            p.partition_factor = v.max(1);
+        }
+        if let Some(v) = self.slots {
+            if v == 0 {
+                return Err("--slots must be at least 1".into());
+            }
+            p.slots = v;
+        }
+        if p.max_workers == 0 || p.min_workers > p.max_workers {
+            return Err("--max-workers must be at least 1 and at least --min-workers".into());
+        }
+        Ok(p)
+    }
+}
+
+/// Runs the simulation; the error is one line for the user.
+pub fn run(args: &SimArgs) -> Result<String, String> {
+    let policy = args.policy()?;
+    let text = std::fs::read_to_string(&args.trace)
+        .map_err(|e| format!("cannot read {}: {e}", args.trace.display()))?;
+    let trace = read_trace(&text).map_err(|e| format!("{}: {e}", args.trace.display()))?;
+    if args.rebalance_secs < 0.0 || !args.rebalance_secs.is_finite() {
+        return Err("--rebalance-secs must be 0 or more".into());
+    }
+    let r = simulate(
+        &trace,
+        &SimConfig {
+            policy: policy.clone(),
+            rebalance_secs: args.rebalance_secs,
+        },
+    );
+    if let Some(path) = &args.plot {
+        let title = format!(
+            "{} policy on {} (SLO {} s)",
+            policy.policy,
+            args.trace
+                .file_name()
+                .and_then(|n| n.to_str())
+                .unwrap_or("trace"),
+            policy.slo_wait_secs
+        );
+        std::fs::write(
+            path,
+            kumulus_autoscaler::plot::svg(&r, &title, policy.slo_wait_secs),
+        )
+        .map_err(|e| format!("cannot write {}: {e}", path.display()))?;
+    }
+    if args.json {
+        serde_json::to_string(&r).map_err(|e| e.to_string())
+    } else {
+        Ok(format!(
+            "jobs {}\nwait p50 {:.1} s, p95 {:.1} s, max {:.1} s\nover the SLO ({} s): {:.1}%\nworker-seconds {:.0}\nscale events {}, max workers {}",
+            r.jobs, r.wait_p50_secs, r.wait_p95_secs, r.wait_max_secs, policy.slo_wait_secs,
+            r.slo_violation_pct, r.worker_seconds, r.scale_events, r.max_workers
+        ))
+    }
+}
