@@ -312,3 +312,52 @@ async fn listing_pages_newest_first_and_filters_by_state() {
         .await;
     assert_eq!(running["jobs"], json!([]));
 }
+
+#[tokio::test]
+async fn output_limits_end_a_job_and_symlinks_are_never_followed() {
+    let k = Kumulus::start(Options {
+        env: vec![
+            ("KUMULUS_WORKER__OUTPUT_MAX_FILES".into(), "2".into()),
+            ("KUMULUS_WORKER__OUTPUT_LIMIT_BYTES".into(), "4096".into()),
+        ],
+        ..Options::default()
+    })
+    .await;
+    let token = k.login("ana").await;
+    let many = Repo::node(
+        "const fs = require('fs'); for (const n of ['a', 'b', 'c']) fs.writeFileSync('output/' + n, n); console.log('wrote 3');",
+    );
+    let big = Repo::node("require('fs').writeFileSync('output/big', 'x'.repeat(10000));");
+    let link = Repo::node(
+        "const fs = require('fs'); fs.symlinkSync('/etc/passwd', 'output/passwd'); fs.writeFileSync('output/ok.txt', 'ok');",
+    );
+    let cases = [
+        (many.path(), "failed", Some("worker.output_max_files")),
+        (big.path(), "failed", Some("worker.output_limit_bytes")),
+        (link.path(), "succeeded", None),
+    ];
+    for (url, state, limit) in cases {
+        let id = k.submit(&token, json!({"url": url})).await;
+        let job = k.wait_for(&token, &id, &["succeeded", "failed"], 60).await;
+        assert_eq!(job["state"], state, "{job}");
+        match limit {
+            Some(limit) => {
+                assert!(job["error"].as_str().unwrap().contains(limit), "{job}");
+                // Only the logs are kept.
+                assert_eq!(job["files"], json!(["stdout.log", "stderr.log"]));
+            }
+            None => assert_eq!(
+                job["files"],
+                json!(["stdout.log", "stderr.log", "output/ok.txt"])
+            ),
+        }
+    }
+    let (status, _) = k
+        .file(
+            &token,
+            &k.submit(&token, json!({"url": link.path()})).await,
+            "output/passwd",
+        )
+        .await;
+    assert_eq!(status, StatusCode::NOT_FOUND);
+}

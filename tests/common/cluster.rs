@@ -293,9 +293,12 @@ impl Private {
         }
     }
 
-    /// Stops the server (SIGTERM) and starts it again on the same port and data.
+    /// Starts the server again on the same port and data (stopping it with
+    /// SIGTERM first if it still runs).
     pub fn restart(&mut self, servers: &Servers, down_for: Duration) {
-        self.proc.stop();
+        if let Ok(None) = self.proc.child.try_wait() {
+            self.proc.stop();
+        }
         std::thread::sleep(down_for);
         self.proc = Self::spawn(servers, &self.name, self.port, &self.data, &self.extra);
     }

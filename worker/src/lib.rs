@@ -56,6 +56,8 @@ impl Worker {
             work_dir,
             repos: cfg.repo_policy(),
             log_limit_bytes: cfg.worker.log_limit_bytes,
+            output_limit_bytes: cfg.worker.output_limit_bytes,
+            output_max_files: cfg.worker.output_max_files,
             clone_timeout: Duration::from_secs(cfg.worker.clone_timeout_secs),
         };
         Ok(Self {

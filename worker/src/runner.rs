@@ -22,6 +22,8 @@ pub struct RunSettings {
     pub work_dir: PathBuf,
     pub repos: RepoPolicy,
     pub log_limit_bytes: u64,
+    pub output_limit_bytes: u64,
+    pub output_max_files: usize,
     pub clone_timeout: Duration,
 }
 
@@ -152,7 +154,7 @@ async fn prepare_and_run(
     .await
     .map_err(io_failure("start npm"))?;
 
-    let (state, exit_code, error) = match exit {
+    let (mut state, exit_code, mut error) = match exit {
         Exit::Exited(status) => match (
             status.code(),
             std::os::unix::process::ExitStatusExt::signal(&status),
@@ -189,7 +191,15 @@ async fn prepare_and_run(
         ("stdout.log".to_string(), stdout),
         ("stderr.log".to_string(), stderr),
     ];
-    collect_output(&repo.join("output"), "output", &mut files);
+    let mut output = Output::default();
+    collect_output(&repo.join("output"), "output", settings, &mut output);
+    if let Some(limit) = output.over {
+        // Over a limit: the job fails, and only its logs are kept.
+        state = JobState::Failed;
+        error = Some(limit);
+    } else {
+        files.extend(output.files);
+    }
     Ok(RunResult {
         state,
         exit_code,
@@ -234,9 +244,21 @@ fn npm_command(job: &QueuedJob, repo: &Path, home: &Path) -> Command {
     cmd
 }
 
-/// Every regular file under `dir`, named `<prefix>/<relative path>`.
+/// The files a job left under output/, and the limit it broke, if any.
+#[derive(Default)]
+struct Output {
+    files: Vec<(String, PathBuf)>,
+    bytes: u64,
+    over: Option<String>,
+}
+
+/// Every regular file under `dir`, named `<prefix>/<relative path>`, within
+/// the output limits (the walk stops at the first file past them).
 /// Symlinks are never followed: a link to /etc/passwd is not a result.
-fn collect_output(dir: &Path, prefix: &str, files: &mut Vec<(String, PathBuf)>) {
+fn collect_output(dir: &Path, prefix: &str, settings: &RunSettings, out: &mut Output) {
+    if out.over.is_some() {
+        return;
+    }
     let Ok(entries) = std::fs::read_dir(dir) else {
         return;
     };
@@ -254,9 +276,25 @@ fn collect_output(dir: &Path, prefix: &str, files: &mut Vec<(String, PathBuf)>) 
             continue;
         }
         if kind.is_dir() {
-            collect_output(&entry.path(), &name, files);
+            collect_output(&entry.path(), &name, settings, out);
         } else if kind.is_file() {
-            files.push((name, entry.path()));
+            let size = entry.metadata().map(|m| m.len()).unwrap_or(0);
+            out.bytes += size;
+            out.files.push((name, entry.path()));
+            if out.files.len() > settings.output_max_files {
+                out.over = Some(format!(
+                    "the job left more than {} files under output/ (worker.output_max_files)",
+                    settings.output_max_files
+                ));
+            } else if out.bytes > settings.output_limit_bytes {
+                out.over = Some(format!(
+                    "the job left more than {} bytes under output/ (worker.output_limit_bytes)",
+                    settings.output_limit_bytes
+                ));
+            }
+        }
+        if out.over.is_some() {
+            return;
         }
     }
 }

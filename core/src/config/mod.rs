@@ -69,6 +69,10 @@ pub struct WorkerConfig {
     pub max_timeout_secs: u64,
     /// Largest stdout.log and stderr.log kept, each; the rest is dropped.
     pub log_limit_bytes: u64,
+    /// Largest total size of the files a job leaves under output/.
+    pub output_limit_bytes: u64,
+    /// Most files a job may leave under output/.
+    pub output_max_files: usize,
     /// Time limit of `git clone`.
     pub clone_timeout_secs: u64,
     /// On shutdown, how long a running job may go on before it is stopped
@@ -128,6 +132,8 @@ impl Config {
                 timeout_secs: 600,
                 max_timeout_secs: 3600,
                 log_limit_bytes: 10 * 1024 * 1024,
+                output_limit_bytes: 1024 * 1024 * 1024,
+                output_max_files: 1000,
                 clone_timeout_secs: 120,
                 shutdown_grace_secs: 10,
                 allowed_schemes: vec!["https".into()],
@@ -215,6 +221,11 @@ impl Config {
             w.log_limit_bytes >= 1024,
             "worker.log_limit_bytes",
             "must be at least 1024",
+        )?;
+        check(
+            w.output_max_files >= 1,
+            "worker.output_max_files",
+            "must be at least 1",
         )?;
         check(
             w.clone_timeout_secs >= 1,
