@@ -185,11 +185,18 @@ mod tests {
             .trim()
             .parse()
             .unwrap();
-        // The background sleep was in the group: it is gone (or a zombie being reaped).
-        let alive = std::fs::read_to_string(format!("/proc/{pid}/stat"))
-            .map(|s| !s.contains(") Z "))
-            .unwrap_or(false);
-        assert!(!alive, "grandchild {pid} survived");
+        // The background sleep was in the group: it goes too (a signal is
+        // delivered asynchronously, so give it a moment to be gone).
+        let alive = || {
+            std::fs::read_to_string(format!("/proc/{pid}/stat"))
+                .map(|s| !s.contains(") Z "))
+                .unwrap_or(false)
+        };
+        let deadline = std::time::Instant::now() + Duration::from_secs(5);
+        while alive() && std::time::Instant::now() < deadline {
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        assert!(!alive(), "grandchild {pid} survived");
     }
 
     #[tokio::test]
