@@ -45,3 +45,136 @@ pub async fn ensure_topics(cfg: &KafkaConfig) -> PortResult<()> {
     }
     Ok(())
 }
+
+/// What the broker says about the jobs topic and the workers' group.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct QueueState {
+    pub partitions: u32,
+    /// Per partition: high watermark minus the group's committed offset.
+    pub lag: Vec<u64>,
+    /// Members of the workers' group, where the broker tells.
+    pub members: Option<u32>,
+}
+
+/// Outcome of asking for more partitions.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Grow {
+    Grown {
+        from: u32,
+        to: u32,
+    },
+    AlreadyEnough(u32),
+    /// The broker cannot add partitions (some Kafka-compatible brokers).
+    Unsupported(String),
+}
+
+/// Partitions of `topic`.
+pub fn partition_count(cfg: &KafkaConfig, topic: &str) -> PortResult<u32> {
+    use rdkafka::consumer::{BaseConsumer, Consumer};
+    let consumer: BaseConsumer = client_config(cfg).create().map_err(unavailable)?;
+    let md = consumer
+        .fetch_metadata(Some(topic), Duration::from_secs(5))
+        .map_err(unavailable)?;
+    Ok(md
+        .topics()
+        .iter()
+        .find(|t| t.name() == topic)
+        .map(|t| t.partitions().len() as u32)
+        .unwrap_or(0))
+}
+
+/// Grows the jobs topic to `total` partitions (never shrinks it).
+pub async fn grow_partitions(cfg: &KafkaConfig, total: u32) -> PortResult<Grow> {
+    let (c, topic) = (cfg.clone(), cfg.jobs_topic.clone());
+    let current = tokio::task::spawn_blocking(move || partition_count(&c, &topic))
+        .await
+        .map_err(unavailable)??;
+    if current >= total {
+        return Ok(Grow::AlreadyEnough(current));
+    }
+    let admin = admin_client(cfg)?;
+    let opts = AdminOptions::new().operation_timeout(Some(Duration::from_secs(10)));
+    let req = rdkafka::admin::NewPartitions::new(&cfg.jobs_topic, total as usize);
+    let results = admin
+        .create_partitions(&[req], &opts)
+        .await
+        .map_err(unavailable)?;
+    match results.into_iter().next() {
+        Some(Ok(_)) => Ok(Grow::Grown {
+            from: current,
+            to: total,
+        }),
+        Some(Err((_, code))) => match code {
+            RDKafkaErrorCode::InvalidPartitions => Ok(Grow::AlreadyEnough(current)),
+            RDKafkaErrorCode::UnsupportedVersion
+            | RDKafkaErrorCode::UnsupportedForMessageFormat
+            | RDKafkaErrorCode::InvalidRequest
+            | RDKafkaErrorCode::ClusterAuthorizationFailed
+            | RDKafkaErrorCode::TopicAuthorizationFailed => Ok(Grow::Unsupported(code.to_string())),
+            other => Err(unavailable(format!("cannot add partitions: {other}"))),
+        },
+        None => Err(unavailable("no answer to CreatePartitions")),
+    }
+}
+
+/// Lag per partition of the jobs topic for the workers' group, and the
+/// group's members.
+pub fn queue_state(cfg: &KafkaConfig) -> PortResult<QueueState> {
+    use rdkafka::consumer::{BaseConsumer, Consumer};
+    use rdkafka::{Offset, TopicPartitionList};
+    // A consumer with the workers' group id that never subscribes: it can
+    // read the group's committed offsets without joining the group.
+    let consumer: BaseConsumer = client_config(cfg)
+        .set("group.id", &cfg.worker_group)
+        .set("enable.auto.commit", "false")
+        .create()
+        .map_err(unavailable)?;
+    let timeout = Duration::from_secs(5);
+    let partitions = {
+        let md = consumer
+            .fetch_metadata(Some(&cfg.jobs_topic), timeout)
+            .map_err(unavailable)?;
+        md.topics()
+            .iter()
+            .find(|t| t.name() == cfg.jobs_topic)
+            .map(|t| t.partitions().len() as u32)
+            .unwrap_or(0)
+    };
+    let mut tpl = TopicPartitionList::new();
+    for p in 0..partitions as i32 {
+        tpl.add_partition(&cfg.jobs_topic, p);
+    }
+    let committed = consumer
+        .committed_offsets(tpl, timeout)
+        .map_err(unavailable)?;
+    let mut lag = Vec::with_capacity(partitions as usize);
+    for p in 0..partitions as i32 {
+        let (low, high) = consumer
+            .fetch_watermarks(&cfg.jobs_topic, p, timeout)
+            .map_err(unavailable)?;
+        let from = match committed
+            .find_partition(&cfg.jobs_topic, p)
+            .map(|e| e.offset())
+        {
+            Some(Offset::Offset(o)) => o,
+            _ => low,
+        };
+        lag.push((high - from).max(0) as u64);
+    }
+    let members = consumer
+        .fetch_group_list(Some(&cfg.worker_group), timeout)
+        .ok()
+        .and_then(|list| {
+            list.groups()
+                .iter()
+                .find(|g| g.name() == cfg.worker_group)
+                .map(|g| g.members().len() as u32)
+        })
+        // Some brokers answer with no members at all: they cannot tell.
+        .filter(|&n| n > 0);
+    Ok(QueueState {
+        partitions,
+        lag,
+        members,
+    })
+}

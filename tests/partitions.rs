@@ -1,0 +1,116 @@
+//! Kafka partitions and lag against real brokers: partitions follow the
+//! workers (never shrinking) on a broker that can add them (noida-db), and
+//! a broker that cannot (tansu) is detected, not fatal.
+#![allow(clippy::unwrap_used)] // tests: a panic is the failure report
+
+mod common;
+
+use common::cluster::{config, namespace, Private, Servers};
+use std::time::Duration;
+
+use kumulus_autoscaler::policy::{partitions_for, PolicyConfig};
+use kumulus_core::job::{JobId, QueuedJob};
+use kumulus_core::ports::{JobQueue, JobSource};
+use kumulus_kafka::admin::{ensure_topics, grow_partitions, partition_count, queue_state, Grow};
+
+#[tokio::test]
+async fn partitions_follow_workers_times_factor() {
+    let servers = Servers::load();
+    let broker = Private::start(&servers, "kafka", &[("KUMULUS_KAFKA_SERVER", "noida")]);
+    let mut cfg = config(&servers, &namespace()).kafka;
+    cfg.brokers = broker.addr();
+    cfg.jobs_partitions = 1;
+    ensure_topics(&cfg).await.unwrap();
+    let policy = PolicyConfig {
+        partition_factor: 2,
+        max_workers: 1,
+        ..PolicyConfig::default()
+    };
+    let mut current = partition_count(&cfg, &cfg.jobs_topic).unwrap();
+    assert_eq!(current, 1);
+    for (workers, want) in [(1, 2), (3, 6), (2, 6), (5, 10)] {
+        let target = partitions_for(&policy, workers, current);
+        assert_eq!(target, want, "{workers} workers");
+        match grow_partitions(&cfg, target).await.unwrap() {
+            Grow::Grown { to, .. } => assert_eq!(to, want),
+            Grow::AlreadyEnough(n) => assert_eq!(n, want),
+            Grow::Unsupported(e) => panic!("noida-db supports CreatePartitions: {e}"),
+        }
+        current = partition_count(&cfg, &cfg.jobs_topic).unwrap();
+        assert_eq!(current, want, "{workers} workers");
+    }
+}
+
+#[tokio::test]
+async fn a_broker_without_create_partitions_is_detected() {
+    let servers = Servers::load();
+    if servers.get("KAFKA_SERVER") != "tansu" {
+        // The shared broker is the one without CreatePartitions only with tansu.
+        return;
+    }
+    let mut cfg = config(&servers, &namespace()).kafka;
+    cfg.jobs_partitions = 2;
+    ensure_topics(&cfg).await.unwrap();
+    match grow_partitions(&cfg, 8).await {
+        Ok(Grow::Unsupported(_)) | Err(_) => {}
+        Ok(other) => panic!("tansu cannot add partitions, yet: {other:?}"),
+    }
+    assert_eq!(
+        partition_count(&cfg, &cfg.jobs_topic).unwrap(),
+        2,
+        "nothing changed"
+    );
+}
+
+#[tokio::test]
+async fn lag_is_high_watermark_minus_the_workers_commits() {
+    let servers = Servers::load();
+    let cfg = config(&servers, &namespace()).kafka;
+    ensure_topics(&cfg).await.unwrap();
+    let producer = kumulus_kafka::producer::KafkaProducer::new(&cfg).unwrap();
+    for _ in 0..3 {
+        let job = QueuedJob {
+            id: JobId::new(),
+            owner: "ana".into(),
+            url: "/srv/x".into(),
+            args: vec![],
+            config: None,
+            timeout_secs: 5,
+            submitted_at: chrono::Utc::now(),
+        };
+        producer.enqueue(&job).await.unwrap();
+    }
+    let c = cfg.clone();
+    let state = tokio::task::spawn_blocking(move || queue_state(&c))
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(state.partitions, cfg.jobs_partitions as u32);
+    assert_eq!(state.lag.iter().sum::<u64>(), 3, "{state:?}");
+    // A worker takes and finishes all three: the lag drops to zero.
+    let source = kumulus_kafka::source::KafkaJobSource::new(&cfg).unwrap();
+    for _ in 0..3 {
+        let d = tokio::time::timeout(Duration::from_secs(60), source.next())
+            .await
+            .unwrap()
+            .unwrap();
+        source.ack(&d).await.unwrap();
+    }
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+    loop {
+        let c = cfg.clone();
+        let state = tokio::task::spawn_blocking(move || queue_state(&c))
+            .await
+            .unwrap()
+            .unwrap();
+        if state.lag.iter().sum::<u64>() == 0 {
+            break;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "lag never reached 0: {state:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(300)).await;
+    }
+    source.close().await;
+}
