@@ -9,8 +9,13 @@ use std::time::Duration;
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 
+use kumulus_autoscaler::driver::{CommandDriver, DryRun, KumoriDriver};
+use kumulus_autoscaler::metrics::Metrics;
+use kumulus_autoscaler::policy::{PolicyConfig, PolicyKind};
+use kumulus_autoscaler::scaler::{serve_metrics, QueueProbe, QueueSnapshot, Scaler};
 use kumulus_core::config::Config;
 use kumulus_core::observation::{ObservationFeed, ObservationSink};
+use kumulus_core::ports::ScalingPlatform;
 use kumulus_core::ports::{
     Authenticator, BlobStore, CancelBus, JobQueue, JobSource, JobStore, PortResult, StatusBus,
 };
@@ -142,18 +147,114 @@ pub async fn worker(cfg: Config, shutdown: CancellationToken) -> Result<(), UpEr
     Ok(())
 }
 
-/// `kumulus autoscaler`: observes the status events and publishes an
-/// observation every period.
+/// The jobs topic, through Kafka's admin API.
+struct KafkaQueue(kumulus_core::config::KafkaConfig);
+
+#[async_trait::async_trait]
+impl QueueProbe for KafkaQueue {
+    async fn snapshot(&self) -> PortResult<QueueSnapshot> {
+        let cfg = self.0.clone();
+        let state = tokio::task::spawn_blocking(move || kumulus_kafka::admin::queue_state(&cfg))
+            .await
+            .map_err(|e| kumulus_core::ports::PortError::Internal(e.to_string()))??;
+        Ok(QueueSnapshot {
+            partitions: state.partitions,
+            lag: state.lag,
+            members: state.members,
+        })
+    }
+
+    async fn grow_partitions(&self, total: u32) -> PortResult<bool> {
+        use kumulus_kafka::admin::Grow;
+        Ok(!matches!(
+            kumulus_kafka::admin::grow_partitions(&self.0, total).await?,
+            Grow::Unsupported(_)
+        ))
+    }
+}
+
+/// The policy settings from the configuration.
+pub fn policy_config(cfg: &Config) -> Result<PolicyConfig, UpError> {
+    let a = &cfg.autoscaler;
+    Ok(PolicyConfig {
+        policy: a
+            .policy
+            .parse::<PolicyKind>()
+            .map_err(|m| kumulus_core::config::ConfigError::new("autoscaler.policy", m))?,
+        period_secs: a.period_secs as f64,
+        slo_wait_secs: a.slo_wait_secs,
+        startup_secs: a.startup_secs,
+        min_workers: a.min_workers,
+        max_workers: a.max_workers,
+        budget_worker_secs_per_hour: a.budget_worker_secs_per_hour,
+        slots: cfg.worker.slots as u32,
+        lag_threshold: a.lag_threshold,
+        cooldown_secs: a.cooldown_secs,
+        stabilization_secs: a.stabilization_secs,
+        idle_grace_secs: a.idle_grace_secs,
+        partition_factor: a.partition_factor,
+    })
+}
+
+/// The platform driver the configuration names.
+fn driver(cfg: &Config) -> Arc<dyn ScalingPlatform> {
+    let a = &cfg.autoscaler;
+    let timeout = Duration::from_secs(a.driver_timeout_secs);
+    match a.driver.as_str() {
+        "kumori" => Arc::new(KumoriDriver {
+            manifest: a.kumori_manifest.clone(),
+            role: "worker".into(),
+            command: a.kumori_command.clone(),
+            deployment: a.kumori_deployment.clone(),
+            timeout,
+        }),
+        "command" => {
+            let (program, args) = a
+                .command
+                .split_first()
+                .map(|(p, r)| (p.clone(), r.to_vec()))
+                .unwrap_or_default();
+            Arc::new(CommandDriver::new(
+                program.into(),
+                args,
+                timeout,
+                a.min_workers.max(1),
+            ))
+        }
+        _ => Arc::new(DryRun::new(a.min_workers.max(1))),
+    }
+}
+
+/// `kumulus autoscaler`: observes the status events, publishes the seed's
+/// observations, decides how many workers run, keeps the partitions ahead,
+/// applies the decision through the configured driver, and serves its metrics.
 pub async fn autoscaler(cfg: Config, shutdown: CancellationToken) -> Result<(), UpError> {
     topics(&cfg, &shutdown);
+    let policy = policy_config(&cfg)?;
     let producer = Arc::new(KafkaProducer::new(&cfg.kafka).map_err(backend)?);
-    println!("kumulus autoscaler is running");
-    kumulus_autoscaler::observe::run_observer(
-        StatusBus::subscribe(producer.as_ref()),
-        producer.clone() as Arc<dyn ObservationSink>,
-        Duration::from_secs(cfg.autoscaler.period_secs),
-        shutdown,
-    )
-    .await;
+    let metrics = Arc::new(Metrics::new().map_err(backend)?);
+    let listener = TcpListener::bind(cfg.autoscaler.listen)
+        .await
+        .map_err(|source| UpError::Io {
+            what: format!("cannot listen on {}", cfg.autoscaler.listen),
+            source,
+        })?;
+    println!(
+        "kumulus autoscaler is running; metrics on http://{}/metrics",
+        listener.local_addr().map_err(backend)?
+    );
+    let server = tokio::spawn(serve_metrics(listener, metrics.clone(), shutdown.clone()));
+    let scaler = Scaler {
+        policy,
+        platform: driver(&cfg),
+        queue: Arc::new(KafkaQueue(cfg.kafka.clone())),
+        observations: producer.clone() as Arc<dyn ObservationSink>,
+        metrics,
+    };
+    scaler
+        .run(StatusBus::subscribe(producer.as_ref()), shutdown.clone())
+        .await;
+    shutdown.cancel();
+    let _ = server.await;
     Ok(())
 }

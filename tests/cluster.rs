@@ -475,3 +475,69 @@ async fn tokens_from_elsewhere_or_expired_get_401() {
     assert_eq!(status, StatusCode::UNAUTHORIZED, "{body}");
     assert_eq!(body["error"]["code"], "unauthorized");
 }
+
+/// A metric's value in Prometheus text (the first sample whose name and
+/// labels start with `prefix`).
+fn metric(text: &str, prefix: &str) -> Option<f64> {
+    text.lines()
+        .find(|l| l.starts_with(prefix))
+        .and_then(|l| l.rsplit(' ').next())
+        .and_then(|v| v.parse().ok())
+}
+
+#[tokio::test]
+async fn the_autoscaler_decides_from_the_lag_and_caps_at_the_partitions() {
+    let servers = Servers::load();
+    let env = service_env(&servers, &namespace());
+    let frontend = kumulus("frontend", &env, &[]);
+    let autoscaler = kumulus(
+        "autoscaler",
+        &env,
+        &[
+            ("KUMULUS_AUTOSCALER__LISTEN", "127.0.0.1:0"),
+            ("KUMULUS_AUTOSCALER__POLICY", "lag"),
+            ("KUMULUS_AUTOSCALER__LAG_THRESHOLD", "2"),
+            ("KUMULUS_AUTOSCALER__MAX_WORKERS", "5"),
+            ("KUMULUS_AUTOSCALER__DRIVER", "dry-run"),
+        ],
+    );
+    let metrics_url = autoscaler
+        .line
+        .split("metrics on ")
+        .nth(1)
+        .unwrap()
+        .trim()
+        .to_string();
+    let api = Api::new(&frontend);
+    let [(u1, p1), _] = servers.users();
+    let token = api.login(&u1, &p1).await;
+    let repo = Repo::node("console.log('never runs: no workers');");
+    // No worker runs: every job waits.
+    for _ in 0..12 {
+        api.submit(&token, json!({"url": repo.path()})).await;
+    }
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        let text = api
+            .http
+            .get(&metrics_url)
+            .send()
+            .await
+            .unwrap()
+            .text()
+            .await
+            .unwrap();
+        let lag = metric(&text, "kumulus_consumer_lag ");
+        let up = metric(&text, "kumulus_scale_decisions_total{direction=\"up\"}");
+        let desired = metric(&text, "kumulus_workers_desired ");
+        let partitions = metric(&text, "kumulus_kafka_partitions ");
+        // KEDA's rule: ceil(12 / 2) = 6, but never more workers than the
+        // topic's 2 partitions, which the shared broker (tansu) cannot grow.
+        if lag == Some(12.0) && up.unwrap_or(0.0) >= 1.0 && desired == Some(2.0) {
+            assert_eq!(partitions, Some(2.0));
+            break;
+        }
+        assert!(Instant::now() < deadline, "no such decision yet:\n{text}");
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+}

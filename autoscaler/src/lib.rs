@@ -4,7 +4,9 @@
 //!   the status events seen in it, and the loop that publishes one every period.
 
 pub mod driver;
+pub mod metrics;
 pub mod observe;
 pub mod plot;
 pub mod policy;
+pub mod scaler;
 pub mod sim;

@@ -43,8 +43,81 @@ pub struct Config {
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct AutoscalerConfig {
-    /// Length of an observation period.
+    /// Length of an observation period (and of the decision loop).
     pub period_secs: u64,
+    /// `seed`, `lag` or `kumulus`.
+    pub policy: String,
+    /// 95% of jobs should wait at most this long to start.
+    pub slo_wait_secs: f64,
+    /// Time from asking the platform for a worker to its first job.
+    pub startup_secs: f64,
+    pub min_workers: u32,
+    pub max_workers: u32,
+    /// Worker-seconds allowed in any hour (absent: no budget).
+    pub budget_worker_secs_per_hour: Option<f64>,
+    /// `lag`: jobs per worker.
+    pub lag_threshold: f64,
+    /// `lag`: scale-down hold.
+    pub cooldown_secs: f64,
+    /// `kumulus`: scale-down stabilization window.
+    pub stabilization_secs: f64,
+    /// With `min_workers = 0`: idle this long before scaling to zero.
+    pub idle_grace_secs: f64,
+    /// Partitions of the jobs topic kept per worker (at least).
+    pub partition_factor: u32,
+    /// `dry-run`, `command` or `kumori`.
+    pub driver: String,
+    /// `command` driver: the program and its first arguments; the desired
+    /// count is appended.
+    pub command: Vec<String>,
+    /// `kumori` driver: the deployment manifest, its name, and the command
+    /// (`{deployment}` and `{dir}` are replaced).
+    pub kumori_manifest: PathBuf,
+    pub kumori_deployment: String,
+    pub kumori_command: Vec<String>,
+    /// Time limit of one driver call.
+    pub driver_timeout_secs: u64,
+    /// Where the autoscaler serves `/metrics` and `/health`.
+    pub listen: SocketAddr,
+}
+
+impl Default for AutoscalerConfig {
+    fn default() -> Self {
+        Self {
+            period_secs: 10,
+            policy: "kumulus".into(),
+            slo_wait_secs: 30.0,
+            startup_secs: 10.0,
+            min_workers: 1,
+            max_workers: 10,
+            budget_worker_secs_per_hour: None,
+            lag_threshold: 5.0,
+            cooldown_secs: 300.0,
+            stabilization_secs: 120.0,
+            idle_grace_secs: 300.0,
+            partition_factor: 2,
+            driver: "dry-run".into(),
+            command: Vec::new(),
+            kumori_manifest: PathBuf::from("kumori/deployment/manifest.cue"),
+            kumori_deployment: "kumulus".into(),
+            kumori_command: [
+                "kumorictl",
+                "update",
+                "deployment",
+                "{deployment}",
+                "--deployment",
+                "{dir}",
+                "--yes",
+                "--wait",
+                "5m",
+            ]
+            .iter()
+            .map(|s| s.to_string())
+            .collect(),
+            driver_timeout_secs: 600,
+            listen: SocketAddr::from(([127, 0, 0, 1], 9300)),
+        }
+    }
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -151,7 +224,7 @@ impl Config {
                 },
                 token_ttl_secs: 3600,
             },
-            autoscaler: AutoscalerConfig { period_secs: 10 },
+            autoscaler: AutoscalerConfig::default(),
             kafka: KafkaConfig::default(),
             mongo: MongoConfig::default(),
             s3: S3Config::default(),
@@ -275,10 +348,44 @@ impl Config {
                 "passwords must not be empty",
             )?;
         }
+        let a = &self.autoscaler;
         check(
-            self.autoscaler.period_secs >= 1,
+            a.period_secs >= 1,
             "autoscaler.period_secs",
             "must be at least 1",
+        )?;
+        check(
+            matches!(a.policy.as_str(), "seed" | "lag" | "kumulus"),
+            "autoscaler.policy",
+            "must be seed, lag or kumulus",
+        )?;
+        check(
+            matches!(a.driver.as_str(), "dry-run" | "command" | "kumori"),
+            "autoscaler.driver",
+            "must be dry-run, command or kumori",
+        )?;
+        check(
+            a.driver != "command" || !a.command.is_empty(),
+            "autoscaler.command",
+            "the command driver needs a program",
+        )?;
+        check(
+            a.max_workers >= 1 && a.min_workers <= a.max_workers,
+            "autoscaler.max_workers",
+            "must be at least 1 and at least autoscaler.min_workers",
+        )?;
+        check(
+            a.slo_wait_secs > 0.0 && a.lag_threshold > 0.0,
+            "autoscaler.slo_wait_secs",
+            "slo_wait_secs and lag_threshold must be above 0",
+        )?;
+        check(
+            a.startup_secs >= 0.0
+                && a.cooldown_secs >= 0.0
+                && a.stabilization_secs >= 0.0
+                && a.idle_grace_secs >= 0.0,
+            "autoscaler.startup_secs",
+            "times must not be negative",
         )?;
         check(
             self.kafka.jobs_partitions >= 1,

@@ -1,0 +1,91 @@
+//! The autoscaler's Prometheus metrics (`kumulus_` prefix).
+
+use prometheus::{
+    Encoder, Gauge, Histogram, HistogramOpts, IntCounter, IntCounterVec, IntGauge, Opts, Registry,
+    TextEncoder,
+};
+
+pub struct Metrics {
+    pub registry: Registry,
+    pub jobs_submitted: IntCounter,
+    pub jobs_started: IntCounter,
+    pub jobs_finished: IntCounterVec,
+    pub job_wait: Histogram,
+    pub job_run: Histogram,
+    pub queue_waiting: IntGauge,
+    pub consumer_lag: IntGauge,
+    pub kafka_partitions: IntGauge,
+    pub workers_current: IntGauge,
+    pub workers_desired: IntGauge,
+    pub scale_decisions: IntCounterVec,
+    pub arrival_rate: Gauge,
+}
+
+const BUCKETS: [f64; 14] = [
+    0.1, 0.5, 1.0, 2.0, 5.0, 10.0, 20.0, 30.0, 60.0, 120.0, 300.0, 600.0, 1800.0, 3600.0,
+];
+
+impl Metrics {
+    pub fn new() -> Result<Self, prometheus::Error> {
+        let registry = Registry::new();
+        let counter = |name: &str, help: &str| IntCounter::new(name, help);
+        let gauge = |name: &str, help: &str| IntGauge::new(name, help);
+        let hist = |name: &str, help: &str| {
+            Histogram::with_opts(HistogramOpts::new(name, help).buckets(BUCKETS.to_vec()))
+        };
+        let m = Self {
+            jobs_submitted: counter("kumulus_jobs_submitted_total", "Jobs accepted")?,
+            jobs_started: counter("kumulus_jobs_started_total", "Jobs a worker started")?,
+            jobs_finished: IntCounterVec::new(
+                Opts::new(
+                    "kumulus_jobs_finished_total",
+                    "Jobs that ended, by final state",
+                ),
+                &["state"],
+            )?,
+            job_wait: hist("kumulus_job_wait_seconds", "Time from submission to start")?,
+            job_run: hist("kumulus_job_run_seconds", "Time a job ran")?,
+            queue_waiting: gauge("kumulus_queue_waiting", "Jobs waiting to start")?,
+            consumer_lag: gauge(
+                "kumulus_consumer_lag",
+                "Kafka lag of the workers' group on the jobs topic",
+            )?,
+            kafka_partitions: gauge("kumulus_kafka_partitions", "Partitions of the jobs topic")?,
+            workers_current: gauge("kumulus_workers_current", "Workers running now")?,
+            workers_desired: gauge("kumulus_workers_desired", "Workers the policy wants")?,
+            scale_decisions: IntCounterVec::new(
+                Opts::new(
+                    "kumulus_scale_decisions_total",
+                    "Scaling decisions, by direction",
+                ),
+                &["direction"],
+            )?,
+            arrival_rate: Gauge::new(
+                "kumulus_arrival_rate",
+                "Jobs arriving per second (smoothed)",
+            )?,
+            registry,
+        };
+        m.registry.register(Box::new(m.jobs_submitted.clone()))?;
+        m.registry.register(Box::new(m.jobs_started.clone()))?;
+        m.registry.register(Box::new(m.jobs_finished.clone()))?;
+        m.registry.register(Box::new(m.job_wait.clone()))?;
+        m.registry.register(Box::new(m.job_run.clone()))?;
+        m.registry.register(Box::new(m.queue_waiting.clone()))?;
+        m.registry.register(Box::new(m.consumer_lag.clone()))?;
+        m.registry.register(Box::new(m.kafka_partitions.clone()))?;
+        m.registry.register(Box::new(m.workers_current.clone()))?;
+        m.registry.register(Box::new(m.workers_desired.clone()))?;
+        m.registry.register(Box::new(m.scale_decisions.clone()))?;
+        m.registry.register(Box::new(m.arrival_rate.clone()))?;
+        Ok(m)
+    }
+
+    pub fn render(&self) -> String {
+        let mut buf = Vec::new();
+        if let Err(e) = TextEncoder::new().encode(&self.registry.gather(), &mut buf) {
+            tracing::error!(error = %e, "could not encode metrics");
+        }
+        String::from_utf8(buf).unwrap_or_default()
+    }
+}

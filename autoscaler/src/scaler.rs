@@ -1,0 +1,308 @@
+//! The autoscaler's loop: read the status events, and every period publish
+//! the seed's observation, gather what the policy needs (lag per partition,
+//! partitions, workers), decide, keep the partitions ahead of the workers,
+//! and have the platform driver apply the decision (retried with backoff, one
+//! change in flight at a time). Every decision is logged with its reason and
+//! counted.
+
+use async_trait::async_trait;
+use futures::stream::BoxStream;
+use futures::StreamExt;
+use std::collections::{HashMap, HashSet};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+use tokio_util::sync::CancellationToken;
+
+use kumulus_core::event::{EventKind, StatusEvent};
+use kumulus_core::job::JobId;
+use kumulus_core::observation::ObservationSink;
+use kumulus_core::ports::{PortResult, ScalingPlatform};
+
+use crate::metrics::Metrics;
+use crate::observe::observe;
+use crate::policy::{cap_to_partitions, decide, partitions_for, History, Observed, PolicyConfig};
+
+/// What the queue tells about itself.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct QueueSnapshot {
+    pub partitions: u32,
+    /// Jobs not yet committed, per partition (includes those running).
+    pub lag: Vec<u64>,
+    /// Members of the workers' group, where the broker tells.
+    pub members: Option<u32>,
+}
+
+/// The job queue as the autoscaler sees it.
+#[async_trait]
+pub trait QueueProbe: Send + Sync {
+    async fn snapshot(&self) -> PortResult<QueueSnapshot>;
+    /// Grows the jobs topic to `total` partitions; false if the broker cannot.
+    async fn grow_partitions(&self, total: u32) -> PortResult<bool>;
+}
+
+/// Waiting jobs per partition: the lag less the jobs running, taken from the
+/// partitions with the most lag first (where they most likely came from).
+pub fn waiting_per_partition(lag: &[u64], running: u64) -> Vec<u64> {
+    let mut waiting = lag.to_vec();
+    let mut left = running;
+    while left > 0 {
+        let Some((i, &most)) = waiting.iter().enumerate().max_by_key(|(_, &w)| w) else {
+            break;
+        };
+        if most == 0 {
+            break;
+        }
+        waiting[i] -= 1;
+        left -= 1;
+    }
+    waiting
+}
+
+pub struct Scaler {
+    pub policy: PolicyConfig,
+    pub platform: Arc<dyn ScalingPlatform>,
+    pub queue: Arc<dyn QueueProbe>,
+    pub observations: Arc<dyn ObservationSink>,
+    pub metrics: Arc<Metrics>,
+}
+
+/// What the loop learns from the status events.
+#[derive(Default)]
+struct Tally {
+    events: Vec<StatusEvent>,
+    submitted: HashMap<JobId, chrono::DateTime<chrono::Utc>>,
+    running: HashSet<JobId>,
+}
+
+const REMEMBERED: usize = 100_000;
+
+impl Tally {
+    fn see(&mut self, ev: StatusEvent, m: &Metrics) {
+        match &ev.kind {
+            EventKind::Queued { submitted_at } => {
+                m.jobs_submitted.inc();
+                if self.submitted.len() < REMEMBERED {
+                    self.submitted.insert(ev.job_id, *submitted_at);
+                }
+            }
+            EventKind::Started => {
+                m.jobs_started.inc();
+                if let Some(at) = self.submitted.remove(&ev.job_id) {
+                    m.job_wait
+                        .observe((ev.at - at).num_milliseconds().max(0) as f64 / 1000.0);
+                }
+                if self.running.len() < REMEMBERED {
+                    self.running.insert(ev.job_id);
+                }
+            }
+            EventKind::Finished(o) => {
+                m.jobs_finished.with_label_values(&[o.state.as_str()]).inc();
+                if let Some(s) = o.elapsed_secs {
+                    m.job_run.observe(s);
+                }
+                self.submitted.remove(&ev.job_id);
+                self.running.remove(&ev.job_id);
+            }
+        }
+        self.events.push(ev);
+    }
+}
+
+impl Scaler {
+    /// Runs until `shutdown`.
+    pub async fn run(
+        self,
+        mut events: BoxStream<'static, StatusEvent>,
+        shutdown: CancellationToken,
+    ) {
+        let period = Duration::from_secs_f64(self.policy.period_secs.max(1.0));
+        let mut tick = tokio::time::interval(period);
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        tick.tick().await;
+        let started = Instant::now();
+        let mut tally = Tally::default();
+        let mut history = History::default();
+        let in_flight = Arc::new(AtomicBool::new(false));
+        let mut can_grow = true;
+        loop {
+            tokio::select! {
+                _ = shutdown.cancelled() => return,
+                ev = events.next() => match ev {
+                    Some(ev) => tally.see(ev, &self.metrics),
+                    None => return,
+                },
+                _ = tick.tick() => {
+                    let seen = std::mem::take(&mut tally.events);
+                    self.step(&seen, &tally, started.elapsed().as_secs_f64(), &mut history, &in_flight, &mut can_grow).await;
+                }
+            }
+        }
+    }
+
+    async fn step(
+        &self,
+        seen: &[StatusEvent],
+        tally: &Tally,
+        now_secs: f64,
+        history: &mut History,
+        in_flight: &Arc<AtomicBool>,
+        can_grow: &mut bool,
+    ) {
+        let observation = observe(seen, chrono::Utc::now());
+        if let Err(e) = self.observations.publish(&observation).await {
+            tracing::warn!(error = %e, "could not publish an observation");
+        }
+        let snapshot = match self.queue.snapshot().await {
+            Ok(s) => s,
+            Err(e) => {
+                tracing::warn!(error = %e, "cannot read the queue; no decision this period");
+                return;
+            }
+        };
+        let platform_workers = match self.platform.current().await {
+            Ok(n) => n,
+            Err(e) => {
+                tracing::warn!(error = %e, "cannot read the platform's worker count; no decision this period");
+                return;
+            }
+        };
+        let running = tally.running.len() as u64;
+        let service_secs = seen
+            .iter()
+            .filter_map(|e| match &e.kind {
+                EventKind::Finished(o) => o.elapsed_secs,
+                _ => None,
+            })
+            .collect();
+        let obs = Observed {
+            now_secs,
+            workers: platform_workers,
+            partitions: snapshot.partitions,
+            waiting_per_partition: waiting_per_partition(&snapshot.lag, running),
+            running,
+            arrivals: observation.avg_rate_of_arrival as u64,
+            services: observation.avg_rate_of_service as u64,
+            finished: observation.avg_rate_of_finished as u64,
+            service_secs,
+        };
+        let mut decision = decide(&self.policy, history, &obs);
+        let capped = cap_to_partitions(decision.desired, snapshot.partitions, *can_grow);
+        if capped < decision.desired {
+            decision.reason = format!(
+                "{}; capped at {} partitions",
+                decision.reason, snapshot.partitions
+            );
+            decision.desired = capped;
+        }
+        let m = &self.metrics;
+        m.queue_waiting.set(obs.waiting() as i64);
+        m.consumer_lag.set(snapshot.lag.iter().sum::<u64>() as i64);
+        m.kafka_partitions.set(snapshot.partitions as i64);
+        m.workers_current.set(platform_workers as i64);
+        m.workers_desired.set(decision.desired as i64);
+        m.arrival_rate
+            .set(history.arrival_rate(&obs, self.policy.period_secs));
+        let direction = match decision.desired.cmp(&platform_workers) {
+            std::cmp::Ordering::Greater => "up",
+            std::cmp::Ordering::Less => "down",
+            std::cmp::Ordering::Equal => "none",
+        };
+        m.scale_decisions.with_label_values(&[direction]).inc();
+        tracing::info!(
+            workers = platform_workers,
+            desired = decision.desired,
+            members = ?snapshot.members,
+            direction,
+            reason = %decision.reason,
+            "scaling decision"
+        );
+        history.record(obs, &decision);
+
+        if decision.desired == platform_workers {
+            return;
+        }
+        if in_flight.swap(true, Ordering::SeqCst) {
+            tracing::info!("a change is still being applied; not piling up another");
+            return;
+        }
+        // Partitions first: a worker without one would sit idle.
+        if decision.desired > platform_workers && *can_grow {
+            let want = partitions_for(&self.policy, decision.desired, snapshot.partitions);
+            if want > snapshot.partitions {
+                match self.queue.grow_partitions(want).await {
+                    Ok(true) => {
+                        tracing::info!(from = snapshot.partitions, to = want, "added partitions")
+                    }
+                    Ok(false) => {
+                        tracing::warn!(
+                            partitions = snapshot.partitions,
+                            "the broker cannot add partitions; workers are capped at the partition count"
+                        );
+                        *can_grow = false;
+                    }
+                    Err(e) => tracing::warn!(error = %e, "could not add partitions"),
+                }
+            }
+        }
+        let platform = self.platform.clone();
+        let flag = in_flight.clone();
+        let desired = decision.desired;
+        tokio::spawn(async move {
+            let mut delay = Duration::from_secs(1);
+            for attempt in 1..=5 {
+                match platform.apply(desired).await {
+                    Ok(()) => break,
+                    Err(e) => {
+                        tracing::warn!(error = %e, attempt, "the platform refused the change; retrying");
+                        tokio::time::sleep(delay).await;
+                        delay = (delay * 2).min(Duration::from_secs(30));
+                    }
+                }
+            }
+            flag.store(false, Ordering::SeqCst);
+        });
+    }
+}
+
+/// Serves `/metrics` and `/health` until `shutdown`.
+pub async fn serve_metrics(
+    listener: tokio::net::TcpListener,
+    metrics: Arc<Metrics>,
+    shutdown: CancellationToken,
+) -> std::io::Result<()> {
+    use axum::routing::get;
+    let app = axum::Router::new()
+        .route(
+            "/metrics",
+            get(move || {
+                let m = metrics.clone();
+                async move {
+                    (
+                        [(
+                            axum::http::header::CONTENT_TYPE,
+                            "text/plain; version=0.0.4; charset=utf-8",
+                        )],
+                        m.render(),
+                    )
+                }
+            }),
+        )
+        .route("/health", get(|| async { "ok" }));
+    axum::serve(listener, app)
+        .with_graceful_shutdown(async move { shutdown.cancelled().await })
+        .await
+}
+
+#[cfg(test)]
+mod tests {
+    use super::waiting_per_partition;
+
+    #[test]
+    fn running_jobs_come_off_the_largest_lags() {
+        assert_eq!(waiting_per_partition(&[5, 1, 0], 3), vec![2, 1, 0]);
+        assert_eq!(waiting_per_partition(&[2, 2], 3).iter().sum::<u64>(), 1);
+        assert_eq!(waiting_per_partition(&[1, 0], 5), vec![0, 0]);
+        assert_eq!(waiting_per_partition(&[], 2), Vec::<u64>::new());
+    }
+}
