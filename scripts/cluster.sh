@@ -234,6 +234,7 @@ start_one() {
         (
             set -a; source "$DIR/kumulus.env"; set +a
             export KUMULUS_LISTEN="127.0.0.1:${port:-0}"
+            export KUMULUS_AUTOSCALER__LISTEN="127.0.0.1:$AUTOSCALER_PORT"
             export KUMULUS_WORKER__WORK_DIR="$DIR/data/$name/work"
             exec setsid "$KUMULUS_BIN" "$role"
         ) >"$DIR/logs/$name.log" 2>&1 < /dev/null &
@@ -242,7 +243,7 @@ start_one() {
     esac
     local pid=$!
     echo "$pid" >"$DIR/$name.pid"
-    if [ -n "$port" ] && [ "$name" != autoscaler ]; then wait_port "$name" "$port" "$pid"; fi
+    if [ -n "$port" ]; then wait_port "$name" "$port" "$pid"; fi
     say "$name started (pid $pid${port:+, port $port})"
 }
 
