@@ -7,21 +7,23 @@ use std::fs::File;
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::sync::Arc;
-use std::time::Duration;
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 
+use kumulus_autoscaler::metrics::Metrics;
+use kumulus_autoscaler::scaler::{QueueProbe, QueueSnapshot, Scaler};
 use kumulus_core::config::{Config, ConfigError, DEFAULT_PASSWORD};
 use kumulus_core::observation::{ObservationFeed, ObservationSink};
 use kumulus_core::ports::{
     Authenticator, BlobStore, CancelBus, JobQueue, JobSource, JobStore, StatusBus,
 };
+use kumulus_core::ports::{PortResult, ScalingPlatform};
 use kumulus_embedded::blobs::LocalBlobs;
 use kumulus_embedded::bus::{LocalCancelBus, LocalStatusBus, ObservationBoard};
 use kumulus_embedded::sqlite::Sqlite;
 use kumulus_embedded::users::{load_or_create_key, BuiltinUsers};
 use kumulus_frontend::{AppState, FrontendPorts};
-use kumulus_worker::{Worker, WorkerPorts};
+use kumulus_worker::{SlotControl, Worker, WorkerPorts};
 
 #[derive(Debug, thiserror::Error)]
 pub enum UpError {
@@ -48,6 +50,7 @@ pub struct Standalone {
     worker: Worker,
     status: Arc<LocalStatusBus>,
     board: Arc<ObservationBoard>,
+    db: Sqlite,
     example: Option<PathBuf>,
     /// Held for the life of the process: one `kumulus up` per data folder.
     _lock: File,
@@ -106,6 +109,7 @@ impl Standalone {
             )
             .map_err(|e| UpError::Backend(format!("metrics: {e}")))?,
         );
+        let db_handle = db.clone();
         let worker = Worker::new(
             &cfg,
             WorkerPorts {
@@ -134,6 +138,7 @@ impl Standalone {
             worker,
             status,
             board,
+            db: db_handle,
             example,
             _lock: lock,
         })
@@ -178,17 +183,69 @@ impl Standalone {
     /// finish within the grace period (or hands them back to the queue),
     /// and returns.
     pub async fn run_until_stopped(self, shutdown: CancellationToken) -> Result<(), UpError> {
-        let observer = tokio::spawn(kumulus_autoscaler::observe::run_observer(
-            self.status.subscribe(),
-            self.board.clone() as Arc<dyn ObservationSink>,
-            Duration::from_secs(self.cfg.autoscaler.period_secs),
-            shutdown.clone(),
-        ));
+        // Here a "worker" is one slot of the in-process pool.
+        let policy = kumulus_autoscaler::policy::PolicyConfig {
+            slots: 1,
+            ..crate::services::policy_config(&self.cfg)?
+        };
+        let metrics = Arc::new(
+            Metrics::new_in(self.frontend.metrics.registry.clone())
+                .map_err(|e| UpError::Backend(format!("metrics: {e}")))?,
+        );
+        let slots = self.worker.slots();
+        let scaler = Scaler {
+            policy,
+            platform: Arc::new(LocalSlots(slots)),
+            queue: Arc::new(LocalQueue(self.db.clone())),
+            observations: self.board.clone() as Arc<dyn ObservationSink>,
+            metrics,
+        };
+        let autoscaler = tokio::spawn(scaler.run(self.status.subscribe(), shutdown.clone()));
         let worker = tokio::spawn(self.worker.run(shutdown.clone()));
         let served = kumulus_frontend::serve(self.listener, self.frontend, shutdown.clone()).await;
         shutdown.cancel();
         let _ = worker.await;
-        let _ = observer.await;
+        let _ = autoscaler.await;
         served.map_err(io("the API server failed"))
+    }
+}
+
+/// The `local` platform: the worker pool's slots in this process.
+struct LocalSlots(SlotControl);
+
+#[async_trait::async_trait]
+impl ScalingPlatform for LocalSlots {
+    async fn current(&self) -> PortResult<u32> {
+        Ok(self.0.get() as u32)
+    }
+
+    async fn apply(&self, desired: u32) -> PortResult<()> {
+        tracing::info!(
+            from = self.0.get(),
+            to = desired,
+            "changing the worker slots"
+        );
+        self.0.set(desired as usize);
+        Ok(())
+    }
+}
+
+/// The SQLite queue has no partitions: one queue, read by every slot.
+struct LocalQueue(Sqlite);
+
+#[async_trait::async_trait]
+impl QueueProbe for LocalQueue {
+    async fn snapshot(&self) -> PortResult<QueueSnapshot> {
+        // Waiting jobs plus those claimed (running), as a Kafka lag would be.
+        let (waiting, claimed) = self.0.queue_counts().await?;
+        Ok(QueueSnapshot {
+            partitions: 0,
+            lag: vec![waiting + claimed],
+            members: None,
+        })
+    }
+
+    async fn grow_partitions(&self, _total: u32) -> PortResult<bool> {
+        Ok(true)
     }
 }

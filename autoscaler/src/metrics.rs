@@ -27,7 +27,12 @@ const BUCKETS: [f64; 14] = [
 
 impl Metrics {
     pub fn new() -> Result<Self, prometheus::Error> {
-        let registry = Registry::new();
+        Self::new_in(Registry::new())
+    }
+
+    /// The metrics, registered in `registry` (to share one `/metrics` with
+    /// the API in `kumulus up`).
+    pub fn new_in(registry: Registry) -> Result<Self, prometheus::Error> {
         let counter = |name: &str, help: &str| IntCounter::new(name, help);
         let gauge = |name: &str, help: &str| IntGauge::new(name, help);
         let hist = |name: &str, help: &str| {

@@ -20,10 +20,12 @@ impl Metrics {
             ),
             &["route", "method", "status"],
         )?;
-        let jobs_submitted =
-            IntCounter::new("kumulus_jobs_submitted_total", "Jobs accepted by the API")?;
+        let jobs_submitted = IntCounter::new(
+            "kumulus_api_jobs_accepted_total",
+            "Jobs accepted by this API replica",
+        )?;
         let jobs_cancelled = IntCounter::new(
-            "kumulus_jobs_cancelled_total",
+            "kumulus_api_jobs_cancelled_total",
             "Jobs cancelled by their owners",
         )?;
         registry.register(Box::new(requests.clone()))?;

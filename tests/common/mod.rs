@@ -47,8 +47,9 @@ pub fn bin() -> &'static str {
 fn write_config(dir: &Path, opts: &Options) -> PathBuf {
     let path = dir.join("kumulus.toml");
     let mut text = format!(
-        "[worker]\nslots = {}\ntimeout_secs = 60\nmax_timeout_secs = 120\nshutdown_grace_secs = {}\n\n[autoscaler]\nperiod_secs = 1\n\n[auth]\n",
-        opts.slots, opts.grace_secs
+        "[worker]\nslots = {s}\ntimeout_secs = 60\nmax_timeout_secs = 120\nshutdown_grace_secs = {}\n\n[autoscaler]\nperiod_secs = 1\nmin_workers = {s}\nmax_workers = {s}\n\n[auth]\n",
+        opts.grace_secs,
+        s = opts.slots
     );
     for (u, p) in USERS {
         text.push_str(&format!(

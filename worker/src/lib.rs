@@ -45,7 +45,21 @@ fn worker_id(cfg: &Config) -> String {
 pub struct Worker {
     shared: Arc<Shared>,
     cancels: Arc<dyn CancelBus>,
-    slots: usize,
+    target: Arc<tokio::sync::watch::Sender<usize>>,
+}
+
+/// Changes a running worker's number of slots.
+#[derive(Clone)]
+pub struct SlotControl(Arc<tokio::sync::watch::Sender<usize>>);
+
+impl SlotControl {
+    pub fn set(&self, slots: usize) {
+        self.0.send_replace(slots);
+    }
+
+    pub fn get(&self) -> usize {
+        *self.0.borrow()
+    }
 }
 
 impl Worker {
@@ -71,8 +85,14 @@ impl Worker {
                 id: worker_id(cfg),
             }),
             cancels: ports.cancels,
-            slots: cfg.worker.slots,
+            target: Arc::new(tokio::sync::watch::channel(cfg.worker.slots).0),
         })
+    }
+
+    /// A handle to change the number of slots while the worker runs (the
+    /// `local` platform driver of `kumulus up`).
+    pub fn slots(&self) -> SlotControl {
+        SlotControl(self.target.clone())
     }
 
     /// Runs the worker's slots until `shutdown`; returns when every slot has
@@ -94,15 +114,42 @@ impl Worker {
                 }
             }
         });
-        let mut slots = Vec::with_capacity(self.slots);
-        for _ in 0..self.slots {
-            slots.push(tokio::spawn(slot::slot_loop(
-                self.shared.clone(),
-                shutdown.clone(),
-            )));
+        let mut target = self.target.subscribe();
+        let mut slots: Vec<(tokio::task::JoinHandle<()>, CancellationToken)> = Vec::new();
+        let mut retired: Vec<tokio::task::JoinHandle<()>> = Vec::new();
+        tracing::info!(slots = *target.borrow(), "worker started");
+        loop {
+            let want = *target.borrow_and_update();
+            while slots.len() < want {
+                let retire = CancellationToken::new();
+                let handle = tokio::spawn(slot::slot_loop(
+                    self.shared.clone(),
+                    shutdown.clone(),
+                    retire.clone(),
+                ));
+                slots.push((handle, retire));
+            }
+            while slots.len() > want {
+                if let Some((handle, retire)) = slots.pop() {
+                    retire.cancel();
+                    retired.push(handle);
+                }
+            }
+            retired.retain(|h| !h.is_finished());
+            tokio::select! {
+                _ = shutdown.cancelled() => break,
+                changed = target.changed() => {
+                    if changed.is_err() {
+                        break;
+                    }
+                    tracing::info!(slots = *target.borrow(), "worker slots changed");
+                }
+            }
         }
-        tracing::info!(slots = self.slots, "worker started");
-        for s in slots {
+        for (s, _) in slots {
+            let _ = s.await;
+        }
+        for s in retired {
             let _ = s.await;
         }
         stop_listening.cancel();

@@ -84,12 +84,18 @@ impl Running {
     }
 }
 
-/// Claims and runs jobs until `shutdown`.
-pub async fn slot_loop(shared: Arc<Shared>, shutdown: CancellationToken) {
+/// Claims and runs jobs until `shutdown`, or until `retire` (the pool
+/// shrinks: the slot takes no new job but finishes the one it runs).
+pub async fn slot_loop(
+    shared: Arc<Shared>,
+    shutdown: CancellationToken,
+    retire: CancellationToken,
+) {
     loop {
         let next = tokio::select! {
             biased;
             _ = shutdown.cancelled() => return,
+            _ = retire.cancelled() => return,
             next = shared.source.next() => next,
         };
         match next {

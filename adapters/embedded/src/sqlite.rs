@@ -135,6 +135,20 @@ impl Sqlite {
         .map(|n| n.max(0) as u64)
     }
 
+    /// Jobs waiting and jobs claimed (running), together.
+    pub async fn queue_counts(&self) -> PortResult<(u64, u64)> {
+        self.call(|c| {
+            c.query_row(
+                "SELECT COUNT(*) FILTER (WHERE claimed_by IS NULL),
+                        COUNT(*) FILTER (WHERE claimed_by IS NOT NULL) FROM queue",
+                [],
+                |r| Ok((r.get::<_, i64>(0)?, r.get::<_, i64>(1)?)),
+            )
+        })
+        .await
+        .map(|(w, c)| (w.max(0) as u64, c.max(0) as u64))
+    }
+
     /// Takes a job out of the queue if nobody has claimed it yet; returns
     /// whether it did. Used to cancel a queued job.
     pub async fn withdraw(&self, id: JobId) -> PortResult<bool> {
@@ -305,11 +319,10 @@ impl JobSource for Sqlite {
             // Register interest before looking, so a job queued in between
             // still wakes us.
             let notified = self.ready.notified();
-            let db = self.clone();
-            let claimed = tokio::task::spawn_blocking(move || db.try_claim())
-                .await
-                .map_err(internal)??;
-            if let Some(delivery) = claimed {
+            // The claim runs here, not on another thread: nothing awaits
+            // between claiming and returning, so a caller that stops waiting
+            // (shutdown, a retired slot) can never leave a job claimed by nobody.
+            if let Some(delivery) = self.try_claim()? {
                 return Ok(delivery);
             }
             // The poll is a safety net; enqueue and release wake us at once.
