@@ -76,12 +76,9 @@ where
     Fut: std::future::Future<Output = Result<(), crate::up::UpError>>,
 {
     init_tracing();
-    let runtime = match tokio::runtime::Runtime::new() {
+    let runtime = match runtime() {
         Ok(rt) => rt,
-        Err(e) => {
-            eprintln!("kumulus: cannot start the runtime: {e}");
-            return ExitCode::from(1);
-        }
+        Err(code) => return code,
     };
     runtime.block_on(async move {
         let shutdown = CancellationToken::new();
@@ -158,13 +155,17 @@ fn init_tracing() {
         .init();
 }
 
+fn runtime() -> Result<tokio::runtime::Runtime, ExitCode> {
+    tokio::runtime::Runtime::new().map_err(|e| {
+        eprintln!("kumulus: cannot start the runtime: {e}");
+        ExitCode::from(1)
+    })
+}
+
 fn run_up(cfg: Config) -> ExitCode {
-    let runtime = match tokio::runtime::Runtime::new() {
+    let runtime = match runtime() {
         Ok(rt) => rt,
-        Err(e) => {
-            eprintln!("kumulus: cannot start the runtime: {e}");
-            return ExitCode::from(1);
-        }
+        Err(code) => return code,
     };
     runtime.block_on(async move {
         let app = match crate::up::Standalone::build(cfg).await {

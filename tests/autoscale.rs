@@ -5,16 +5,9 @@
 
 mod common;
 
-use common::{Kumulus, Options, Repo};
+use common::{metric, Kumulus, Options, Repo};
 use serde_json::json;
 use std::time::{Duration, Instant};
-
-fn metric(text: &str, name: &str) -> Option<f64> {
-    text.lines()
-        .find(|l| l.starts_with(name) && l[name.len()..].starts_with(' '))
-        .and_then(|l| l.rsplit(' ').next())
-        .and_then(|v| v.parse().ok())
-}
 
 #[tokio::test]
 async fn a_burst_scales_the_workers_up_and_back_down() {

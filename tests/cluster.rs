@@ -6,7 +6,7 @@
 mod common;
 
 use common::cluster::{kumulus, namespace, service_env, Private, Proc, Servers};
-use common::{processes_with, Repo};
+use common::{metric, processes_with, Repo};
 use reqwest::{Client, Method, StatusCode};
 use serde_json::{json, Value};
 use std::collections::BTreeSet;
@@ -476,15 +476,6 @@ async fn tokens_from_elsewhere_or_expired_get_401() {
     assert_eq!(body["error"]["code"], "unauthorized");
 }
 
-/// A metric's value in Prometheus text (the first sample whose name and
-/// labels start with `prefix`).
-fn metric(text: &str, prefix: &str) -> Option<f64> {
-    text.lines()
-        .find(|l| l.starts_with(prefix))
-        .and_then(|l| l.rsplit(' ').next())
-        .and_then(|v| v.parse().ok())
-}
-
 #[tokio::test]
 async fn the_autoscaler_decides_from_the_lag_and_caps_at_the_partitions() {
     let servers = Servers::load();
@@ -527,10 +518,10 @@ async fn the_autoscaler_decides_from_the_lag_and_caps_at_the_partitions() {
             .text()
             .await
             .unwrap();
-        let lag = metric(&text, "kumulus_consumer_lag ");
+        let lag = metric(&text, "kumulus_consumer_lag");
         let up = metric(&text, "kumulus_scale_decisions_total{direction=\"up\"}");
-        let desired = metric(&text, "kumulus_workers_desired ");
-        let partitions = metric(&text, "kumulus_kafka_partitions ");
+        let desired = metric(&text, "kumulus_workers_desired");
+        let partitions = metric(&text, "kumulus_kafka_partitions");
         // KEDA's rule: ceil(12 / 2) = 6, but never more workers than the
         // topic's 2 partitions, which the shared broker (tansu) cannot grow.
         if lag == Some(12.0) && up.unwrap_or(0.0) >= 1.0 && desired == Some(2.0) {

@@ -41,7 +41,9 @@ async fn kumorictl_gets_the_right_arguments_and_the_new_manifest() {
     let driver = KumoriDriver {
         manifest: deployment.join("manifest.cue"),
         role: "worker".into(),
-        command: KumoriDriver::default_command(),
+        command: kumulus_core::config::Config::defaults(kumulus_core::config::Mode::Production)
+            .autoscaler
+            .kumori_command,
         deployment: "kumulus".into(),
         timeout: Duration::from_secs(10),
     };

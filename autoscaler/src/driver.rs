@@ -116,30 +116,11 @@ pub struct KumoriDriver {
     pub manifest: PathBuf,
     /// The role to scale (`worker`).
     pub role: String,
-    /// The command, `{deployment}` and `{dir}` replaced; by default
-    /// `kumorictl update deployment {deployment} --deployment {dir} --yes --wait 5m`.
+    /// The command, `{deployment}` and `{dir}` replaced (the configuration's
+    /// `autoscaler.kumori_command`).
     pub command: Vec<String>,
     pub deployment: String,
     pub timeout: Duration,
-}
-
-impl KumoriDriver {
-    pub fn default_command() -> Vec<String> {
-        [
-            "kumorictl",
-            "update",
-            "deployment",
-            "{deployment}",
-            "--deployment",
-            "{dir}",
-            "--yes",
-            "--wait",
-            "5m",
-        ]
-        .iter()
-        .map(|s| s.to_string())
-        .collect()
-    }
 }
 
 /// The `<role>: hsize: N` line of a manifest, and N.

@@ -359,6 +359,15 @@ pub fn processes_with(marker: &str) -> Vec<u32> {
     pids
 }
 
+/// A sample's value in Prometheus text: the line that starts with `name`
+/// (labels included, e.g. `x_total{a="b"}`) followed by its value.
+pub fn metric(text: &str, name: &str) -> Option<f64> {
+    text.lines()
+        .find(|l| l.starts_with(name) && l[name.len()..].starts_with(' '))
+        .and_then(|l| l.rsplit(' ').next())
+        .and_then(|v| v.parse().ok())
+}
+
 /// Waits until `cond` holds; panics after `secs`.
 pub async fn eventually(secs: u64, what: &str, mut cond: impl FnMut() -> bool) {
     let deadline = Instant::now() + Duration::from_secs(secs);

@@ -66,6 +66,19 @@ impl OidcAuth {
         })
     }
 
+    /// GETs a JSON document from the provider.
+    async fn get_json<T: serde::de::DeserializeOwned>(&self, url: &str) -> Result<T, AuthError> {
+        self.http
+            .get(url)
+            .send()
+            .await
+            .and_then(|r| r.error_for_status())
+            .map_err(unavailable)?
+            .json()
+            .await
+            .map_err(unavailable)
+    }
+
     /// The provider's endpoints, from its discovery document (cached).
     async fn discovery(&self) -> Result<Discovery, AuthError> {
         let mut cached = self.discovery.lock().await;
@@ -76,16 +89,7 @@ impl OidcAuth {
             "{}/.well-known/openid-configuration",
             self.cfg.issuer.trim_end_matches('/')
         );
-        let d: Discovery = self
-            .http
-            .get(&url)
-            .send()
-            .await
-            .and_then(|r| r.error_for_status())
-            .map_err(unavailable)?
-            .json()
-            .await
-            .map_err(unavailable)?;
+        let d: Discovery = self.get_json(&url).await?;
         if d.issuer != self.cfg.issuer {
             return Err(unavailable(format!(
                 "the provider says its issuer is {}, not oidc.issuer {}",
@@ -106,16 +110,7 @@ impl OidcAuth {
             *last = Some(Instant::now());
         }
         let d = self.discovery().await?;
-        let set: JwkSet = self
-            .http
-            .get(&d.jwks_uri)
-            .send()
-            .await
-            .and_then(|r| r.error_for_status())
-            .map_err(unavailable)?
-            .json()
-            .await
-            .map_err(unavailable)?;
+        let set: JwkSet = self.get_json(&d.jwks_uri).await?;
         let mut keys = HashMap::new();
         for jwk in &set.keys {
             let Some(kid) = jwk.common.key_id.clone() else {
