@@ -438,13 +438,20 @@ mod real {
         std::fs::write(&file, b"presigned bytes").unwrap();
         let job = JobId::new();
         blobs.put_file(job, "output/f.txt", &file).await.unwrap();
-        let url = blobs.presign(job, "output/f.txt").await.unwrap().expect("a URL");
+        let url = blobs
+            .presign(job, "output/f.txt")
+            .await
+            .unwrap()
+            .expect("a URL");
         let resp = reqwest::get(&url).await.unwrap();
         assert_eq!(resp.status(), reqwest::StatusCode::OK);
         assert_eq!(resp.bytes().await.unwrap().as_ref(), b"presigned bytes");
         // A tampered signature is refused by the server.
         let bad = url.replace("X-Amz-Signature=", "X-Amz-Signature=0");
-        assert_ne!(reqwest::get(&bad).await.unwrap().status(), reqwest::StatusCode::OK);
+        assert_ne!(
+            reqwest::get(&bad).await.unwrap().status(),
+            reqwest::StatusCode::OK
+        );
     }
 
     #[tokio::test]

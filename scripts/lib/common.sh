@@ -32,4 +32,5 @@ need_runtime() {
     need npm npm
     need curl curl
     need jq jq
+    need bwrap bubblewrap   # the jobs' sandbox
 }

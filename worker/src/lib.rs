@@ -8,6 +8,7 @@
 pub mod git;
 pub mod process;
 pub mod runner;
+pub mod sandbox;
 pub mod slot;
 
 use futures::StreamExt;
@@ -27,6 +28,35 @@ pub struct WorkerPorts {
     pub status: Arc<dyn StatusBus>,
     pub cancels: Arc<dyn CancelBus>,
     pub blobs: Arc<dyn BlobStore>,
+}
+
+/// The sandbox `worker.sandbox` asks for: `bwrap`, `none`, or `auto`
+/// (bubblewrap where it works, with a warning where it does not).
+fn choose_sandbox(cfg: &Config, work_dir: &std::path::Path) -> std::io::Result<sandbox::Sandbox> {
+    let mut hide: Vec<std::path::PathBuf> =
+        vec![work_dir.to_path_buf(), "/root".into(), "/home".into()];
+    if let Ok(data) = std::fs::canonicalize(&cfg.data_dir) {
+        hide.insert(0, data);
+    }
+    let bwrap = sandbox::Sandbox::Bwrap {
+        hide,
+        network: cfg.worker.network,
+    };
+    match cfg.worker.sandbox.as_str() {
+        "none" => {
+            tracing::warn!("worker.sandbox = none: jobs run unconfined as the worker's user");
+            Ok(sandbox::Sandbox::None)
+        }
+        "bwrap" if sandbox::bwrap_works() => Ok(bwrap),
+        "bwrap" => Err(std::io::Error::other(
+            "worker.sandbox = bwrap, but bubblewrap does not work here (install the bubblewrap package)",
+        )),
+        _ if sandbox::bwrap_works() => Ok(bwrap),
+        _ => {
+            tracing::warn!("bubblewrap is not usable here: jobs run unconfined as the worker's user (install bubblewrap)");
+            Ok(sandbox::Sandbox::None)
+        }
+    }
 }
 
 /// `worker.id`, or `<host>-<pid>`.
@@ -66,6 +96,8 @@ impl Worker {
     pub fn new(cfg: &Config, ports: WorkerPorts) -> std::io::Result<Self> {
         let work_dir = cfg.work_dir();
         std::fs::create_dir_all(&work_dir)?;
+        let work_dir = std::fs::canonicalize(&work_dir)?;
+        let sandbox = choose_sandbox(cfg, &work_dir)?;
         let settings = RunSettings {
             work_dir,
             repos: cfg.repo_policy(),
@@ -73,6 +105,7 @@ impl Worker {
             output_limit_bytes: cfg.worker.output_limit_bytes,
             output_max_files: cfg.worker.output_max_files,
             clone_timeout: Duration::from_secs(cfg.worker.clone_timeout_secs),
+            sandbox,
         };
         Ok(Self {
             shared: Arc::new(Shared {

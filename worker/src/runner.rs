@@ -25,6 +25,7 @@ pub struct RunSettings {
     pub output_limit_bytes: u64,
     pub output_max_files: usize,
     pub clone_timeout: Duration,
+    pub sandbox: crate::sandbox::Sandbox,
 }
 
 /// How a job ended, and the files it left (name, where they are now).
@@ -144,7 +145,7 @@ async fn prepare_and_run(
     let stdout = dir.join("stdout.log");
     let stderr = dir.join("stderr.log");
     let exit = process::run(
-        npm_command(job, &repo, &home),
+        npm_command(job, &repo, &home, dir, &settings.sandbox),
         &stdout,
         &stderr,
         settings.log_limit_bytes,
@@ -226,22 +227,31 @@ async fn check_start_script(repo: &Path) -> Result<(), Failure> {
 }
 
 /// `npm run start -- <args>`: each argument its own argv entry, no shell of
-/// ours in between (npm quotes them for the script's shell). The job sees
-/// none of the worker's environment but PATH.
-fn npm_command(job: &QueuedJob, repo: &Path, home: &Path) -> Command {
-    let mut cmd = Command::new("npm");
-    cmd.args(["run", "--silent", "start", "--"])
-        .args(&job.args)
-        .current_dir(repo)
-        .env_clear()
-        .env("PATH", std::env::var_os("PATH").unwrap_or_default())
-        .env("HOME", home)
-        .env("LANG", "C.UTF-8")
-        .env("npm_config_cache", home.join(".npm"))
-        .env("npm_config_update_notifier", "false")
-        .env("npm_config_fund", "false")
-        .env("npm_config_audit", "false");
-    cmd
+/// ours in between (npm quotes them for the script's shell), in the sandbox.
+/// The job sees none of the worker's environment but PATH.
+fn npm_command(
+    job: &QueuedJob,
+    repo: &Path,
+    home: &Path,
+    workdir: &Path,
+    sandbox: &crate::sandbox::Sandbox,
+) -> Command {
+    let mut args: Vec<String> = ["run", "--silent", "start", "--"]
+        .iter()
+        .map(|s| s.to_string())
+        .collect();
+    args.extend(job.args.iter().cloned());
+    let path = std::env::var("PATH").unwrap_or_else(|_| "/usr/local/bin:/usr/bin:/bin".into());
+    let env = [
+        ("PATH", path),
+        ("HOME", home.display().to_string()),
+        ("LANG", "C.UTF-8".to_string()),
+        ("npm_config_cache", home.join(".npm").display().to_string()),
+        ("npm_config_update_notifier", "false".to_string()),
+        ("npm_config_fund", "false".to_string()),
+        ("npm_config_audit", "false".to_string()),
+    ];
+    sandbox.command("npm", &args, repo, workdir, &env)
 }
 
 /// The files a job left under output/, and the limit it broke, if any.

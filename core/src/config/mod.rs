@@ -159,6 +159,10 @@ pub struct WorkerConfig {
     pub work_dir: Option<PathBuf>,
     /// This worker's name in job records (default: `<host>-<pid>`).
     pub id: Option<String>,
+    /// How jobs are isolated: `auto` (bubblewrap where it works), `bwrap`, `none`.
+    pub sandbox: String,
+    /// Jobs may use the network (off: they see only their own loopback).
+    pub network: bool,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -213,6 +217,8 @@ impl Config {
                 allow_local_repos: mode == Mode::Standalone,
                 work_dir: None,
                 id: None,
+                sandbox: "auto".into(),
+                network: false,
             },
             auth: AuthConfig {
                 users: match mode {
@@ -294,6 +300,11 @@ impl Config {
             w.log_limit_bytes >= 1024,
             "worker.log_limit_bytes",
             "must be at least 1024",
+        )?;
+        check(
+            matches!(w.sandbox.as_str(), "auto" | "bwrap" | "none"),
+            "worker.sandbox",
+            "must be auto, bwrap or none",
         )?;
         check(
             w.output_max_files >= 1,

@@ -1,0 +1,97 @@
+//! Jobs run in a sandbox (bubblewrap): each escape attempt is contained, and
+//! a normal job still succeeds after it.
+#![allow(clippy::unwrap_used)] // tests: a panic is the failure report
+
+mod common;
+
+use common::{Kumulus, Options, Repo};
+use serde_json::{json, Value};
+
+const PROBE: &str = r#"
+const fs = require('fs');
+const net = require('net');
+const [dataDir, hostTmpFile, port] = process.argv.slice(2);
+const out = {};
+out.uid = process.getuid();
+out.envKeys = Object.keys(process.env).sort();
+const tryRead = (p) => { try { return fs.readFileSync(p, 'utf8').length; } catch (e) { return e.code; } };
+out.tokenKey = tryRead(dataDir + '/token.key');
+out.database = tryRead(dataDir + '/kumulus.db');
+out.dataDirListing = (() => { try { return fs.readdirSync(dataDir); } catch (e) { return e.code; } })();
+out.rootHome = (() => { try { return fs.readdirSync('/root'); } catch (e) { return e.code; } })();
+try { fs.writeFileSync(hostTmpFile, 'escaped'); out.wroteTmp = true; } catch (e) { out.wroteTmp = e.code; }
+try { fs.writeFileSync('/usr/kumulus-escape', 'x'); out.wroteUsr = true; } catch (e) { out.wroteUsr = e.code; }
+const s = net.connect({ host: '127.0.0.1', port: Number(port) });
+s.setTimeout(3000);
+s.on('connect', () => { out.network = 'connected'; done(); });
+s.on('error', (e) => { out.network = e.code; done(); });
+s.on('timeout', () => { out.network = 'timeout'; done(); });
+function done() { s.destroy(); console.log(JSON.stringify(out)); }
+"#;
+
+#[tokio::test]
+async fn escape_attempts_are_contained() {
+    let k = Kumulus::start(Options {
+        env: vec![("KUMULUS_SECRET_MARKER".into(), "do-not-leak".into())],
+        ..Options::default()
+    })
+    .await;
+    let token = k.login("ana").await;
+    let port = k.base.rsplit(':').next().unwrap().to_string();
+    let host_tmp = std::env::temp_dir().join(format!("kumulus-escape-{}", std::process::id()));
+    let _ = std::fs::remove_file(&host_tmp);
+    let data = std::fs::canonicalize(&k.data).unwrap();
+    let repo = Repo::node(PROBE);
+    let id = k
+        .submit(
+            &token,
+            json!({"url": repo.path(), "args": [data.display().to_string(), host_tmp.display().to_string(), port]}),
+        )
+        .await;
+    let job = k.wait_for(&token, &id, &["succeeded", "failed"], 60).await;
+    assert_eq!(job["state"], "succeeded", "{job}");
+    let (_, stdout) = k.file(&token, &id, "stdout.log").await;
+    let seen: Value = serde_json::from_slice(&stdout)
+        .unwrap_or_else(|_| panic!("{}", String::from_utf8_lossy(&stdout)));
+
+    assert_eq!(seen["uid"], 65534, "runs as nobody: {seen}");
+    let keys: Vec<&str> = seen["envKeys"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|v| v.as_str().unwrap())
+        .collect();
+    assert!(
+        keys.iter().all(|k| !k.starts_with("KUMULUS")),
+        "worker environment leaked: {keys:?}"
+    );
+    assert_eq!(seen["tokenKey"], "ENOENT", "{seen}");
+    assert_eq!(seen["database"], "ENOENT", "{seen}");
+    // The data folder shows only the path down to the job's own folder.
+    assert!(
+        seen["dataDirListing"]
+            .as_array()
+            .map(|l| l.len() <= 1)
+            .unwrap_or(true),
+        "{seen}"
+    );
+    assert!(
+        seen["rootHome"]
+            .as_array()
+            .map(|l| l.is_empty())
+            .unwrap_or(true),
+        "{seen}"
+    );
+    assert_ne!(seen["wroteUsr"], true, "{seen}");
+    assert!(!host_tmp.exists(), "the job wrote into the host's /tmp");
+    assert_ne!(
+        seen["network"], "connected",
+        "network is off by default: {seen}"
+    );
+
+    // A normal job still succeeds.
+    let ok = Repo::example();
+    let id = k.submit(&token, json!({"url": ok.path()})).await;
+    let job = k.wait_for(&token, &id, &["succeeded", "failed"], 60).await;
+    assert_eq!(job["state"], "succeeded", "{job}");
+}
