@@ -95,3 +95,47 @@ async fn escape_attempts_are_contained() {
     let job = k.wait_for(&token, &id, &["succeeded", "failed"], 60).await;
     assert_eq!(job["state"], "succeeded", "{job}");
 }
+
+#[tokio::test]
+async fn memory_hogs_and_fork_bombs_end_the_job_not_the_worker() {
+    if !std::path::Path::new("/sys/fs/cgroup/pids").is_dir()
+        && !std::path::Path::new("/sys/fs/cgroup/cgroup.controllers").exists()
+    {
+        panic!("no cgroup hierarchy to test the limits with");
+    }
+    let k = Kumulus::start(Options {
+        env: vec![
+            ("KUMULUS_WORKER__MEMORY_MB".into(), "128".into()),
+            ("KUMULUS_WORKER__PIDS".into(), "32".into()),
+        ],
+        ..Options::default()
+    })
+    .await;
+    let token = k.login("ana").await;
+    let hog = Repo::node("const a = []; for (;;) { a.push(Buffer.alloc(16 * 1024 * 1024, 1)); }");
+    let bomb = Repo::new(&[
+        (
+            "package.json",
+            r#"{"name":"b","scripts":{"start":"sh bomb.sh"}}"#,
+        ),
+        (
+            "bomb.sh",
+            "i=0\nwhile [ $i -lt 200 ]; do sleep 30 & i=$((i+1)); done\nwait\n",
+        ),
+    ]);
+    for (repo, limit) in [(&hog, "worker.memory_mb"), (&bomb, "worker.pids")] {
+        let id = k
+            .submit(&token, json!({"url": repo.path(), "timeout_secs": 20}))
+            .await;
+        let job = k
+            .wait_for(&token, &id, &["succeeded", "failed", "timed_out"], 90)
+            .await;
+        assert_eq!(job["state"], "failed", "{job}");
+        assert!(job["error"].as_str().unwrap().contains(limit), "{job}");
+    }
+    // The worker is fine.
+    let ok = Repo::example();
+    let id = k.submit(&token, json!({"url": ok.path()})).await;
+    let job = k.wait_for(&token, &id, &["succeeded", "failed"], 60).await;
+    assert_eq!(job["state"], "succeeded", "{job}");
+}

@@ -79,7 +79,7 @@ pub async fn clone(
 
     let out = scratch.join("clone.out");
     let err = scratch.join("clone.err");
-    let exit = process::run(cmd, &out, &err, 64 * 1024, timeout, cancel)
+    let exit = process::run(cmd, &out, &err, 64 * 1024, timeout, cancel, None)
         .await
         .map_err(|e| CloneError::Failed(format!("could not start git: {e}")))?;
     match exit {

@@ -5,6 +5,7 @@
 //! - [`slot`] - the loop around it: claim, events, uploads, shutdown.
 //! - [`git`], [`process`]: cloning and running untrusted code.
 
+pub mod cgroup;
 pub mod git;
 pub mod process;
 pub mod runner;
@@ -106,6 +107,17 @@ impl Worker {
             output_max_files: cfg.worker.output_max_files,
             clone_timeout: Duration::from_secs(cfg.worker.clone_timeout_secs),
             sandbox,
+            cgroups: {
+                let h = cgroup::detect();
+                if h.is_none() {
+                    tracing::warn!(
+                        "no writable cgroup hierarchy: jobs run without memory and process limits"
+                    );
+                }
+                h
+            },
+            memory_bytes: cfg.worker.memory_mb * 1024 * 1024,
+            pids: cfg.worker.pids,
         };
         Ok(Self {
             shared: Arc::new(Shared {

@@ -35,13 +35,19 @@ pub async fn run(
     log_limit: u64,
     timeout: Duration,
     cancel: &CancellationToken,
+    group: Option<&crate::cgroup::JobGroup>,
 ) -> std::io::Result<Exit> {
     cmd.stdin(Stdio::null())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
         .process_group(0)
         .kill_on_drop(true);
+    let held = match group {
+        Some(group) => group.enter_on_spawn(&mut cmd)?,
+        None => Vec::new(),
+    };
     let mut child = cmd.spawn()?;
+    drop(held);
     let pgid = child.id().map(|id| Pid::from_raw(id as i32));
     let out = tokio::spawn(pump(
         child.stdout.take(),
@@ -154,6 +160,7 @@ mod tests {
             1024,
             Duration::from_secs(10),
             &CancellationToken::new(),
+            None,
         )
         .await
         .unwrap();
@@ -176,6 +183,7 @@ mod tests {
             1024,
             Duration::from_millis(500),
             &CancellationToken::new(),
+            None,
         )
         .await
         .unwrap();
@@ -215,6 +223,7 @@ mod tests {
             1024,
             Duration::from_secs(60),
             &token,
+            None,
         )
         .await
         .unwrap();

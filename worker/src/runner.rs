@@ -26,6 +26,10 @@ pub struct RunSettings {
     pub output_max_files: usize,
     pub clone_timeout: Duration,
     pub sandbox: crate::sandbox::Sandbox,
+    /// Where memory and process limits are set, if anywhere.
+    pub cgroups: Option<crate::cgroup::Hierarchy>,
+    pub memory_bytes: u64,
+    pub pids: u64,
 }
 
 /// How a job ended, and the files it left (name, where they are now).
@@ -144,6 +148,20 @@ async fn prepare_and_run(
 
     let stdout = dir.join("stdout.log");
     let stderr = dir.join("stderr.log");
+    let group = match &settings.cgroups {
+        Some(h) => {
+            let name = dir.file_name().and_then(|n| n.to_str()).unwrap_or("job");
+            match crate::cgroup::JobGroup::create(h, name, settings.memory_bytes, settings.pids) {
+                Ok(g) => Some(g),
+                Err(e) => {
+                    return Err(failed(format!(
+                        "worker could not set the job's limits: {e}"
+                    )))
+                }
+            }
+        }
+        None => None,
+    };
     let exit = process::run(
         npm_command(job, &repo, &home, dir, &settings.sandbox),
         &stdout,
@@ -151,6 +169,7 @@ async fn prepare_and_run(
         settings.log_limit_bytes,
         Duration::from_secs(job.timeout_secs),
         cancel,
+        group.as_ref(),
     )
     .await
     .map_err(io_failure("start npm"))?;
@@ -188,6 +207,13 @@ async fn prepare_and_run(
         Exit::Cancelled => (JobState::Cancelled, None, Some("cancelled".into())),
     };
 
+    if let Some(limit) = group.as_ref().and_then(|g| g.hit()) {
+        if state != JobState::Cancelled {
+            state = JobState::Failed;
+            error = Some(limit.to_string());
+        }
+    }
+    drop(group);
     let mut files = vec![
         ("stdout.log".to_string(), stdout),
         ("stderr.log".to_string(), stderr),

@@ -163,6 +163,10 @@ pub struct WorkerConfig {
     pub sandbox: String,
     /// Jobs may use the network (off: they see only their own loopback).
     pub network: bool,
+    /// Memory a job may use (cgroups, where writable).
+    pub memory_mb: u64,
+    /// Processes a job may have at once (cgroups, where writable).
+    pub pids: u64,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -219,6 +223,8 @@ impl Config {
                 id: None,
                 sandbox: "auto".into(),
                 network: false,
+                memory_mb: 2048,
+                pids: 512,
             },
             auth: AuthConfig {
                 users: match mode {
@@ -306,6 +312,8 @@ impl Config {
             "worker.sandbox",
             "must be auto, bwrap or none",
         )?;
+        check(w.memory_mb >= 16, "worker.memory_mb", "must be at least 16")?;
+        check(w.pids >= 8, "worker.pids", "must be at least 8")?;
         check(
             w.output_max_files >= 1,
             "worker.output_max_files",

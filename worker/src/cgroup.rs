@@ -1,0 +1,176 @@
+//! Memory and process limits for a job, with cgroups: v2 where the unified
+//! hierarchy has the controllers, else v1 (memory and pids hierarchies).
+//! Where neither is writable, jobs run without these two limits (the worker
+//! says so at start); time and output limits apply regardless.
+
+use std::path::{Path, PathBuf};
+
+/// Where the job groups are made.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Hierarchy {
+    V2(PathBuf),
+    V1 { memory: PathBuf, pids: PathBuf },
+}
+
+/// Finds a writable hierarchy and makes `kumulus/` in it.
+pub fn detect() -> Option<Hierarchy> {
+    let root = Path::new("/sys/fs/cgroup");
+    let v2_controllers =
+        std::fs::read_to_string(root.join("cgroup.controllers")).unwrap_or_default();
+    if v2_controllers.contains("memory") && v2_controllers.contains("pids") {
+        let base = root.join("kumulus");
+        if std::fs::create_dir_all(&base).is_ok()
+            && std::fs::write(root.join("cgroup.subtree_control"), "+memory +pids").is_ok()
+            && std::fs::write(base.join("cgroup.subtree_control"), "+memory +pids").is_ok()
+        {
+            return Some(Hierarchy::V2(base));
+        }
+    }
+    let memory = root.join("memory").join("kumulus");
+    let pids = root.join("pids").join("kumulus");
+    if std::fs::create_dir_all(&memory).is_ok() && std::fs::create_dir_all(&pids).is_ok() {
+        return Some(Hierarchy::V1 { memory, pids });
+    }
+    None
+}
+
+/// One job's group(s); removed (after killing what is left in them) on drop.
+pub struct JobGroup {
+    dirs: Vec<PathBuf>,
+    memory_events: PathBuf,
+    pids_events: PathBuf,
+    v2: bool,
+}
+
+impl JobGroup {
+    /// Makes the group `name` with the limits.
+    pub fn create(
+        h: &Hierarchy,
+        name: &str,
+        memory_bytes: u64,
+        pids: u64,
+    ) -> std::io::Result<Self> {
+        match h {
+            Hierarchy::V2(base) => {
+                let dir = base.join(name);
+                std::fs::create_dir_all(&dir)?;
+                std::fs::write(dir.join("memory.max"), memory_bytes.to_string())?;
+                let _ = std::fs::write(dir.join("memory.swap.max"), "0");
+                std::fs::write(dir.join("pids.max"), pids.to_string())?;
+                Ok(Self {
+                    memory_events: dir.join("memory.events"),
+                    pids_events: dir.join("pids.events"),
+                    dirs: vec![dir],
+                    v2: true,
+                })
+            }
+            Hierarchy::V1 {
+                memory,
+                pids: pid_root,
+            } => {
+                let m = memory.join(name);
+                let p = pid_root.join(name);
+                std::fs::create_dir_all(&m)?;
+                std::fs::create_dir_all(&p)?;
+                std::fs::write(m.join("memory.limit_in_bytes"), memory_bytes.to_string())?;
+                // Without swap too, where the kernel accounts it.
+                let _ = std::fs::write(
+                    m.join("memory.memsw.limit_in_bytes"),
+                    memory_bytes.to_string(),
+                );
+                std::fs::write(p.join("pids.max"), pids.to_string())?;
+                Ok(Self {
+                    memory_events: m.join("memory.oom_control"),
+                    pids_events: p.join("pids.events"),
+                    dirs: vec![m, p],
+                    v2: false,
+                })
+            }
+        }
+    }
+
+    /// Makes `cmd`'s process join the group before it runs anything: the
+    /// child writes "0" (itself) to each `cgroup.procs` between fork and
+    /// exec, so nothing it starts can escape the limits.
+    /// The returned files must stay open until the command is spawned.
+    pub fn enter_on_spawn(
+        &self,
+        cmd: &mut tokio::process::Command,
+    ) -> std::io::Result<Vec<std::fs::File>> {
+        use std::os::fd::AsRawFd;
+        let mut files = Vec::with_capacity(self.dirs.len());
+        for dir in &self.dirs {
+            // Opened close-on-exec: the job never inherits them.
+            files.push(
+                std::fs::OpenOptions::new()
+                    .write(true)
+                    .open(dir.join("cgroup.procs"))?,
+            );
+        }
+        enter(cmd, files.iter().map(|f| f.as_raw_fd()).collect());
+        Ok(files)
+    }
+
+    /// The limit the job ran into, if any, in words for its `error`.
+    pub fn hit(&self) -> Option<&'static str> {
+        let mem = std::fs::read_to_string(&self.memory_events).unwrap_or_default();
+        let oom = mem.lines().any(|l| {
+            let mut it = l.split_whitespace();
+            match (it.next(), it.next()) {
+                (Some("oom_kill"), Some(n)) => n != "0",
+                (Some("oom"), Some(n)) if self.v2 => n != "0",
+                _ => false,
+            }
+        });
+        if oom {
+            return Some("the job ran out of memory (worker.memory_mb)");
+        }
+        let pids = std::fs::read_to_string(&self.pids_events).unwrap_or_default();
+        if pids
+            .lines()
+            .any(|l| l.starts_with("max ") && l.trim_end() != "max 0")
+        {
+            return Some("the job hit the process limit (worker.pids)");
+        }
+        None
+    }
+}
+
+#[allow(unsafe_code)]
+fn enter(cmd: &mut tokio::process::Command, fds: Vec<std::os::fd::RawFd>) {
+    // SAFETY: the closure runs in the forked child before exec and only
+    // calls write(2), which is async-signal-safe; it allocates nothing. The
+    // caller keeps the descriptors open until the child is spawned.
+    unsafe {
+        cmd.pre_exec(move || {
+            for &fd in &fds {
+                if libc::write(fd, b"0".as_ptr().cast(), 1) < 0 {
+                    return Err(std::io::Error::last_os_error());
+                }
+            }
+            Ok(())
+        });
+    }
+}
+
+impl Drop for JobGroup {
+    fn drop(&mut self) {
+        for dir in &self.dirs {
+            // Whatever is left goes, then the group.
+            if let Ok(procs) = std::fs::read_to_string(dir.join("cgroup.procs")) {
+                for pid in procs.lines().filter_map(|l| l.trim().parse::<i32>().ok()) {
+                    let _ = nix::sys::signal::kill(
+                        nix::unistd::Pid::from_raw(pid),
+                        nix::sys::signal::Signal::SIGKILL,
+                    );
+                }
+            }
+            for _ in 0..50 {
+                if std::fs::remove_dir(dir).is_ok() {
+                    break;
+                }
+                std::thread::sleep(std::time::Duration::from_millis(20));
+            }
+        }
+    }
+}
