@@ -139,3 +139,73 @@ async fn memory_hogs_and_fork_bombs_end_the_job_not_the_worker() {
     let job = k.wait_for(&token, &id, &["succeeded", "failed"], 60).await;
     assert_eq!(job["state"], "succeeded", "{job}");
 }
+
+#[tokio::test]
+async fn credentials_in_a_repository_url_never_show() {
+    let dir = tempfile::tempdir().unwrap();
+    let log = dir.path().join("kumulus.log");
+    let k = Kumulus::start(Options {
+        env: vec![("KUMULUS_LOG".into(), "debug".into())],
+        log_file: Some(log.clone()),
+        ..Options::default()
+    })
+    .await;
+    let token = k.login("ana").await;
+    let secret = "s3cr3tT0kenValue";
+    // Port 9 (discard) refuses at once: the clone fails with git's message.
+    let url = format!("https://alice:{secret}@127.0.0.1:9/private/repo.git");
+    let id = k.submit(&token, json!({"url": url})).await;
+    let job = k.wait_for(&token, &id, &["succeeded", "failed"], 60).await;
+    assert_eq!(job["state"], "failed", "{job}");
+    assert!(
+        job["error"].as_str().unwrap().contains("git clone failed"),
+        "{job}"
+    );
+    let mut seen = vec![job.to_string()];
+    for path in ["/api/jobs", &format!("/api/status/{id}"), "/api/status"] {
+        let (_, body) = k.call(reqwest::Method::GET, path, &token, None).await;
+        seen.push(String::from_utf8_lossy(&body).into_owned());
+    }
+    for path in ["/metrics", "/health/load"] {
+        seen.push(
+            k.http
+                .get(k.url(path))
+                .send()
+                .await
+                .unwrap()
+                .text()
+                .await
+                .unwrap(),
+        );
+    }
+    seen.push(std::fs::read_to_string(&log).unwrap());
+    for text in &seen {
+        assert!(!text.contains(secret), "the secret leaked into: {text}");
+    }
+    assert!(
+        job["url"].as_str().unwrap().contains("***@127.0.0.1:9"),
+        "{job}"
+    );
+}
+
+#[tokio::test]
+async fn a_flood_of_output_is_cut_and_the_job_still_ends() {
+    let k = Kumulus::start(Options {
+        env: vec![("KUMULUS_WORKER__LOG_LIMIT_BYTES".into(), "1048576".into())],
+        ..Options::default()
+    })
+    .await;
+    let token = k.login("ana").await;
+    // 64 MiB to stdout, in 1 MiB writes.
+    let flood = Repo::node(
+        "const b = 'x'.repeat(1 << 20); for (let i = 0; i < 64; i++) process.stdout.write(b);",
+    );
+    let id = k.submit(&token, json!({"url": flood.path()})).await;
+    let job = k
+        .wait_for(&token, &id, &["succeeded", "failed", "timed_out"], 120)
+        .await;
+    assert_eq!(job["state"], "succeeded", "{job}");
+    let (_, stdout) = k.file(&token, &id, "stdout.log").await;
+    assert!(stdout.len() < 1_100_000, "{} bytes kept", stdout.len());
+    assert!(String::from_utf8_lossy(&stdout[stdout.len() - 200..]).contains("cut at 1048576 bytes"));
+}

@@ -16,6 +16,8 @@ pub struct Options {
     pub slots: usize,
     pub grace_secs: u64,
     pub env: Vec<(String, String)>,
+    /// Write the server's log here instead of the test's stderr.
+    pub log_file: Option<PathBuf>,
 }
 
 impl Default for Options {
@@ -24,6 +26,7 @@ impl Default for Options {
             slots: 2,
             grace_secs: 1,
             env: Vec::new(),
+            log_file: None,
         }
     }
 }
@@ -35,6 +38,7 @@ pub struct Kumulus {
     pub data: PathBuf,
     pub config: PathBuf,
     pub opts_env: Vec<(String, String)>,
+    pub log_file: Option<PathBuf>,
     pub http: Client,
     pub stdout_banner: String,
     _tmp: Option<tempfile::TempDir>,
@@ -65,12 +69,17 @@ impl Kumulus {
         let tmp = tempfile::tempdir().expect("tempdir");
         let data = tmp.path().join("data");
         let config = write_config(tmp.path(), &opts);
-        let mut k = Self::spawn(&data, &config, opts.env.clone()).await;
+        let mut k = Self::spawn(&data, &config, opts.env.clone(), opts.log_file.clone()).await;
         k._tmp = Some(tmp);
         k
     }
 
-    async fn spawn(data: &Path, config: &Path, env: Vec<(String, String)>) -> Self {
+    async fn spawn(
+        data: &Path,
+        config: &Path,
+        env: Vec<(String, String)>,
+        log_file: Option<PathBuf>,
+    ) -> Self {
         let mut cmd = Command::new(bin());
         cmd.arg("up")
             .arg("--config")
@@ -85,7 +94,10 @@ impl Kumulus {
             )
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
-            .stderr(Stdio::inherit());
+            .stderr(match &log_file {
+                Some(path) => Stdio::from(std::fs::File::create(path).expect("log file")),
+                None => Stdio::inherit(),
+            });
         for (k, v) in &env {
             cmd.env(k, v);
         }
@@ -119,6 +131,7 @@ impl Kumulus {
             data: data.to_path_buf(),
             config: config.to_path_buf(),
             opts_env: env,
+            log_file,
             http: Client::new(),
             stdout_banner: banner,
             _tmp: None,
@@ -147,7 +160,13 @@ impl Kumulus {
         let status = self.stop();
         assert!(status.success(), "clean exit on SIGTERM, got {status}");
         let tmp = self._tmp.take();
-        let mut k = Self::spawn(&self.data, &self.config, self.opts_env.clone()).await;
+        let mut k = Self::spawn(
+            &self.data,
+            &self.config,
+            self.opts_env.clone(),
+            self.log_file.clone(),
+        )
+        .await;
         k._tmp = tmp;
         k
     }
