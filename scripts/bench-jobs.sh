@@ -32,35 +32,44 @@ done
 t1=$(now)
 seed=$(per_job "$t0" "$t1")
 
-# (c) Kumulus: `kumulus up` with one worker slot, the jobs submitted back to back.
-printf '[worker]\nslots = 1\n[autoscaler]\nmin_workers = 1\nmax_workers = 1\n' >"$WORK/k.toml"
-"$BIN" up --config "$WORK/k.toml" --data-dir "$WORK/data" --listen 127.0.0.1:0 >"$WORK/up.out" 2>"$WORK/up.log" &
-PID=$!
-for _ in $(seq 100); do grep -q 'listening on' "$WORK/up.out" 2>/dev/null && break; sleep 0.1; done
-URL="$(sed -n 's/.*listening on //p' "$WORK/up.out")"
-sleep 1
-idle_rss=$(ps -o rss= -p "$PID")
-TOKEN="$(curl -sf -X POST "$URL/auth/token" -H 'content-type: application/json' -d '{"username":"demo","password":"demo"}' | jq -r .access_token)"
-t0=$(now)
-ids=()
-for _ in $(seq "$N"); do
-    ids+=("$(curl -sf -X POST "$URL/api/jobs" -H "authorization: Bearer $TOKEN" -d "{\"url\":\"$REPO\"}" | jq -r .id)")
-done
-peak=0
-for id in "${ids[@]}"; do
-    while :; do
-        state="$(curl -sf "$URL/api/jobs/$id" -H "authorization: Bearer $TOKEN" | jq -r .state)"
-        rss=$(ps -o rss= -p "$PID"); [ "$rss" -gt "$peak" ] && peak=$rss
-        case "$state" in succeeded) break ;; failed|timed_out|cancelled) echo "job $id $state" >&2; exit 1 ;; esac
-        sleep 0.05
+# (c) Kumulus: `kumulus up` with one worker slot, the jobs submitted back to
+# back; (d) the same with worker.fast_start (no npm start-up).
+bench_kumulus() {
+    local dir="$WORK/k-$1"
+    mkdir -p "$dir"
+    printf '[worker]\nslots = 1\nfast_start = %s\n[autoscaler]\nmin_workers = 1\nmax_workers = 1\n' "$1" >"$dir/k.toml"
+    "$BIN" up --config "$dir/k.toml" --data-dir "$dir/data" --listen 127.0.0.1:0 >"$dir/up.out" 2>"$dir/up.log" &
+    PID=$!
+    for _ in $(seq 100); do grep -q 'listening on' "$dir/up.out" 2>/dev/null && break; sleep 0.1; done
+    local url token t0 t1 ids=() state rss
+    url="$(sed -n 's/.*listening on //p' "$dir/up.out")"
+    sleep 1
+    idle_rss=$(ps -o rss= -p "$PID")
+    peak=$idle_rss
+    token="$(curl -sf -X POST "$url/auth/token" -H 'content-type: application/json' -d '{"username":"demo","password":"demo"}' | jq -r .access_token)"
+    t0=$(now)
+    for _ in $(seq "$N"); do
+        ids+=("$(curl -sf -X POST "$url/api/jobs" -H "authorization: Bearer $token" -d "{\"url\":\"$REPO\"}" | jq -r .id)")
     done
-done
-t1=$(now)
-kumulus=$(per_job "$t0" "$t1")
-median=$(for id in "${ids[@]}"; do curl -sf "$URL/api/jobs/$id" -H "authorization: Bearer $TOKEN" | jq -r .elapsed_secs; done | sort -n | awk '{a[NR]=$1} END {printf "%.3f", a[int((NR+1)/2)]}')
+    for id in "${ids[@]}"; do
+        while :; do
+            state="$(curl -sf "$url/api/jobs/$id" -H "authorization: Bearer $token" | jq -r .state)"
+            rss=$(ps -o rss= -p "$PID"); [ "$rss" -gt "$peak" ] && peak=$rss
+            case "$state" in succeeded) break ;; failed|timed_out|cancelled) echo "job $id $state" >&2; exit 1 ;; esac
+            sleep 0.05
+        done
+    done
+    t1=$(now)
+    per=$(per_job "$t0" "$t1")
+    median=$(for id in "${ids[@]}"; do curl -sf "$url/api/jobs/$id" -H "authorization: Bearer $token" | jq -r .elapsed_secs; done | sort -n | awk '{a[NR]=$1} END {printf "%.3f", a[int((NR+1)/2)]}')
+    kill "$PID"; wait "$PID" 2>/dev/null || true
+}
+bench_kumulus false; kumulus=$per; kmedian=$median; kidle=$idle_rss; kpeak=$peak
+bench_kumulus true; fastk=$per; fmedian=$median
 
 echo "jobs: $N (trivial job: start script \`node -e 0\`)"
 echo "(a) node -e 0 directly:                 $direct s per job"
 echo "(b) fresh clone + npm run start:        $seed s per job"
-echo "(c) kumulus up, one slot, end to end:   $kumulus s per job (median worker time $median s)"
-echo "kumulus up resident memory: idle $((idle_rss / 1024)) MiB, under this load up to $((peak / 1024)) MiB"
+echo "(c) kumulus up, one slot, end to end:   $kumulus s per job (median worker time $kmedian s)"
+echo "(d) the same with worker.fast_start:    $fastk s per job (median worker time $fmedian s)"
+echo "kumulus up resident memory: idle $((kidle / 1024)) MiB, under this load up to $((kpeak / 1024)) MiB"

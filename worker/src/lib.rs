@@ -107,6 +107,7 @@ impl Worker {
             output_max_files: cfg.worker.output_max_files,
             clone_timeout: Duration::from_secs(cfg.worker.clone_timeout_secs),
             sandbox,
+            fast_start: cfg.worker.fast_start,
             cgroups: {
                 let h = cgroup::detect();
                 if h.is_none() {

@@ -26,6 +26,8 @@ pub struct RunSettings {
     pub output_max_files: usize,
     pub clone_timeout: Duration,
     pub sandbox: crate::sandbox::Sandbox,
+    /// Run the `start` script without npm's start-up (see [`fast_command`]).
+    pub fast_start: bool,
     /// Where memory and process limits are set, if anywhere.
     pub cgroups: Option<crate::cgroup::Hierarchy>,
     pub memory_bytes: u64,
@@ -136,7 +138,7 @@ async fn prepare_and_run(
         other => failed(other.to_string()),
     })?;
 
-    check_start_script(&repo).await?;
+    let package = check_start_script(&repo).await?;
     if let Some(config) = &job.config {
         tokio::fs::write(repo.join("config.json"), config)
             .await
@@ -163,7 +165,11 @@ async fn prepare_and_run(
         None => None,
     };
     let exit = process::run(
-        npm_command(job, &repo, &home, dir, &settings.sandbox),
+        if settings.fast_start && !package.has_hooks {
+            fast_command(job, &package, &repo, &home, dir, &settings.sandbox)
+        } else {
+            npm_command(job, &repo, &home, dir, &settings.sandbox)
+        },
         &stdout,
         &stderr,
         settings.log_limit_bytes,
@@ -236,7 +242,16 @@ async fn prepare_and_run(
     })
 }
 
-async fn check_start_script(repo: &Path) -> Result<(), Failure> {
+/// What the fast path needs from package.json.
+struct Package {
+    name: String,
+    version: String,
+    start: String,
+    /// `prestart` or `poststart` exist: only npm runs those, so no fast path.
+    has_hooks: bool,
+}
+
+async fn check_start_script(repo: &Path) -> Result<Package, Failure> {
     let text = match tokio::fs::read(repo.join("package.json")).await {
         Ok(t) => t,
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
@@ -246,10 +261,65 @@ async fn check_start_script(repo: &Path) -> Result<(), Failure> {
     };
     let json: serde_json::Value = serde_json::from_slice(&text)
         .map_err(|e| failed(format!("package.json is not valid JSON: {e}")))?;
-    match json.get("scripts").and_then(|s| s.get("start")) {
-        Some(serde_json::Value::String(s)) if !s.trim().is_empty() => Ok(()),
-        _ => Err(failed("package.json has no `start` script")),
-    }
+    let scripts = json.get("scripts");
+    let start = match scripts.and_then(|s| s.get("start")) {
+        Some(serde_json::Value::String(s)) if !s.trim().is_empty() => s.clone(),
+        _ => return Err(failed("package.json has no `start` script")),
+    };
+    let text_of = |key: &str| {
+        json.get(key)
+            .and_then(|v| v.as_str())
+            .unwrap_or("")
+            .to_string()
+    };
+    Ok(Package {
+        name: text_of("name"),
+        version: text_of("version"),
+        start,
+        has_hooks: scripts
+            .map(|s| s.get("prestart").is_some() || s.get("poststart").is_some())
+            .unwrap_or(false),
+    })
+}
+
+/// The `start` script without npm's own start-up, with what npm gives a
+/// script: `sh -c '<script> "$@"'` with the arguments as positional
+/// parameters (so the script sees the same words `npm run start -- <args>`
+/// would append, and no shell parses them), `node_modules/.bin` first on
+/// PATH, and the `npm_*` variables scripts read.
+fn fast_command(
+    job: &QueuedJob,
+    package: &Package,
+    repo: &Path,
+    home: &Path,
+    workdir: &Path,
+    sandbox: &crate::sandbox::Sandbox,
+) -> Command {
+    let mut args = vec![
+        "-c".to_string(),
+        format!("{} \"$@\"", package.start),
+        "sh".to_string(),
+    ];
+    args.extend(job.args.iter().cloned());
+    let path = std::env::var("PATH").unwrap_or_else(|_| "/usr/local/bin:/usr/bin:/bin".into());
+    let bin = repo.join("node_modules").join(".bin");
+    let env = [
+        ("PATH", format!("{}:{path}", bin.display())),
+        ("HOME", home.display().to_string()),
+        ("LANG", "C.UTF-8".to_string()),
+        ("INIT_CWD", repo.display().to_string()),
+        ("npm_lifecycle_event", "start".to_string()),
+        ("npm_lifecycle_script", package.start.clone()),
+        ("npm_package_name", package.name.clone()),
+        ("npm_package_version", package.version.clone()),
+        (
+            "npm_package_json",
+            repo.join("package.json").display().to_string(),
+        ),
+        ("npm_command", "run-script".to_string()),
+        ("npm_config_cache", home.join(".npm").display().to_string()),
+    ];
+    sandbox.command("sh", &args, repo, workdir, &env)
 }
 
 /// `npm run start -- <args>`: each argument its own argv entry, no shell of

@@ -167,6 +167,9 @@ pub struct WorkerConfig {
     pub memory_mb: u64,
     /// Processes a job may have at once (cgroups, where writable).
     pub pids: u64,
+    /// Run the `start` script without npm's own start-up, as npm would run it
+    /// (npm is still used when package.json has prestart or poststart).
+    pub fast_start: bool,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -225,6 +228,7 @@ impl Config {
                 network: false,
                 memory_mb: 2048,
                 pids: 512,
+                fast_start: false,
             },
             auth: AuthConfig {
                 users: match mode {
