@@ -24,7 +24,11 @@ async fn run(k: &Kumulus, token: &str, body: Value) -> (Value, Vec<(String, Vec<
 
 #[tokio::test]
 async fn the_fast_path_matches_npm_run_start() {
-    let npm = Kumulus::start(Options::default()).await;
+    let npm = Kumulus::start(Options {
+        env: vec![("KUMULUS_WORKER__FAST_START".into(), "false".into())],
+        ..Options::default()
+    })
+    .await;
     let fast = Kumulus::start(Options {
         env: vec![("KUMULUS_WORKER__FAST_START".into(), "true".into())],
         ..Options::default()

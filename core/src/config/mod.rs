@@ -228,7 +228,7 @@ impl Config {
                 network: false,
                 memory_mb: 2048,
                 pids: 512,
-                fast_start: false,
+                fast_start: true,
             },
             auth: AuthConfig {
                 users: match mode {
