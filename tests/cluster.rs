@@ -295,15 +295,21 @@ async fn two_workers_split_the_partitions_and_both_run_jobs() {
     let [(u1, p1), _] = servers.users();
     let token = api.login(&u1, &p1).await;
     let repo = Repo::node("setTimeout(() => console.log('done'), 1500);");
-    let mut ids = Vec::new();
-    for _ in 0..10 {
-        ids.push(api.submit(&token, json!({"url": repo.path()})).await);
-    }
+    // Waves of jobs until both workers have run some (the group may take a
+    // moment to hand the second member its partitions).
     let mut workers = BTreeSet::new();
-    for id in &ids {
-        let job = api.wait_for(&token, id, &TERMINAL, 120).await;
-        assert_eq!(job["state"], "succeeded", "{job}");
-        workers.insert(job["worker"].as_str().unwrap().to_string());
+    let deadline = Instant::now() + Duration::from_secs(120);
+    while workers.len() < 2 {
+        assert!(Instant::now() < deadline, "only {workers:?} ran jobs");
+        let mut ids = Vec::new();
+        for _ in 0..6 {
+            ids.push(api.submit(&token, json!({"url": repo.path()})).await);
+        }
+        for id in &ids {
+            let job = api.wait_for(&token, id, &TERMINAL, 120).await;
+            assert_eq!(job["state"], "succeeded", "{job}");
+            workers.insert(job["worker"].as_str().unwrap().to_string());
+        }
     }
     assert_eq!(
         workers,
