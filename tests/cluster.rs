@@ -5,98 +5,12 @@
 
 mod common;
 
-use common::cluster::{kumulus, namespace, service_env, Private, Proc, Servers};
-use common::{metric, processes_with, Repo};
-use reqwest::{Client, Method, StatusCode};
+use common::cluster::{kumulus, namespace, service_env, Private, Servers};
+use common::{metric, processes_with, Api, Repo};
+use reqwest::{Method, StatusCode};
 use serde_json::{json, Value};
 use std::collections::BTreeSet;
 use std::time::{Duration, Instant};
-
-/// A frontend's address and an HTTP client for it.
-struct Api {
-    base: String,
-    http: Client,
-}
-
-impl Api {
-    fn new(frontend: &Proc) -> Self {
-        Self {
-            base: frontend.url(),
-            http: Client::new(),
-        }
-    }
-
-    async fn login(&self, user: &str, password: &str) -> String {
-        let resp = self
-            .http
-            .post(format!("{}/auth/token", self.base))
-            .json(&json!({"username": user, "password": password}))
-            .send()
-            .await
-            .unwrap();
-        assert_eq!(resp.status(), StatusCode::OK);
-        let body: Value = resp.json().await.unwrap();
-        body["access_token"].as_str().unwrap().to_string()
-    }
-
-    async fn call(
-        &self,
-        method: Method,
-        path: &str,
-        token: &str,
-        body: Option<Value>,
-    ) -> (StatusCode, Vec<u8>) {
-        let mut req = self
-            .http
-            .request(method, format!("{}{}", self.base, path))
-            .bearer_auth(token);
-        if let Some(b) = body {
-            req = req.json(&b);
-        }
-        let resp = req.send().await.unwrap();
-        let status = resp.status();
-        (status, resp.bytes().await.unwrap().to_vec())
-    }
-
-    async fn json(
-        &self,
-        method: Method,
-        path: &str,
-        token: &str,
-        body: Option<Value>,
-    ) -> (StatusCode, Value) {
-        let (status, bytes) = self.call(method, path, token, body).await;
-        (
-            status,
-            serde_json::from_slice(&bytes).unwrap_or(Value::Null),
-        )
-    }
-
-    async fn submit(&self, token: &str, body: Value) -> String {
-        let (status, v) = self
-            .json(Method::POST, "/api/jobs", token, Some(body))
-            .await;
-        assert_eq!(status, StatusCode::CREATED, "{v}");
-        v["id"].as_str().unwrap().to_string()
-    }
-
-    async fn wait_for(&self, token: &str, id: &str, states: &[&str], secs: u64) -> Value {
-        let deadline = Instant::now() + Duration::from_secs(secs);
-        loop {
-            let (status, job) = self
-                .json(Method::GET, &format!("/api/jobs/{id}"), token, None)
-                .await;
-            if status == StatusCode::OK && states.iter().any(|s| job["state"] == *s) {
-                return job;
-            }
-            assert!(
-                Instant::now() < deadline,
-                "job {id} never reached {states:?}: {status} {job}"
-            );
-            tokio::time::sleep(Duration::from_millis(200)).await;
-        }
-    }
-}
 
 const TERMINAL: [&str; 4] = ["succeeded", "failed", "cancelled", "timed_out"];
 
@@ -107,10 +21,10 @@ async fn the_full_flow_through_three_processes() {
     let frontend = kumulus("frontend", &env, &[]);
     let _worker = kumulus("worker", &env, &[("KUMULUS_WORKER__SLOTS", "2")]);
     let _autoscaler = kumulus("autoscaler", &env, &[]);
-    let api = Api::new(&frontend);
+    let api = Api::new(frontend.url());
     let [(u1, p1), (u2, p2)] = servers.users();
-    let ana = api.login(&u1, &p1).await;
-    let bob = api.login(&u2, &p2).await;
+    let ana = api.login_with(&u1, &p1).await;
+    let bob = api.login_with(&u2, &p2).await;
 
     // Submit -> a worker runs it -> projected into MongoDB -> files from S3.
     let repo = Repo::example();
@@ -291,9 +205,9 @@ async fn two_workers_split_the_partitions_and_both_run_jobs() {
         &env,
         &[one[0], one[1], ("KUMULUS_WORKER__ID", "w2")],
     );
-    let api = Api::new(&frontend);
+    let api = Api::new(frontend.url());
     let [(u1, p1), _] = servers.users();
-    let token = api.login(&u1, &p1).await;
+    let token = api.login_with(&u1, &p1).await;
     let repo = Repo::node("setTimeout(() => console.log('done'), 1500);");
     // Waves of jobs until both workers have run some (the group may take a
     // moment to hand the second member its partitions).
@@ -336,9 +250,9 @@ async fn a_worker_killed_mid_job_never_leaves_it_running() {
         &env,
         &[opts[0], opts[1], ("KUMULUS_WORKER__ID", "w2")],
     );
-    let api = Api::new(&frontend);
+    let api = Api::new(frontend.url());
     let [(u1, p1), _] = servers.users();
-    let token = api.login(&u1, &p1).await;
+    let token = api.login_with(&u1, &p1).await;
     let repo = Repo::node("setTimeout(() => console.log('survived'), 4000);");
     let id = api.submit(&token, json!({"url": repo.path()})).await;
     let job = api.wait_for(&token, &id, &["running"], 60).await;
@@ -376,9 +290,9 @@ async fn every_accepted_job_ends_across_a_broker_restart() {
     }
     let frontend = kumulus("frontend", &env, &[]);
     let _worker = kumulus("worker", &env, &[("KUMULUS_WORKER__SLOTS", "2")]);
-    let api = Api::new(&frontend);
+    let api = Api::new(frontend.url());
     let [(u1, p1), _] = servers.users();
-    let token = api.login(&u1, &p1).await;
+    let token = api.login_with(&u1, &p1).await;
     let repo = Repo::node("console.log('ok');");
     let mut accepted = Vec::new();
     for _ in 0..5 {
@@ -447,15 +361,15 @@ async fn tokens_from_elsewhere_or_expired_get_401() {
         &env,
         &[("KUMULUS_OIDC__AUDIENCE", "someone-else")],
     );
-    let api = Api::new(&frontend);
+    let api = Api::new(frontend.url());
     let _ = users;
 
-    let token = api.login(&u1, &p1).await;
+    let token = api.login_with(&u1, &p1).await;
     let (status, _) = api.call(Method::GET, "/api/jobs", &token, None).await;
     assert_eq!(status, StatusCode::OK);
 
     // Same provider, but this frontend expects another audience.
-    let (status, body) = Api::new(&other_audience)
+    let (status, body) = Api::new(other_audience.url())
         .json(Method::GET, "/api/jobs", &token, None)
         .await;
     assert_eq!(status, StatusCode::UNAUTHORIZED, "{body}");
@@ -465,7 +379,7 @@ async fn tokens_from_elsewhere_or_expired_get_401() {
     other_env.retain(|(k, _)| k != "KUMULUS_OIDC__ISSUER");
     other_env.push(("KUMULUS_OIDC__ISSUER".into(), issuer(&other)));
     let other_frontend = kumulus("frontend", &other_env, &[]);
-    let foreign = Api::new(&other_frontend).login(&u1, &p1).await;
+    let foreign = Api::new(other_frontend.url()).login_with(&u1, &p1).await;
     let (status, _) = api.call(Method::GET, "/api/jobs", &foreign, None).await;
     assert_eq!(status, StatusCode::UNAUTHORIZED);
 
@@ -505,9 +419,9 @@ async fn the_autoscaler_decides_from_the_lag_and_caps_at_the_partitions() {
         .unwrap()
         .trim()
         .to_string();
-    let api = Api::new(&frontend);
+    let api = Api::new(frontend.url());
     let [(u1, p1), _] = servers.users();
-    let token = api.login(&u1, &p1).await;
+    let token = api.login_with(&u1, &p1).await;
     let repo = Repo::node("console.log('never runs: no workers');");
     // No worker runs: every job waits.
     for _ in 0..12 {

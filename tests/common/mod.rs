@@ -31,15 +31,128 @@ impl Default for Options {
     }
 }
 
+/// An HTTP client for one Kumulus API.
+pub struct Api {
+    pub base: String,
+    pub http: Client,
+}
+
+impl Api {
+    pub fn new(base: impl Into<String>) -> Self {
+        Self {
+            base: base.into(),
+            http: Client::new(),
+        }
+    }
+
+    /// Logs in through `POST /auth/token`; returns the bearer token.
+    pub async fn login_with(&self, user: &str, password: &str) -> String {
+        let resp = self
+            .http
+            .post(self.url("/auth/token"))
+            .json(&json!({"username": user, "password": password}))
+            .send()
+            .await
+            .expect("login");
+        assert_eq!(resp.status(), StatusCode::OK);
+        let body: Value = resp.json().await.expect("json");
+        assert_eq!(body["token_type"], "Bearer");
+        body["access_token"].as_str().expect("token").to_string()
+    }
+
+    pub fn url(&self, path: &str) -> String {
+        format!("{}{}", self.base, path)
+    }
+
+    /// Sends a request with a bearer token; returns status and body bytes.
+    pub async fn call(
+        &self,
+        method: Method,
+        path: &str,
+        token: &str,
+        body: Option<Value>,
+    ) -> (StatusCode, Vec<u8>) {
+        let mut req = self.http.request(method, self.url(path)).bearer_auth(token);
+        if let Some(b) = body {
+            req = req.json(&b);
+        }
+        let resp = req.send().await.expect("request");
+        let status = resp.status();
+        (status, resp.bytes().await.expect("body").to_vec())
+    }
+
+    pub async fn json(
+        &self,
+        method: Method,
+        path: &str,
+        token: &str,
+        body: Option<Value>,
+    ) -> (StatusCode, Value) {
+        let (status, bytes) = self.call(method, path, token, body).await;
+        let value = serde_json::from_slice(&bytes).unwrap_or(Value::Null);
+        (status, value)
+    }
+
+    /// Submits a job; asserts 201 and returns its id.
+    pub async fn submit(&self, token: &str, body: Value) -> String {
+        let (status, value) = self
+            .json(Method::POST, "/api/jobs", token, Some(body))
+            .await;
+        assert_eq!(status, StatusCode::CREATED, "submit: {value}");
+        assert_eq!(value["state"], "queued");
+        value["id"].as_str().expect("id").to_string()
+    }
+
+    pub async fn job(&self, token: &str, id: &str) -> Value {
+        let (status, value) = self
+            .json(Method::GET, &format!("/api/jobs/{id}"), token, None)
+            .await;
+        assert_eq!(status, StatusCode::OK, "get job: {value}");
+        value
+    }
+
+    /// Polls until the job is in one of `states`; panics after `secs`.
+    pub async fn wait_for(&self, token: &str, id: &str, states: &[&str], secs: u64) -> Value {
+        let deadline = Instant::now() + Duration::from_secs(secs);
+        loop {
+            let job = self.job(token, id).await;
+            if states.iter().any(|s| job["state"] == *s) {
+                return job;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "job {id} never reached {states:?}: {job}"
+            );
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+
+    pub async fn file(&self, token: &str, id: &str, name: &str) -> (StatusCode, Vec<u8>) {
+        self.call(
+            Method::GET,
+            &format!("/api/jobs/{id}/files/{name}"),
+            token,
+            None,
+        )
+        .await
+    }
+}
+
+impl std::ops::Deref for Kumulus {
+    type Target = Api;
+    fn deref(&self) -> &Api {
+        &self.api
+    }
+}
+
 /// A running `kumulus up`, killed when dropped.
 pub struct Kumulus {
     pub child: Child,
-    pub base: String,
+    pub api: Api,
     pub data: PathBuf,
     pub config: PathBuf,
     pub opts_env: Vec<(String, String)>,
     pub log_file: Option<PathBuf>,
-    pub http: Client,
     pub stdout_banner: String,
     _tmp: Option<tempfile::TempDir>,
 }
@@ -127,12 +240,11 @@ impl Kumulus {
             .to_string();
         Self {
             child,
-            base,
+            api: Api::new(base),
             data: data.to_path_buf(),
             config: config.to_path_buf(),
             opts_env: env,
             log_file,
-            http: Client::new(),
             stdout_banner: banner,
             _tmp: None,
         }
@@ -171,100 +283,13 @@ impl Kumulus {
         k
     }
 
-    pub fn url(&self, path: &str) -> String {
-        format!("{}{}", self.base, path)
-    }
-
     pub async fn login(&self, user: &str) -> String {
         let password = USERS
             .iter()
             .find(|(u, _)| *u == user)
             .expect("known user")
             .1;
-        let resp = self
-            .http
-            .post(self.url("/auth/token"))
-            .json(&json!({"username": user, "password": password}))
-            .send()
-            .await
-            .expect("login");
-        assert_eq!(resp.status(), StatusCode::OK);
-        let body: Value = resp.json().await.expect("json");
-        assert_eq!(body["token_type"], "Bearer");
-        body["access_token"].as_str().expect("token").to_string()
-    }
-
-    /// Sends a request with a bearer token; returns status and body bytes.
-    pub async fn call(
-        &self,
-        method: Method,
-        path: &str,
-        token: &str,
-        body: Option<Value>,
-    ) -> (StatusCode, Vec<u8>) {
-        let mut req = self.http.request(method, self.url(path)).bearer_auth(token);
-        if let Some(b) = body {
-            req = req.json(&b);
-        }
-        let resp = req.send().await.expect("request");
-        let status = resp.status();
-        (status, resp.bytes().await.expect("body").to_vec())
-    }
-
-    pub async fn json(
-        &self,
-        method: Method,
-        path: &str,
-        token: &str,
-        body: Option<Value>,
-    ) -> (StatusCode, Value) {
-        let (status, bytes) = self.call(method, path, token, body).await;
-        let value = serde_json::from_slice(&bytes).unwrap_or(Value::Null);
-        (status, value)
-    }
-
-    /// Submits a job; asserts 201 and returns its id.
-    pub async fn submit(&self, token: &str, body: Value) -> String {
-        let (status, value) = self
-            .json(Method::POST, "/api/jobs", token, Some(body))
-            .await;
-        assert_eq!(status, StatusCode::CREATED, "submit: {value}");
-        assert_eq!(value["state"], "queued");
-        value["id"].as_str().expect("id").to_string()
-    }
-
-    pub async fn job(&self, token: &str, id: &str) -> Value {
-        let (status, value) = self
-            .json(Method::GET, &format!("/api/jobs/{id}"), token, None)
-            .await;
-        assert_eq!(status, StatusCode::OK, "get job: {value}");
-        value
-    }
-
-    /// Polls until the job is in one of `states`; panics after `secs`.
-    pub async fn wait_for(&self, token: &str, id: &str, states: &[&str], secs: u64) -> Value {
-        let deadline = Instant::now() + Duration::from_secs(secs);
-        loop {
-            let job = self.job(token, id).await;
-            if states.iter().any(|s| job["state"] == *s) {
-                return job;
-            }
-            assert!(
-                Instant::now() < deadline,
-                "job {id} never reached {states:?}: {job}"
-            );
-            tokio::time::sleep(Duration::from_millis(100)).await;
-        }
-    }
-
-    pub async fn file(&self, token: &str, id: &str, name: &str) -> (StatusCode, Vec<u8>) {
-        self.call(
-            Method::GET,
-            &format!("/api/jobs/{id}/files/{name}"),
-            token,
-            None,
-        )
-        .await
+        self.api.login_with(user, password).await
     }
 
     /// A GET sent byte for byte, so that the path is not normalised by a URL parser.
