@@ -31,16 +31,7 @@ async fn a_burst_scales_the_workers_up_and_back_down() {
     for _ in 0..8 {
         ids.push(k.submit(&token, json!({"url": repo.path()})).await);
     }
-    let metrics = || async {
-        k.http
-            .get(k.url("/metrics"))
-            .send()
-            .await
-            .unwrap()
-            .text()
-            .await
-            .unwrap()
-    };
+    let metrics = || k.text("/metrics");
     let mut most = 0.0f64;
     let deadline = Instant::now() + Duration::from_secs(90);
     loop {

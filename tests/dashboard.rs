@@ -74,15 +74,7 @@ async fn every_metric_of_the_dashboard_is_exported() {
     assert!(wanted.len() >= 10, "{wanted:?}");
     let deadline = Instant::now() + Duration::from_secs(30);
     loop {
-        let text = k
-            .http
-            .get(k.url("/metrics"))
-            .send()
-            .await
-            .unwrap()
-            .text()
-            .await
-            .unwrap();
+        let text = k.text("/metrics").await;
         let missing: Vec<&String> = wanted
             .iter()
             .filter(|m| {

@@ -64,42 +64,20 @@ async fn the_example_job_succeeds_and_its_files_download() {
     assert_eq!(list["files"].as_array().unwrap().len(), 3);
 
     // The run shows in the metrics and in the observations.
-    let metrics = k
-        .http
-        .get(k.url("/metrics"))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let metrics = k.text("/metrics").await;
     assert!(
         metrics.contains("kumulus_jobs_submitted_total 1"),
         "{metrics}"
     );
     let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
     loop {
-        let load: serde_json::Value = k
-            .http
-            .get(k.url("/health/load"))
-            .send()
-            .await
-            .unwrap()
-            .json()
-            .await
-            .unwrap();
-        let arrivals: f64 = load
-            .as_array()
-            .unwrap()
-            .iter()
-            .map(|o| o["avgRateOfArrival"].as_f64().unwrap())
-            .sum();
+        let (arrivals, _) = k.observed_arrivals().await;
         if arrivals == 1.0 {
             break;
         }
         assert!(
             std::time::Instant::now() < deadline,
-            "no observation of the arrival: {load}"
+            "no observation of the arrival: {arrivals}"
         );
         tokio::time::sleep(std::time::Duration::from_millis(200)).await;
     }

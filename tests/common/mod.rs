@@ -45,6 +45,24 @@ impl Api {
         }
     }
 
+    /// The body of an unauthenticated GET (`/metrics`, `/health/load`).
+    pub async fn text(&self, path: &str) -> String {
+        let resp = self.http.get(self.url(path)).send().await.expect("request");
+        resp.text().await.expect("body")
+    }
+
+    /// The arrivals counted by the observations `/health/load` returns, and
+    /// how many observations it returned.
+    pub async fn observed_arrivals(&self) -> (f64, usize) {
+        let load: Value = serde_json::from_str(&self.text("/health/load").await).expect("json");
+        let list = load.as_array().expect("a list of observations");
+        let arrivals = list
+            .iter()
+            .map(|o| o["avgRateOfArrival"].as_f64().expect("avgRateOfArrival"))
+            .sum();
+        (arrivals, list.len())
+    }
+
     /// Logs in through `POST /auth/token`; returns the bearer token.
     pub async fn login_with(&self, user: &str, password: &str) -> String {
         let resp = self
