@@ -60,13 +60,7 @@ pub fn decide(cfg: &PolicyConfig, history: &History, now: &Observed) -> Decision
     let mut desired = recommended;
     if desired < now.workers {
         let since = now.now_secs - cfg.stabilization_secs;
-        let window_max = history
-            .recommendations
-            .iter()
-            .filter(|(t, _)| *t > since)
-            .map(|(_, r)| *r)
-            .max()
-            .unwrap_or(0);
+        let window_max = History::max_since(&history.recommendations, since);
         let floor = window_max.min(now.workers);
         if floor > desired {
             reason = format!(

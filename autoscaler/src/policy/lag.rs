@@ -15,13 +15,7 @@ pub fn decide(cfg: &PolicyConfig, history: &History, now: &Observed) -> Decision
     }
     if desired < now.workers {
         let since = now.now_secs - cfg.cooldown_secs;
-        let recent_max = history
-            .decisions
-            .iter()
-            .filter(|(t, _)| *t > since)
-            .map(|(_, d)| *d)
-            .max()
-            .unwrap_or(0);
+        let recent_max = History::max_since(&history.decisions, since);
         if recent_max > desired {
             let held = recent_max.min(now.workers);
             reason = format!(

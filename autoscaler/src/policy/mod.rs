@@ -213,6 +213,17 @@ impl History {
         Some((mean, cv2))
     }
 
+    /// The largest value of `series` (`decisions` or `recommendations`)
+    /// after time `since`; 0 if none.
+    pub fn max_since(series: &VecDeque<(f64, u32)>, since: f64) -> u32 {
+        series
+            .iter()
+            .filter(|(t, _)| *t > since)
+            .map(|(_, n)| *n)
+            .max()
+            .unwrap_or(0)
+    }
+
     /// When anything last happened (arrival, waiting or running job).
     pub fn last_activity(&self, now: &Observed) -> Option<f64> {
         std::iter::once(now)
