@@ -25,6 +25,7 @@ fn job(owner: &str) -> QueuedJob {
         args: vec!["a".into(), "b c".into()],
         config: Some("{\"k\":1}".into()),
         timeout_secs: 30,
+        limits: Default::default(),
         submitted_at: chrono::Utc::now(),
     }
 }

@@ -58,6 +58,10 @@ async fn bad_submissions_get_the_right_4xx() {
         json!({"url": "-uevil"}),
         json!({"url": "--upload-pack=touch /tmp/kumulus-pwned"}),
         json!({"url": "ext::sh -c touch% /tmp/kumulus-pwned"}),
+        json!({"url": "https://example.com/r.git", "limits": {"memory_mb": 1_000_000}}),
+        json!({"url": "https://example.com/r.git", "limits": {"cpus": 0}}),
+        json!({"url": "https://example.com/r.git", "limits": {"disk": 1}}),
+        json!({"url": "https://example.com/r.git", "limits": [1]}),
     ];
     for body in invalid {
         let (status, value) = post_raw(&k, &token, body.to_string()).await;

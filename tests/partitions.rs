@@ -76,6 +76,7 @@ async fn lag_is_high_watermark_minus_the_workers_commits() {
             args: vec![],
             config: None,
             timeout_secs: 5,
+            limits: Default::default(),
             submitted_at: chrono::Utc::now(),
         };
         producer.enqueue(&job).await.unwrap();

@@ -10,13 +10,14 @@ use serde_json::{json, Value};
 const PROBE: &str = r#"
 const fs = require('fs');
 const net = require('net');
-const [dataDir, hostTmpFile, port] = process.argv.slice(2);
+const [dataDir, hostTmpFile, port, configFile] = process.argv.slice(2);
 const out = {};
 out.uid = process.getuid();
 out.envKeys = Object.keys(process.env).sort();
 const tryRead = (p) => { try { return fs.readFileSync(p, 'utf8').length; } catch (e) { return e.code; } };
 out.tokenKey = tryRead(dataDir + '/token.key');
 out.database = tryRead(dataDir + '/kumulus.db');
+out.configFile = tryRead(configFile);
 out.dataDirListing = (() => { try { return fs.readdirSync(dataDir); } catch (e) { return e.code; } })();
 out.rootHome = (() => { try { return fs.readdirSync('/root'); } catch (e) { return e.code; } })();
 try { fs.writeFileSync(hostTmpFile, 'escaped'); out.wroteTmp = true; } catch (e) { out.wroteTmp = e.code; }
@@ -33,6 +34,9 @@ function done() { s.destroy(); console.log(JSON.stringify(out)); }
 async fn escape_attempts_are_contained() {
     let k = Kumulus::start(Options {
         env: vec![("KUMULUS_SECRET_MARKER".into(), "do-not-leak".into())],
+        // Outside /tmp and /root (which jobs never see), as /etc/kumulus
+        // or /srv would be.
+        tmp_in: Some("/var/tmp".into()),
         ..Options::default()
     })
     .await;
@@ -41,11 +45,14 @@ async fn escape_attempts_are_contained() {
     let host_tmp = std::env::temp_dir().join(format!("kumulus-escape-{}", std::process::id()));
     let _ = std::fs::remove_file(&host_tmp);
     let data = std::fs::canonicalize(&k.data).unwrap();
+    // The configuration sits outside the data folder, as /etc/kumulus would.
+    let config = std::fs::canonicalize(&k.config).unwrap();
+    assert!(!config.starts_with(&data));
     let repo = Repo::node(PROBE);
     let id = k
         .submit(
             &token,
-            json!({"url": repo.path(), "args": [data.display().to_string(), host_tmp.display().to_string(), port]}),
+            json!({"url": repo.path(), "args": [data.display().to_string(), host_tmp.display().to_string(), port, config.display().to_string()]}),
         )
         .await;
     let job = k.wait_for(&token, &id, &["succeeded", "failed"], 60).await;
@@ -67,6 +74,12 @@ async fn escape_attempts_are_contained() {
     );
     assert_eq!(seen["tokenKey"], "ENOENT", "{seen}");
     assert_eq!(seen["database"], "ENOENT", "{seen}");
+    // The worker's configuration file (it holds the users' passwords here)
+    // reads as empty.
+    assert!(
+        seen["configFile"] == 0 || seen["configFile"].is_string(),
+        "the job read the worker's configuration: {seen}"
+    );
     // The data folder shows only the path down to the job's own folder.
     assert!(
         seen["dataDirListing"]
@@ -208,4 +221,95 @@ async fn a_flood_of_output_is_cut_and_the_job_still_ends() {
     let (_, stdout) = k.file(&token, &id, "stdout.log").await;
     assert!(stdout.len() < 1_100_000, "{} bytes kept", stdout.len());
     assert!(String::from_utf8_lossy(&stdout[stdout.len() - 200..]).contains("cut at 1048576 bytes"));
+}
+
+/// Spins for `seconds` of wall time, then prints the share of a CPU it got.
+const SPIN: &str = r#"
+const seconds = Number(process.argv[2]);
+const start = Date.now();
+while (Date.now() - start < seconds * 1000) {}
+const cpu = process.cpuUsage();
+console.log(JSON.stringify({ share: (cpu.user + cpu.system) / 1000 / (Date.now() - start) }));
+"#;
+
+#[tokio::test]
+async fn a_cpu_share_holds_a_busy_job_back() {
+    if !std::path::Path::new("/sys/fs/cgroup/cpu").is_dir()
+        && !std::path::Path::new("/sys/fs/cgroup/cgroup.controllers").exists()
+    {
+        panic!("no cgroup hierarchy to test the CPU limit with");
+    }
+    let k = Kumulus::start(Options::default()).await;
+    let token = k.login("ana").await;
+    let spin = Repo::node(SPIN);
+
+    // A job that asks for a tenth of a CPU gets no more than that.
+    let id = k
+        .submit(
+            &token,
+            json!({"url": spin.path(), "args": ["2"], "limits": {"cpus": 0.1}}),
+        )
+        .await;
+    let job = k.wait_for(&token, &id, &["succeeded", "failed"], 60).await;
+    assert_eq!(job["state"], "succeeded", "{job}");
+    assert_eq!(job["limits"]["cpus"], 0.1, "{job}");
+    let (_, stdout) = k.file(&token, &id, "stdout.log").await;
+    let seen: Value = serde_json::from_slice(&stdout).unwrap();
+    let share = seen["share"].as_f64().unwrap();
+    assert!(share < 0.5, "a job held to 0.1 CPU got {share} of one");
+
+    // An endless loop held to its share ends at its time limit, and the
+    // error says it was held back.
+    let id = k
+        .submit(
+            &token,
+            json!({"url": spin.path(), "args": ["100"], "timeout_secs": 3, "limits": {"cpus": 0.1}}),
+        )
+        .await;
+    let job = k
+        .wait_for(&token, &id, &["succeeded", "failed", "timed_out"], 60)
+        .await;
+    assert_eq!(job["state"], "timed_out", "{job}");
+    assert!(
+        job["error"].as_str().unwrap().contains("worker.cpus"),
+        "{job}"
+    );
+}
+
+#[tokio::test]
+async fn without_cgroups_setrlimit_ends_memory_hogs_and_cpu_hogs() {
+    let k = Kumulus::start(Options {
+        env: vec![
+            ("KUMULUS_WORKER__LIMIT_BY".into(), "rlimit".into()),
+            ("KUMULUS_WORKER__MEMORY_MB".into(), "256".into()),
+        ],
+        ..Options::default()
+    })
+    .await;
+    let token = k.login("ana").await;
+    let hog = Repo::node("const a = []; for (;;) { a.push(Buffer.alloc(16 * 1024 * 1024, 1)); }");
+    let spin = Repo::node(SPIN);
+    let cases = [
+        (
+            json!({"url": hog.path(), "timeout_secs": 30}),
+            "worker.memory_mb",
+        ),
+        // Half a CPU for 4 s: 2 CPU-seconds, used up long before the time limit.
+        (
+            json!({"url": spin.path(), "args": ["100"], "timeout_secs": 4, "limits": {"cpus": 0.5}}),
+            "worker.cpus",
+        ),
+    ];
+    for (body, limit) in cases {
+        let id = k.submit(&token, body).await;
+        let job = k
+            .wait_for(&token, &id, &["succeeded", "failed", "timed_out"], 90)
+            .await;
+        assert_eq!(job["state"], "failed", "{job}");
+        assert!(job["error"].as_str().unwrap().contains(limit), "{job}");
+    }
+    let ok = Repo::example();
+    let id = k.submit(&token, json!({"url": ok.path()})).await;
+    let job = k.wait_for(&token, &id, &["succeeded", "failed"], 60).await;
+    assert_eq!(job["state"], "succeeded", "{job}");
 }

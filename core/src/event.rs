@@ -118,6 +118,7 @@ mod tests {
             args: vec![],
             config: Some("{}".into()),
             timeout_secs: 60,
+            limits: Default::default(),
             submitted_at: Utc::now(),
         })
     }

@@ -133,7 +133,35 @@ pub struct QueuedJob {
     pub args: Vec<String>,
     pub config: Option<String>,
     pub timeout_secs: u64,
+    /// Lower limits the job asked for (the worker's own are the ceiling).
+    #[serde(default, skip_serializing_if = "JobLimits::is_empty")]
+    pub limits: JobLimits,
     pub submitted_at: DateTime<Utc>,
+}
+
+/// Limits a job may ask for, each lower than the worker's (`worker.*`);
+/// absent ones are the worker's.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct JobLimits {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub memory_mb: Option<u64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cpus: Option<f64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub pids: Option<u64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub log_limit_bytes: Option<u64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub output_limit_bytes: Option<u64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub output_max_files: Option<u64>,
+}
+
+impl JobLimits {
+    pub fn is_empty(&self) -> bool {
+        *self == Self::default()
+    }
 }
 
 /// The job as users and the store see it. The URL is redacted, and the
@@ -146,6 +174,9 @@ pub struct JobRecord {
     pub args: Vec<String>,
     pub config_bytes: Option<u64>,
     pub timeout_secs: u64,
+    /// The lower limits the job asked for.
+    #[serde(default, skip_serializing_if = "JobLimits::is_empty")]
+    pub limits: JobLimits,
     pub state: JobState,
     pub submitted_at: DateTime<Utc>,
     pub started_at: Option<DateTime<Utc>>,
@@ -169,6 +200,7 @@ impl JobRecord {
             args: job.args.clone(),
             config_bytes: job.config.as_ref().map(|c| c.len() as u64),
             timeout_secs: job.timeout_secs,
+            limits: job.limits.clone(),
             state: JobState::Queued,
             submitted_at: job.submitted_at,
             started_at: None,

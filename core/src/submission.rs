@@ -2,9 +2,12 @@
 //! and the one place that says what is wrong with it.
 //!
 //! `{"url": string, "args"?: string | [string], "config"?: string | object,
-//!   "timeout_secs"?: int}`
+//!   "timeout_secs"?: int, "limits"?: {"memory_mb"?, "cpus"?, "pids"?,
+//!   "log_limit_bytes"?, "output_limit_bytes"?, "output_max_files"?}}`
 
 use serde_json::{Map, Value};
+
+use crate::job::JobLimits;
 
 /// The limits a submission is checked against (from the configuration).
 #[derive(Debug, Clone)]
@@ -12,6 +15,19 @@ pub struct Limits {
     pub default_timeout_secs: u64,
     pub max_timeout_secs: u64,
     pub repos: RepoPolicy,
+    /// The worker's limits: what a job asks for must not be above them.
+    pub ceilings: Ceilings,
+}
+
+/// The worker's limits (`worker.*`), the ceiling of a job's own.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Ceilings {
+    pub memory_mb: u64,
+    pub cpus: f64,
+    pub pids: u64,
+    pub log_limit_bytes: u64,
+    pub output_limit_bytes: u64,
+    pub output_max_files: u64,
 }
 
 /// Which repository URLs are accepted.
@@ -30,6 +46,7 @@ pub struct JobSpec {
     pub args: Vec<String>,
     pub config: Option<String>,
     pub timeout_secs: u64,
+    pub limits: JobLimits,
 }
 
 /// Why a submission was refused: the field and a sentence for the user.
@@ -100,21 +117,83 @@ impl JobSpec {
             },
             Some(_) => return Err(invalid("timeout_secs", "must be a whole number")),
         };
+        let limits = match map.get("limits") {
+            None | Some(Value::Null) => JobLimits::default(),
+            Some(Value::Object(m)) => parse_limits(m, &limits.ceilings)?,
+            Some(_) => return Err(invalid("limits", "must be a JSON object")),
+        };
         Ok(Self {
             url,
             args,
             config,
             timeout_secs,
+            limits,
         })
     }
 }
 
+/// `limits`: each a number from its floor to the worker's own limit.
+fn parse_limits(map: &Map<String, Value>, max: &Ceilings) -> Result<JobLimits, SubmissionError> {
+    const KNOWN: [&str; 6] = [
+        "memory_mb",
+        "cpus",
+        "pids",
+        "log_limit_bytes",
+        "output_limit_bytes",
+        "output_max_files",
+    ];
+    if let Some(k) = map.keys().find(|k| !KNOWN.contains(&k.as_str())) {
+        return Err(invalid(
+            "limits",
+            format!("unknown limit `{k}`; expected {}", KNOWN.join(", ")),
+        ));
+    }
+    let whole = |key: &'static str,
+                 floor: u64,
+                 ceiling: u64|
+     -> Result<Option<u64>, SubmissionError> {
+        match map.get(key) {
+            None | Some(Value::Null) => Ok(None),
+            Some(v) => match v.as_u64() {
+                Some(n) if (floor..=ceiling).contains(&n) => Ok(Some(n)),
+                _ => Err(invalid(
+                    "limits",
+                    format!("{key} must be a whole number from {floor} to {ceiling} (the worker's worker.{key})"),
+                )),
+            },
+        }
+    };
+    let cpus = match map.get("cpus") {
+        None | Some(Value::Null) => None,
+        Some(v) => match v.as_f64() {
+            Some(c) if (0.01..=max.cpus).contains(&c) => Some(c),
+            _ => {
+                return Err(invalid(
+                    "limits",
+                    format!(
+                        "cpus must be a number from 0.01 to {} (the worker's worker.cpus)",
+                        max.cpus
+                    ),
+                ))
+            }
+        },
+    };
+    Ok(JobLimits {
+        memory_mb: whole("memory_mb", 16, max.memory_mb)?,
+        cpus,
+        pids: whole("pids", 8, max.pids)?,
+        log_limit_bytes: whole("log_limit_bytes", 1024, max.log_limit_bytes)?,
+        output_limit_bytes: whole("output_limit_bytes", 0, max.output_limit_bytes)?,
+        output_max_files: whole("output_max_files", 1, max.output_max_files)?,
+    })
+}
+
 fn reject_unknown_fields(map: &Map<String, Value>) -> Result<(), SubmissionError> {
-    const KNOWN: [&str; 4] = ["url", "args", "config", "timeout_secs"];
+    const KNOWN: [&str; 5] = ["url", "args", "config", "timeout_secs", "limits"];
     match map.keys().find(|k| !KNOWN.contains(&k.as_str())) {
         Some(k) => Err(invalid(
             "body",
-            format!("unknown field `{k}`; expected url, args, config, timeout_secs"),
+            format!("unknown field `{k}`; expected url, args, config, timeout_secs, limits"),
         )),
         None => Ok(()),
     }
@@ -224,6 +303,46 @@ mod tests {
                 allowed_schemes: vec!["https".into()],
                 allow_local,
             },
+            ceilings: Ceilings {
+                memory_mb: 2048,
+                cpus: 2.0,
+                pids: 512,
+                log_limit_bytes: 1 << 20,
+                output_limit_bytes: 1 << 30,
+                output_max_files: 1000,
+            },
+        }
+    }
+
+    #[test]
+    fn a_job_may_lower_its_limits() {
+        let spec = JobSpec::from_json(
+            &json!({"url": "https://x/r", "limits": {"memory_mb": 64, "cpus": 0.25, "output_max_files": 3}}),
+            &limits(false),
+        )
+        .unwrap();
+        assert_eq!(spec.limits.memory_mb, Some(64));
+        assert_eq!(spec.limits.cpus, Some(0.25));
+        assert_eq!(spec.limits.output_max_files, Some(3));
+        assert_eq!(spec.limits.pids, None);
+        let table = [
+            (
+                json!({"memory_mb": 4096}),
+                "memory_mb must be a whole number from 16 to 2048",
+            ),
+            (json!({"memory_mb": 8}), "memory_mb"),
+            (json!({"cpus": 3}), "cpus must be a number from 0.01 to 2"),
+            (json!({"cpus": "1"}), "cpus"),
+            (json!({"pids": 1.5}), "pids"),
+            (json!({"swap": 1}), "unknown limit `swap`"),
+            (json!(5), "must be a JSON object"),
+        ];
+        for (l, message) in table {
+            let err =
+                JobSpec::from_json(&json!({"url": "https://x/r", "limits": l}), &limits(false))
+                    .unwrap_err();
+            assert_eq!(err.field, "limits");
+            assert!(err.message.contains(message), "{l}: {}", err.message);
         }
     }
 

@@ -31,6 +31,7 @@ pub async fn submit(state: &AppState, owner: &str, body: &[u8]) -> Result<JobRec
         args: spec.args,
         config: spec.config,
         timeout_secs: spec.timeout_secs,
+        limits: spec.limits,
         submitted_at: chrono::Utc::now(),
     };
     let record = JobRecord::queued(&job);

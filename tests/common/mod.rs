@@ -18,6 +18,9 @@ pub struct Options {
     pub env: Vec<(String, String)>,
     /// Write the server's log here instead of the test's stderr.
     pub log_file: Option<PathBuf>,
+    /// Make the test's folder (configuration and data) in here instead of
+    /// the system's temporary folder.
+    pub tmp_in: Option<PathBuf>,
 }
 
 impl Default for Options {
@@ -27,6 +30,7 @@ impl Default for Options {
             grace_secs: 1,
             env: Vec::new(),
             log_file: None,
+            tmp_in: None,
         }
     }
 }
@@ -197,7 +201,11 @@ fn write_config(dir: &Path, opts: &Options) -> PathBuf {
 
 impl Kumulus {
     pub async fn start(opts: Options) -> Self {
-        let tmp = tempfile::tempdir().expect("tempdir");
+        let tmp = match &opts.tmp_in {
+            Some(dir) => tempfile::tempdir_in(dir),
+            None => tempfile::tempdir(),
+        }
+        .expect("tempdir");
         let data = tmp.path().join("data");
         let config = write_config(tmp.path(), &opts);
         let mut k = Self::spawn(&data, &config, opts.env.clone(), opts.log_file.clone()).await;

@@ -1,15 +1,29 @@
-//! Memory and process limits for a job, with cgroups: v2 where the unified
-//! hierarchy has the controllers, else v1 (memory and pids hierarchies).
-//! Where neither is writable, jobs run without these two limits (the worker
-//! says so at start); time and output limits apply regardless.
+//! Memory, process and CPU limits for a job, with cgroups: v2 where the
+//! unified hierarchy has the controllers, else v1 (memory, pids and cpu
+//! hierarchies). Where neither is writable, [`crate::limits`] falls back to
+//! setrlimit.
 
 use std::path::{Path, PathBuf};
 
 /// Where the job groups are made.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Hierarchy {
-    V2(PathBuf),
-    V1 { memory: PathBuf, pids: PathBuf },
+    /// The unified tree; `cpu` when its cpu controller could be enabled.
+    V2 { base: PathBuf, cpu: bool },
+    /// One tree per controller; cpu where that one is writable.
+    V1 {
+        memory: PathBuf,
+        pids: PathBuf,
+        cpu: Option<PathBuf>,
+    },
+}
+
+/// Length of a CPU quota period, in microseconds.
+const CPU_PERIOD_US: u64 = 100_000;
+
+/// The CPU quota per period for `cpus` CPUs.
+pub fn cpu_quota_us(cpus: f64) -> u64 {
+    ((cpus * CPU_PERIOD_US as f64).round() as u64).max(1000)
 }
 
 /// Finds a writable hierarchy and makes `kumulus/` in it.
@@ -23,15 +37,30 @@ pub fn detect() -> Option<Hierarchy> {
             && std::fs::write(root.join("cgroup.subtree_control"), "+memory +pids").is_ok()
             && std::fs::write(base.join("cgroup.subtree_control"), "+memory +pids").is_ok()
         {
-            return Some(Hierarchy::V2(base));
+            let cpu = v2_controllers.contains("cpu")
+                && std::fs::write(root.join("cgroup.subtree_control"), "+cpu").is_ok()
+                && std::fs::write(base.join("cgroup.subtree_control"), "+cpu").is_ok();
+            return Some(Hierarchy::V2 { base, cpu });
         }
     }
     let memory = root.join("memory").join("kumulus");
     let pids = root.join("pids").join("kumulus");
     if std::fs::create_dir_all(&memory).is_ok() && std::fs::create_dir_all(&pids).is_ok() {
-        return Some(Hierarchy::V1 { memory, pids });
+        let cpu = root.join("cpu").join("kumulus");
+        let cpu = std::fs::create_dir_all(&cpu).is_ok().then_some(cpu);
+        return Some(Hierarchy::V1 { memory, pids, cpu });
     }
     None
+}
+
+impl Hierarchy {
+    /// Whether jobs get a CPU quota here.
+    pub fn limits_cpu(&self) -> bool {
+        match self {
+            Hierarchy::V2 { cpu, .. } => *cpu,
+            Hierarchy::V1 { cpu, .. } => cpu.is_some(),
+        }
+    }
 }
 
 /// One job's group(s); removed (after killing what is left in them) on drop.
@@ -39,6 +68,7 @@ pub struct JobGroup {
     dirs: Vec<PathBuf>,
     memory_events: PathBuf,
     pids_events: PathBuf,
+    cpu_stat: Option<PathBuf>,
     v2: bool,
 }
 
@@ -49,17 +79,25 @@ impl JobGroup {
         name: &str,
         memory_bytes: u64,
         pids: u64,
+        cpus: f64,
     ) -> std::io::Result<Self> {
         match h {
-            Hierarchy::V2(base) => {
+            Hierarchy::V2 { base, cpu } => {
                 let dir = base.join(name);
                 std::fs::create_dir_all(&dir)?;
                 std::fs::write(dir.join("memory.max"), memory_bytes.to_string())?;
                 let _ = std::fs::write(dir.join("memory.swap.max"), "0");
                 std::fs::write(dir.join("pids.max"), pids.to_string())?;
+                if *cpu {
+                    std::fs::write(
+                        dir.join("cpu.max"),
+                        format!("{} {CPU_PERIOD_US}", cpu_quota_us(cpus)),
+                    )?;
+                }
                 Ok(Self {
                     memory_events: dir.join("memory.events"),
                     pids_events: dir.join("pids.events"),
+                    cpu_stat: cpu.then(|| dir.join("cpu.stat")),
                     dirs: vec![dir],
                     v2: true,
                 })
@@ -67,6 +105,7 @@ impl JobGroup {
             Hierarchy::V1 {
                 memory,
                 pids: pid_root,
+                cpu,
             } => {
                 let m = memory.join(name);
                 let p = pid_root.join(name);
@@ -79,10 +118,21 @@ impl JobGroup {
                     memory_bytes.to_string(),
                 );
                 std::fs::write(p.join("pids.max"), pids.to_string())?;
+                let mut dirs = vec![m.clone(), p.clone()];
+                let mut cpu_stat = None;
+                if let Some(cpu_root) = cpu {
+                    let c = cpu_root.join(name);
+                    std::fs::create_dir_all(&c)?;
+                    dirs.push(c.clone());
+                    std::fs::write(c.join("cpu.cfs_period_us"), CPU_PERIOD_US.to_string())?;
+                    std::fs::write(c.join("cpu.cfs_quota_us"), cpu_quota_us(cpus).to_string())?;
+                    cpu_stat = Some(c.join("cpu.stat"));
+                }
                 Ok(Self {
                     memory_events: m.join("memory.oom_control"),
                     pids_events: p.join("pids.events"),
-                    dirs: vec![m, p],
+                    cpu_stat,
+                    dirs,
                     v2: false,
                 })
             }
@@ -133,6 +183,17 @@ impl JobGroup {
             return Some("the job hit the process limit (worker.pids)");
         }
         None
+    }
+
+    /// Whether the CPU quota held the job back at least once.
+    pub fn throttled(&self) -> bool {
+        let Some(stat) = &self.cpu_stat else {
+            return false;
+        };
+        std::fs::read_to_string(stat)
+            .unwrap_or_default()
+            .lines()
+            .any(|l| l.starts_with("nr_throttled ") && l.trim_end() != "nr_throttled 0")
     }
 }
 

@@ -7,6 +7,7 @@
 
 pub mod cgroup;
 pub mod git;
+pub mod limits;
 pub mod process;
 pub mod runner;
 pub mod sandbox;
@@ -20,6 +21,7 @@ use tokio_util::sync::CancellationToken;
 use kumulus_core::config::Config;
 use kumulus_core::ports::{BlobStore, CancelBus, JobSource, StatusBus};
 
+use limits::{Enforcer, Limits};
 pub use runner::RunSettings;
 use slot::{Running, Shared};
 
@@ -38,6 +40,12 @@ fn choose_sandbox(cfg: &Config, work_dir: &std::path::Path) -> std::io::Result<s
         vec![work_dir.to_path_buf(), "/root".into(), "/home".into()];
     if let Ok(data) = std::fs::canonicalize(&cfg.data_dir) {
         hide.insert(0, data);
+    }
+    // The configuration file, wherever it is (it may hold credentials).
+    if let Some(file) = &cfg.file {
+        if !hide.iter().any(|dir| file.starts_with(dir)) {
+            hide.push(file.clone());
+        }
     }
     let bwrap = sandbox::Sandbox::Bwrap {
         hide,
@@ -102,23 +110,11 @@ impl Worker {
         let settings = RunSettings {
             work_dir,
             repos: cfg.repo_policy(),
-            log_limit_bytes: cfg.worker.log_limit_bytes,
-            output_limit_bytes: cfg.worker.output_limit_bytes,
-            output_max_files: cfg.worker.output_max_files,
+            limits: Limits::from_config(cfg),
+            enforcer: Enforcer::choose(&cfg.worker.limit_by).map_err(std::io::Error::other)?,
             clone_timeout: Duration::from_secs(cfg.worker.clone_timeout_secs),
             sandbox,
             fast_start: cfg.worker.fast_start,
-            cgroups: {
-                let h = cgroup::detect();
-                if h.is_none() {
-                    tracing::warn!(
-                        "no writable cgroup hierarchy: jobs run without memory and process limits"
-                    );
-                }
-                h
-            },
-            memory_bytes: cfg.worker.memory_mb * 1024 * 1024,
-            pids: cfg.worker.pids,
         };
         Ok(Self {
             shared: Arc::new(Shared {

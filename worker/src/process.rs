@@ -35,15 +35,15 @@ pub async fn run(
     log_limit: u64,
     timeout: Duration,
     cancel: &CancellationToken,
-    group: Option<&crate::cgroup::JobGroup>,
+    confinement: Option<&crate::limits::Confinement>,
 ) -> std::io::Result<Exit> {
     cmd.stdin(Stdio::null())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
         .process_group(0)
         .kill_on_drop(true);
-    let held = match group {
-        Some(group) => group.enter_on_spawn(&mut cmd)?,
+    let held = match confinement {
+        Some(c) => c.enter_on_spawn(&mut cmd)?,
         None => Vec::new(),
     };
     let mut child = cmd.spawn()?;

@@ -13,6 +13,7 @@ use kumulus_core::ports::is_safe_file_name;
 use kumulus_core::submission::RepoPolicy;
 
 use crate::git::{self, CloneError};
+use crate::limits::{Ending, Enforcer, Limits};
 use crate::process::{self, Exit};
 
 /// What a job needs from the worker's configuration.
@@ -21,17 +22,14 @@ pub struct RunSettings {
     /// Parent of the jobs' work folders.
     pub work_dir: PathBuf,
     pub repos: RepoPolicy,
-    pub log_limit_bytes: u64,
-    pub output_limit_bytes: u64,
-    pub output_max_files: usize,
+    /// The worker's limits; a job may lower them.
+    pub limits: Limits,
+    /// How memory, process and CPU limits are enforced.
+    pub enforcer: Enforcer,
     pub clone_timeout: Duration,
     pub sandbox: crate::sandbox::Sandbox,
     /// Run the `start` script without npm's start-up (see [`fast_command`]).
     pub fast_start: bool,
-    /// Where memory and process limits are set, if anywhere.
-    pub cgroups: Option<crate::cgroup::Hierarchy>,
-    pub memory_bytes: u64,
-    pub pids: u64,
 }
 
 /// How a job ended, and the files it left (name, where they are now).
@@ -150,20 +148,12 @@ async fn prepare_and_run(
 
     let stdout = dir.join("stdout.log");
     let stderr = dir.join("stderr.log");
-    let group = match &settings.cgroups {
-        Some(h) => {
-            let name = dir.file_name().and_then(|n| n.to_str()).unwrap_or("job");
-            match crate::cgroup::JobGroup::create(h, name, settings.memory_bytes, settings.pids) {
-                Ok(g) => Some(g),
-                Err(e) => {
-                    return Err(failed(format!(
-                        "worker could not set the job's limits: {e}"
-                    )))
-                }
-            }
-        }
-        None => None,
-    };
+    let limits = settings.limits.lowered_by(&job.limits);
+    let name = dir.file_name().and_then(|n| n.to_str()).unwrap_or("job");
+    let confinement = settings
+        .enforcer
+        .confine(name, &limits, job.timeout_secs)
+        .map_err(io_failure("set the job's limits"))?;
     let exit = process::run(
         if settings.fast_start && !package.has_hooks {
             fast_command(job, &package, &repo, &home, dir, &settings.sandbox)
@@ -172,10 +162,10 @@ async fn prepare_and_run(
         },
         &stdout,
         &stderr,
-        settings.log_limit_bytes,
+        limits.log_limit_bytes,
         Duration::from_secs(job.timeout_secs),
         cancel,
-        group.as_ref(),
+        Some(&confinement),
     )
     .await
     .map_err(io_failure("start npm"))?;
@@ -213,19 +203,33 @@ async fn prepare_and_run(
         Exit::Cancelled => (JobState::Cancelled, None, Some("cancelled".into())),
     };
 
-    if let Some(limit) = group.as_ref().and_then(|g| g.hit()) {
-        if state != JobState::Cancelled {
-            state = JobState::Failed;
-            error = Some(limit.to_string());
+    let ending = Ending {
+        signal: match exit {
+            Exit::Exited(status) => std::os::unix::process::ExitStatusExt::signal(&status),
+            _ => None,
+        },
+        exit_code,
+        timed_out: state == JobState::TimedOut,
+        stderr: &stderr,
+    };
+    if let Some(limit) = confinement.verdict(&ending) {
+        match state {
+            JobState::Cancelled => {}
+            // Still a time-out, with the reason it ran so long.
+            JobState::TimedOut => error = Some(limit),
+            _ => {
+                state = JobState::Failed;
+                error = Some(limit);
+            }
         }
     }
-    drop(group);
+    drop(confinement);
     let mut files = vec![
         ("stdout.log".to_string(), stdout),
         ("stderr.log".to_string(), stderr),
     ];
     let mut output = Output::default();
-    collect_output(&repo.join("output"), "output", settings, &mut output);
+    collect_output(&repo.join("output"), "output", &limits, &mut output);
     if let Some(limit) = output.over {
         // Over a limit: the job fails, and only its logs are kept.
         state = JobState::Failed;
@@ -361,7 +365,7 @@ struct Output {
 /// Every regular file under `dir`, named `<prefix>/<relative path>`, within
 /// the output limits (the walk stops at the first file past them).
 /// Symlinks are never followed: a link to /etc/passwd is not a result.
-fn collect_output(dir: &Path, prefix: &str, settings: &RunSettings, out: &mut Output) {
+fn collect_output(dir: &Path, prefix: &str, limits: &Limits, out: &mut Output) {
     if out.over.is_some() {
         return;
     }
@@ -382,20 +386,20 @@ fn collect_output(dir: &Path, prefix: &str, settings: &RunSettings, out: &mut Ou
             continue;
         }
         if kind.is_dir() {
-            collect_output(&entry.path(), &name, settings, out);
+            collect_output(&entry.path(), &name, limits, out);
         } else if kind.is_file() {
             let size = entry.metadata().map(|m| m.len()).unwrap_or(0);
             out.bytes += size;
             out.files.push((name, entry.path()));
-            if out.files.len() > settings.output_max_files {
+            if out.files.len() > limits.output_max_files {
                 out.over = Some(format!(
                     "the job left more than {} files under output/ (worker.output_max_files)",
-                    settings.output_max_files
+                    limits.output_max_files
                 ));
-            } else if out.bytes > settings.output_limit_bytes {
+            } else if out.bytes > limits.output_limit_bytes {
                 out.over = Some(format!(
                     "the job left more than {} bytes under output/ (worker.output_limit_bytes)",
-                    settings.output_limit_bytes
+                    limits.output_limit_bytes
                 ));
             }
         }

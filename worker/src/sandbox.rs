@@ -11,7 +11,7 @@ use tokio::process::Command;
 /// How jobs are isolated.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Sandbox {
-    /// bubblewrap, with the folders to hide from jobs.
+    /// bubblewrap, with the folders and files to hide from jobs.
     Bwrap { hide: Vec<PathBuf>, network: bool },
     /// None: the job runs as the worker's user (only its environment is cleared).
     None,
@@ -73,9 +73,12 @@ impl Sandbox {
                     .args(["--uid", "65534", "--gid", "65534"])
                     .args(["--ro-bind", "/", "/"])
                     .args(["--dev", "/dev", "--proc", "/proc", "--tmpfs", "/tmp"]);
-                for dir in hide {
-                    if dir.exists() {
-                        cmd.arg("--tmpfs").arg(dir);
+                for path in hide {
+                    if path.is_dir() {
+                        cmd.arg("--tmpfs").arg(path);
+                    } else if path.exists() {
+                        // A file (the worker's configuration): seen empty.
+                        cmd.arg("--ro-bind").arg("/dev/null").arg(path);
                     }
                 }
                 cmd.arg("--bind").arg(workdir).arg(workdir);

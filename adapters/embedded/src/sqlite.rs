@@ -364,6 +364,7 @@ mod tests {
             args: vec![],
             config: None,
             timeout_secs: 10,
+            limits: Default::default(),
             submitted_at: chrono::Utc::now(),
         }
     }

@@ -38,6 +38,9 @@ pub struct Config {
     pub mongo: MongoConfig,
     pub s3: S3Config,
     pub oidc: OidcConfig,
+    /// The file this configuration was read from (jobs must not see it).
+    #[serde(skip)]
+    pub file: Option<PathBuf>,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -167,6 +170,22 @@ pub struct WorkerConfig {
     pub memory_mb: u64,
     /// Processes a job may have at once (cgroups, where writable).
     pub pids: u64,
+    /// CPUs a job may use (a cgroup CPU quota; with setrlimit, CPU-seconds
+    /// of cpus x the job's time limit).
+    pub cpus: f64,
+    /// How memory, process and CPU limits are enforced: `auto` (cgroups
+    /// where writable, else setrlimit), `cgroup` or `rlimit`.
+    pub limit_by: String,
+    /// Largest repository checkout (with its history) a clone may make.
+    pub clone_limit_bytes: u64,
+    /// Keep a bare copy of each repository (in `<data_dir>/cache/git`), and
+    /// fetch into it instead of cloning again.
+    pub git_cache: bool,
+    /// Largest size of the git cache; the least recently used go first.
+    pub git_cache_limit_bytes: u64,
+    /// One npm cache (`<data_dir>/cache/npm`) for every job, instead of one
+    /// per job.
+    pub npm_cache: bool,
     /// Run the `start` script without npm's own start-up, as npm would run it
     /// (npm is still used when package.json has prestart or poststart).
     pub fast_start: bool,
@@ -228,6 +247,12 @@ impl Config {
                 network: false,
                 memory_mb: 2048,
                 pids: 512,
+                cpus: 1.0,
+                limit_by: "auto".into(),
+                clone_limit_bytes: 512 * 1024 * 1024,
+                git_cache: true,
+                git_cache_limit_bytes: 4 * 1024 * 1024 * 1024,
+                npm_cache: true,
                 fast_start: true,
             },
             auth: AuthConfig {
@@ -245,6 +270,7 @@ impl Config {
             mongo: MongoConfig::default(),
             s3: S3Config::default(),
             oidc: OidcConfig::default(),
+            file: None,
         }
     }
 
@@ -276,7 +302,9 @@ impl Config {
                 ));
             }
         }
-        Self::from_figment(Self::figment(mode, file))
+        let mut cfg = Self::from_figment(Self::figment(mode, file))?;
+        cfg.file = file.map(|f| std::fs::canonicalize(f).unwrap_or_else(|_| f.to_path_buf()));
+        Ok(cfg)
     }
 
     pub fn from_figment(fig: Figment) -> Result<Self, ConfigError> {
@@ -318,6 +346,21 @@ impl Config {
         )?;
         check(w.memory_mb >= 16, "worker.memory_mb", "must be at least 16")?;
         check(w.pids >= 8, "worker.pids", "must be at least 8")?;
+        check(
+            w.cpus >= 0.01 && w.cpus <= 1024.0,
+            "worker.cpus",
+            "must be from 0.01 to 1024",
+        )?;
+        check(
+            matches!(w.limit_by.as_str(), "auto" | "cgroup" | "rlimit"),
+            "worker.limit_by",
+            "must be auto, cgroup or rlimit",
+        )?;
+        check(
+            w.clone_limit_bytes >= 1024 * 1024,
+            "worker.clone_limit_bytes",
+            "must be at least 1 MiB (1048576)",
+        )?;
         check(
             w.output_max_files >= 1,
             "worker.output_max_files",
@@ -444,6 +487,14 @@ impl Config {
     pub fn limits(&self) -> Limits {
         Limits {
             default_timeout_secs: self.worker.timeout_secs,
+            ceilings: crate::submission::Ceilings {
+                memory_mb: self.worker.memory_mb,
+                cpus: self.worker.cpus,
+                pids: self.worker.pids,
+                log_limit_bytes: self.worker.log_limit_bytes,
+                output_limit_bytes: self.worker.output_limit_bytes,
+                output_max_files: self.worker.output_max_files as u64,
+            },
             max_timeout_secs: self.worker.max_timeout_secs,
             repos: self.repo_policy(),
         }
@@ -461,6 +512,11 @@ impl Config {
             .work_dir
             .clone()
             .unwrap_or_else(|| self.data_dir.join("work"))
+    }
+
+    /// Where the worker keeps its git and npm caches.
+    pub fn cache_dir(&self) -> PathBuf {
+        self.data_dir.join("cache")
     }
 }
 
