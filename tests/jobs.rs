@@ -339,3 +339,53 @@ async fn output_limits_end_a_job_and_symlinks_are_never_followed() {
         .await;
     assert_eq!(status, StatusCode::NOT_FOUND);
 }
+
+#[tokio::test]
+async fn repositories_are_cloned_once_then_fetched_and_npm_caches_are_per_user() {
+    let k = Kumulus::start(Options::default()).await;
+    let ana = k.login("ana").await;
+    let bob = k.login("bob").await;
+    let repo = Repo::new(&[
+        (
+            "package.json",
+            r#"{"name":"c","scripts":{"start":"echo \"$npm_config_cache\"; cat v.txt"}}"#,
+        ),
+        ("v.txt", "1\n"),
+    ]);
+    let run = |token: String| {
+        let k = &k;
+        let url = repo.path();
+        async move {
+            let id = k.submit(&token, json!({"url": url})).await;
+            let job = k.wait_for(&token, &id, &["succeeded", "failed"], 60).await;
+            assert_eq!(job["state"], "succeeded", "{job}");
+            let (_, out) = k.file(&token, &id, "stdout.log").await;
+            let out = String::from_utf8(out).unwrap();
+            let (cache, version) = out.split_once('\n').unwrap();
+            (cache.to_string(), version.trim().to_string())
+        }
+    };
+    let cached = || {
+        std::fs::read_dir(k.data.join("cache/git"))
+            .unwrap()
+            .flatten()
+            .filter(|e| e.path().extension().is_some_and(|x| x == "git"))
+            .count()
+    };
+
+    let (ana_cache, v) = run(ana.clone()).await;
+    assert_eq!(v, "1");
+    assert_eq!(cached(), 1, "the first job cached the repository");
+
+    // A new commit reaches the next job: the copy is fetched into, not cloned again.
+    repo.commit(&[("v.txt", "2\n")]);
+    let (ana_cache_again, v) = run(ana.clone()).await;
+    assert_eq!(v, "2");
+    assert_eq!(cached(), 1);
+
+    // One npm cache for all of a user's jobs, another for each other user.
+    let (bob_cache, _) = run(bob.clone()).await;
+    assert_eq!(ana_cache, ana_cache_again);
+    assert_ne!(ana_cache, bob_cache);
+    assert!(ana_cache.contains("/cache/npm/"), "{ana_cache}");
+}

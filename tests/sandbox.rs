@@ -18,7 +18,10 @@ const tryRead = (p) => { try { return fs.readFileSync(p, 'utf8').length; } catch
 out.tokenKey = tryRead(dataDir + '/token.key');
 out.database = tryRead(dataDir + '/kumulus.db');
 out.configFile = tryRead(configFile);
-out.dataDirListing = (() => { try { return fs.readdirSync(dataDir); } catch (e) { return e.code; } })();
+const tryList = (p) => { try { return fs.readdirSync(p); } catch (e) { return e.code; } };
+out.dataDirListing = tryList(dataDir);
+out.gitCache = tryList(dataDir + '/cache/git');
+out.npmCaches = tryList(dataDir + '/cache/npm');
 out.rootHome = (() => { try { return fs.readdirSync('/root'); } catch (e) { return e.code; } })();
 try { fs.writeFileSync(hostTmpFile, 'escaped'); out.wroteTmp = true; } catch (e) { out.wroteTmp = e.code; }
 try { fs.writeFileSync('/usr/kumulus-escape', 'x'); out.wroteUsr = true; } catch (e) { out.wroteUsr = e.code; }
@@ -80,9 +83,18 @@ async fn escape_attempts_are_contained() {
         seen["configFile"] == 0 || seen["configFile"].is_string(),
         "the job read the worker's configuration: {seen}"
     );
-    // The data folder shows only the path down to the job's own folder.
+    // The data folder shows only the paths down to the job's own folder
+    // and its owner's npm cache: no other user's cache, no git cache.
     assert!(
         seen["dataDirListing"]
+            .as_array()
+            .map(|l| l.iter().all(|d| d == "work" || d == "cache"))
+            .unwrap_or(true),
+        "{seen}"
+    );
+    assert_eq!(seen["gitCache"], "ENOENT", "{seen}");
+    assert!(
+        seen["npmCaches"]
             .as_array()
             .map(|l| l.len() <= 1)
             .unwrap_or(true),

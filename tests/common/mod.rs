@@ -350,36 +350,44 @@ pub struct Repo {
 
 impl Repo {
     pub fn new(files: &[(&str, &str)]) -> Self {
-        let dir = tempfile::tempdir().expect("tempdir");
+        let repo = Self {
+            dir: tempfile::tempdir().expect("tempdir"),
+        };
+        repo.git(&["init", "--quiet"]);
+        repo.commit(files);
+        repo
+    }
+
+    /// Writes `files` and commits them.
+    pub fn commit(&self, files: &[(&str, &str)]) {
         for (name, text) in files {
-            let path = dir.path().join(name);
+            let path = self.dir.path().join(name);
             if let Some(parent) = path.parent() {
                 std::fs::create_dir_all(parent).expect("mkdir");
             }
             std::fs::write(path, text).expect("write");
         }
-        let git = |args: &[&str]| {
-            let status = Command::new("git")
-                .args([
-                    "-c",
-                    "user.name=t",
-                    "-c",
-                    "user.email=t@t",
-                    "-c",
-                    "init.defaultBranch=main",
-                ])
-                .args(args)
-                .current_dir(dir.path())
-                .env("GIT_CONFIG_GLOBAL", "/dev/null")
-                .stdout(Stdio::null())
-                .status()
-                .expect("git");
-            assert!(status.success(), "git {args:?}");
-        };
-        git(&["init", "--quiet"]);
-        git(&["add", "-A"]);
-        git(&["commit", "--quiet", "-m", "job"]);
-        Self { dir }
+        self.git(&["add", "-A"]);
+        self.git(&["commit", "--quiet", "-m", "job"]);
+    }
+
+    fn git(&self, args: &[&str]) {
+        let status = Command::new("git")
+            .args([
+                "-c",
+                "user.name=t",
+                "-c",
+                "user.email=t@t",
+                "-c",
+                "init.defaultBranch=main",
+            ])
+            .args(args)
+            .current_dir(self.dir.path())
+            .env("GIT_CONFIG_GLOBAL", "/dev/null")
+            .stdout(Stdio::null())
+            .status()
+            .expect("git");
+        assert!(status.success(), "git {args:?}");
     }
 
     /// A repository whose start script is `node main.js` with this main.js.

@@ -112,7 +112,19 @@ impl Worker {
             repos: cfg.repo_policy(),
             limits: Limits::from_config(cfg),
             enforcer: Enforcer::choose(&cfg.worker.limit_by).map_err(std::io::Error::other)?,
-            clone_timeout: Duration::from_secs(cfg.worker.clone_timeout_secs),
+            clone: git::CloneLimits {
+                timeout: Duration::from_secs(cfg.worker.clone_timeout_secs),
+                max_bytes: cfg.worker.clone_limit_bytes,
+            },
+            git_cache: if cfg.worker.git_cache {
+                Some(Arc::new(git::GitCache::new(
+                    cfg.cache_dir().join("git"),
+                    cfg.worker.git_cache_limit_bytes,
+                )?))
+            } else {
+                None
+            },
+            npm_cache: cfg.worker.npm_cache.then(|| cfg.cache_dir().join("npm")),
             sandbox,
             fast_start: cfg.worker.fast_start,
         };

@@ -26,7 +26,12 @@ pub struct RunSettings {
     pub limits: Limits,
     /// How memory, process and CPU limits are enforced.
     pub enforcer: Enforcer,
-    pub clone_timeout: Duration,
+    /// Time and size limits of a clone.
+    pub clone: git::CloneLimits,
+    /// The cache of repository copies, if on.
+    pub git_cache: Option<std::sync::Arc<git::GitCache>>,
+    /// Where each user's npm cache lives, if shared between their jobs.
+    pub npm_cache: Option<PathBuf>,
     pub sandbox: crate::sandbox::Sandbox,
     /// Run the `start` script without npm's start-up (see [`fast_command`]).
     pub fast_start: bool,
@@ -119,12 +124,13 @@ async fn prepare_and_run(
         .await
         .map_err(io_failure("make the work folder"))?;
 
-    git::clone(
+    git::checkout(
         &job.url,
         &settings.repos,
         &repo,
         &home,
-        settings.clone_timeout,
+        &settings.clone,
+        settings.git_cache.as_deref(),
         cancel,
     )
     .await
@@ -154,11 +160,17 @@ async fn prepare_and_run(
         .enforcer
         .confine(name, &limits, job.timeout_secs)
         .map_err(io_failure("set the job's limits"))?;
+    let places = Places {
+        repo: &repo,
+        home: &home,
+        workdir: dir,
+        npm_cache: npm_cache(settings, &job.owner, &home)?,
+    };
     let exit = process::run(
         if settings.fast_start && !package.has_hooks {
-            fast_command(job, &package, &repo, &home, dir, &settings.sandbox)
+            fast_command(job, &package, &places, &settings.sandbox)
         } else {
-            npm_command(job, &repo, &home, dir, &settings.sandbox)
+            npm_command(job, &places, &settings.sandbox)
         },
         &stdout,
         &stderr,
@@ -246,6 +258,40 @@ async fn prepare_and_run(
     })
 }
 
+/// Where a job's command runs and what it may write.
+struct Places<'a> {
+    repo: &'a Path,
+    home: &'a Path,
+    /// The job's own folder.
+    workdir: &'a Path,
+    /// The npm cache: the owner's shared one, or one in the job's home.
+    npm_cache: PathBuf,
+}
+
+impl Places<'_> {
+    /// The folders the job may write: its own, and its owner's npm cache.
+    fn writable(&self) -> Vec<&Path> {
+        if self.npm_cache.starts_with(self.workdir) {
+            vec![self.workdir]
+        } else {
+            vec![self.workdir, &self.npm_cache]
+        }
+    }
+}
+
+/// The npm cache of `owner`'s jobs (shared between them, never with other
+/// users' jobs), or a fresh one in the job's home.
+fn npm_cache(settings: &RunSettings, owner: &str, home: &Path) -> Result<PathBuf, Failure> {
+    let Some(base) = &settings.npm_cache else {
+        return Ok(home.join(".npm"));
+    };
+    use sha2::Digest;
+    let name = hex::encode(sha2::Sha256::digest(owner.as_bytes()));
+    let dir = base.join(&name[..32]);
+    std::fs::create_dir_all(&dir).map_err(io_failure("make the npm cache"))?;
+    Ok(dir)
+}
+
 /// What the fast path needs from package.json.
 struct Package {
     name: String,
@@ -294,11 +340,10 @@ async fn check_start_script(repo: &Path) -> Result<Package, Failure> {
 fn fast_command(
     job: &QueuedJob,
     package: &Package,
-    repo: &Path,
-    home: &Path,
-    workdir: &Path,
+    places: &Places,
     sandbox: &crate::sandbox::Sandbox,
 ) -> Command {
+    let (repo, home) = (places.repo, places.home);
     let mut args = vec![
         "-c".to_string(),
         format!("{} \"$@\"", package.start),
@@ -321,21 +366,15 @@ fn fast_command(
             repo.join("package.json").display().to_string(),
         ),
         ("npm_command", "run-script".to_string()),
-        ("npm_config_cache", home.join(".npm").display().to_string()),
+        ("npm_config_cache", places.npm_cache.display().to_string()),
     ];
-    sandbox.command("sh", &args, repo, workdir, &env)
+    sandbox.command("sh", &args, repo, &places.writable(), &env)
 }
 
 /// `npm run start -- <args>`: each argument its own argv entry, no shell of
 /// ours in between (npm quotes them for the script's shell), in the sandbox.
 /// The job sees none of the worker's environment but PATH.
-fn npm_command(
-    job: &QueuedJob,
-    repo: &Path,
-    home: &Path,
-    workdir: &Path,
-    sandbox: &crate::sandbox::Sandbox,
-) -> Command {
+fn npm_command(job: &QueuedJob, places: &Places, sandbox: &crate::sandbox::Sandbox) -> Command {
     let mut args: Vec<String> = ["run", "--silent", "start", "--"]
         .iter()
         .map(|s| s.to_string())
@@ -344,14 +383,14 @@ fn npm_command(
     let path = std::env::var("PATH").unwrap_or_else(|_| "/usr/local/bin:/usr/bin:/bin".into());
     let env = [
         ("PATH", path),
-        ("HOME", home.display().to_string()),
+        ("HOME", places.home.display().to_string()),
         ("LANG", "C.UTF-8".to_string()),
-        ("npm_config_cache", home.join(".npm").display().to_string()),
+        ("npm_config_cache", places.npm_cache.display().to_string()),
         ("npm_config_update_notifier", "false".to_string()),
         ("npm_config_fund", "false".to_string()),
         ("npm_config_audit", "false".to_string()),
     ];
-    sandbox.command("npm", &args, repo, workdir, &env)
+    sandbox.command("npm", &args, places.repo, &places.writable(), &env)
 }
 
 /// The files a job left under output/, and the limit it broke, if any.

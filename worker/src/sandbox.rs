@@ -37,14 +37,15 @@ pub fn bwrap_works() -> bool {
 }
 
 impl Sandbox {
-    /// `program args` in the sandbox, working in `cwd`, with `workdir` (the
-    /// job's folder) writable and `env` as its whole environment.
+    /// `program args` in the sandbox, working in `cwd`, with the `writable`
+    /// folders (the job's own, its owner's npm cache) writable and `env` as
+    /// its whole environment.
     pub fn command(
         &self,
         program: &str,
         args: &[String],
         cwd: &Path,
-        workdir: &Path,
+        writable: &[&Path],
         env: &[(&str, String)],
     ) -> Command {
         match self {
@@ -81,7 +82,9 @@ impl Sandbox {
                         cmd.arg("--ro-bind").arg("/dev/null").arg(path);
                     }
                 }
-                cmd.arg("--bind").arg(workdir).arg(workdir);
+                for dir in writable {
+                    cmd.arg("--bind").arg(dir).arg(dir);
+                }
                 cmd.arg("--chdir").arg(cwd).arg("--clearenv");
                 for (k, v) in env {
                     cmd.arg("--setenv").arg(k).arg(v);
