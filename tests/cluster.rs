@@ -438,3 +438,35 @@ async fn the_autoscaler_decides_from_the_lag_and_caps_at_the_partitions() {
         tokio::time::sleep(Duration::from_millis(500)).await;
     }
 }
+
+#[tokio::test]
+async fn production_refuses_local_and_malicious_repositories_with_422() {
+    let servers = Servers::load();
+    // Production defaults: https only, no local repositories.
+    let mut env = service_env(&servers, &namespace());
+    env.retain(|(k, _)| k != "KUMULUS_WORKER__ALLOW_LOCAL_REPOS");
+    let frontend = kumulus("frontend", &env, &[]);
+    let api = Api::new(frontend.url());
+    let [(u1, p1), _] = servers.users();
+    let token = api.login_with(&u1, &p1).await;
+    let repo = Repo::example();
+    let refused = [
+        format!("file://{}", repo.path()),
+        repo.path(),
+        "http://example.com/r.git".to_string(),
+        "-uevil".to_string(),
+        "--upload-pack=touch /tmp/kumulus-pwned".to_string(),
+        "ext::sh -c touch% /tmp/kumulus-pwned".to_string(),
+        "git@example.com:x/y.git".to_string(),
+    ];
+    for url in refused {
+        let (status, body) = api
+            .json(Method::POST, "/api/jobs", &token, Some(json!({"url": url})))
+            .await;
+        assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY, "{url}: {body}");
+        assert_eq!(body["error"]["code"], "invalid_field", "{body}");
+    }
+    // Nothing was accepted.
+    let (_, list) = api.json(Method::GET, "/api/jobs", &token, None).await;
+    assert_eq!(list["jobs"], json!([]), "{list}");
+}
