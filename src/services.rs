@@ -191,6 +191,7 @@ pub fn policy_config(cfg: &Config) -> Result<PolicyConfig, UpError> {
         lag_threshold: a.lag_threshold,
         cooldown_secs: a.cooldown_secs,
         stabilization_secs: a.stabilization_secs,
+        rebalance_secs: a.rebalance_secs,
         idle_grace_secs: a.idle_grace_secs,
         partition_factor: a.partition_factor,
     })

@@ -28,6 +28,12 @@ pub struct SimArgs {
     pub lag_threshold: Option<f64>,
     #[arg(long)]
     pub slots: Option<u32>,
+    /// `kumulus`: scale-down stabilization window.
+    #[arg(long)]
+    pub stabilization_secs: Option<f64>,
+    /// `lag`: scale-down cooldown.
+    #[arg(long)]
+    pub cooldown_secs: Option<f64>,
     /// Consumption pause at each change of the group's membership.
     #[arg(long, default_value_t = 3.0)]
     pub rebalance_secs: f64,
@@ -44,6 +50,7 @@ impl SimArgs {
     pub fn policy(&self) -> Result<PolicyConfig, String> {
         let mut p = PolicyConfig {
             policy: self.policy,
+            rebalance_secs: self.rebalance_secs,
             ..PolicyConfig::default()
         };
         let positive = |v: f64, name: &str| {
@@ -51,6 +58,13 @@ impl SimArgs {
                 Ok(v)
             } else {
                 Err(format!("--{name} must be a number above 0"))
+            }
+        };
+        let non_negative = |v: f64, name: &str| {
+            if v.is_finite() && v >= 0.0 {
+                Ok(v)
+            } else {
+                Err(format!("--{name} must be 0 or more"))
             }
         };
         if let Some(v) = self.slo_wait_secs {
@@ -68,6 +82,12 @@ impl SimArgs {
         }
         if let Some(v) = self.lag_threshold {
             p.lag_threshold = positive(v, "lag-threshold")?;
+        }
+        if let Some(v) = self.stabilization_secs {
+            p.stabilization_secs = non_negative(v, "stabilization-secs")?;
+        }
+        if let Some(v) = self.cooldown_secs {
+            p.cooldown_secs = non_negative(v, "cooldown-secs")?;
         }
         if let Some(v) = self.min_workers {
             p.min_workers = v;

@@ -4,13 +4,13 @@
 //!
 //! - [`seed`]: the seed paper's rule, exactly as written.
 //! - [`lag`]: KEDA's Kafka rule.
-//! - [`kumulus`]: ours: the fewest workers that keep the predicted 95th
-//!   percentile wait under the SLO, from a queueing model, the backlog, worker
-//!   start-up time and Kafka's partitioned queue.
+//! - [`kumulus`]: ours: the fewest workers that start every job within the
+//!   SLO, from a fluid queueing model over a finite horizon with the
+//!   backlog's ages, the arrivals' randomness, worker start-up, rebalances
+//!   and Kafka's partitioned queue.
 
 pub mod kumulus;
 pub mod lag;
-pub mod queueing;
 pub mod seed;
 
 use serde::{Deserialize, Serialize};
@@ -73,6 +73,10 @@ pub struct PolicyConfig {
     pub cooldown_secs: f64,
     /// `kumulus`: scale down only to the largest need seen in this window.
     pub stabilization_secs: f64,
+    /// `kumulus`: how long consumption stops when the group's membership
+    /// changes (a Kafka rebalance).
+    #[serde(default = "default_rebalance_secs")]
+    pub rebalance_secs: f64,
     /// With `min_workers = 0`: idle this long before scaling to zero.
     pub idle_grace_secs: f64,
     /// Kafka partitions kept per worker.
@@ -92,11 +96,16 @@ impl Default for PolicyConfig {
             slots: 1,
             lag_threshold: 5.0,
             cooldown_secs: 300.0,
-            stabilization_secs: 120.0,
+            stabilization_secs: 30.0,
+            rebalance_secs: default_rebalance_secs(),
             idle_grace_secs: 300.0,
             partition_factor: 2,
         }
     }
+}
+
+fn default_rebalance_secs() -> f64 {
+    3.0
 }
 
 /// What the autoscaler sees at a decision.

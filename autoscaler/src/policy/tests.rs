@@ -15,6 +15,7 @@ fn cfg(policy: PolicyKind) -> PolicyConfig {
         lag_threshold: 5.0,
         cooldown_secs: 60.0,
         stabilization_secs: 60.0,
+        rebalance_secs: 0.0,
         idle_grace_secs: 60.0,
         partition_factor: 2,
     }
@@ -130,13 +131,15 @@ fn kumulus_scales_up_for_a_burst_at_once_and_down_after_the_window() {
 }
 
 #[test]
-fn kumulus_follows_the_queueing_model_in_steady_state() {
+fn kumulus_follows_the_load_and_adds_workers_when_a_queue_forms() {
     let c = PolicyConfig {
-        slo_wait_secs: 5.0,
+        slo_wait_secs: 20.0,
         ..cfg(PolicyKind::Kumulus)
     };
     let mut h = History::default();
-    // 3 jobs/s of 2 s each: 6 erlangs, so at least 7 workers for a stable queue.
+    // 3 jobs/s of 2 s each: 6 erlangs. With nothing waiting, a little less
+    // than the load is enough until the next decision: the queue that forms
+    // meanwhile starts within the target.
     let mut last = 0;
     for i in 0..20 {
         let o = Observed {
@@ -147,7 +150,61 @@ fn kumulus_follows_the_queueing_model_in_steady_state() {
         last = d.desired;
         h.record(o, &d);
     }
-    assert!((7..=10).contains(&last), "{last}");
+    assert!((4..=6).contains(&last), "{last}");
+    let steady = last;
+    // A queue of 48 forms (the last period's arrivals and some before):
+    // 6 workers would start the newest only after 16 s of work plus what
+    // arrives meanwhile; more are needed.
+    let o = Observed {
+        service_secs: vec![2.0; 30],
+        ..obs(200.0, 6, &[3; 16], 6, 30, 30)
+    };
+    let d = decide(&c, &h, &o);
+    assert!(d.desired > 6, "{}", d.reason);
+    let peak = d.desired;
+    h.record(o, &d);
+    // Drained: back down, after the window.
+    let mut t = 210.0;
+    let mut desired = d.desired;
+    while t < 300.0 {
+        let o = Observed {
+            service_secs: vec![2.0; 30],
+            ..obs(t, desired, &[0; 16], 6, 30, 30)
+        };
+        let d = decide(&c, &h, &o);
+        if t < 200.0 + c.stabilization_secs {
+            assert_eq!(d.desired, peak, "held at {t}: {}", d.reason);
+        }
+        desired = d.desired;
+        h.record(o, &d);
+        t += 10.0;
+    }
+    assert_eq!(desired, steady);
+}
+
+#[test]
+fn kumulus_spends_the_slack_a_lax_slo_leaves() {
+    // 1 job/s of 2 s: 2 erlangs. A steady-state model would keep 3 or more
+    // workers so that nobody waits; with a 60 s SLO and 10 jobs queued, two
+    // workers start every job well in time, so two it is.
+    let c = PolicyConfig {
+        slo_wait_secs: 60.0,
+        ..cfg(PolicyKind::Kumulus)
+    };
+    let mut h = History::default();
+    for i in 0..10 {
+        let o = obs(
+            i as f64 * 10.0,
+            2,
+            &[1, 1, 1, 1, 1, 1, 1, 1, 1, 1],
+            2,
+            10,
+            10,
+        );
+        let d = decide(&c, &h, &o);
+        assert_eq!(d.desired, 2, "{}", d.reason);
+        h.record(o, &d);
+    }
 }
 
 #[test]
@@ -159,7 +216,8 @@ fn kumulus_counts_a_hot_partition() {
     // 40 s of work); 3 split them. The backlog alone would ask for 2.
     let o = obs(0.0, 1, &[10, 0, 0, 0, 10, 0, 0, 0], 0, 0, 1);
     let d = decide(&c, &h, &o);
-    assert_eq!(d.desired, 3, "{}", d.reason);
+    assert!(d.desired >= 3, "{}", d.reason);
+    assert!(d.reason.contains("partitions 3"), "{}", d.reason);
 }
 
 #[test]

@@ -64,6 +64,9 @@ pub struct AutoscalerConfig {
     pub cooldown_secs: f64,
     /// `kumulus`: scale-down stabilization window.
     pub stabilization_secs: f64,
+    /// `kumulus`: how long the workers stop when one joins or leaves (a
+    /// Kafka rebalance); adding a worker must be worth that.
+    pub rebalance_secs: f64,
     /// With `min_workers = 0`: idle this long before scaling to zero.
     pub idle_grace_secs: f64,
     /// Partitions of the jobs topic kept per worker (at least).
@@ -96,7 +99,8 @@ impl Default for AutoscalerConfig {
             budget_worker_secs_per_hour: None,
             lag_threshold: 5.0,
             cooldown_secs: 300.0,
-            stabilization_secs: 120.0,
+            stabilization_secs: 30.0,
+            rebalance_secs: 3.0,
             idle_grace_secs: 300.0,
             partition_factor: 2,
             driver: "dry-run".into(),
@@ -449,6 +453,7 @@ impl Config {
             a.startup_secs >= 0.0
                 && a.cooldown_secs >= 0.0
                 && a.stabilization_secs >= 0.0
+                && a.rebalance_secs >= 0.0
                 && a.idle_grace_secs >= 0.0,
             "autoscaler.startup_secs",
             "times must not be negative",
