@@ -10,16 +10,19 @@
 //!
 //! 1. **the backlog starts in time**: the jobs waiting now, oldest first,
 //!    each start before its wait reaches the target (their ages are read
-//!    from the arrivals of past periods; a job is behind every older one);
-//! 2. **the jobs that arrive before a correction can help** (one period to
-//!    notice, a start-up to act) start in time too, with one standard
-//!    deviation of the arrivals' randomness (`sqrt(lambda h (1 + cs²))`);
+//!    from the arrivals of past periods, each taken at mid-period; a job is
+//!    behind every older one);
+//! 2. **the jobs that arrive before a correction can help** start in time
+//!    too: a correction lands a start-up after the next decision, and the
+//!    next decision sees an arrival half a period later on average, so the
+//!    horizon is half of a period plus a start-up;
 //! 3. **no worker is left with more backlog in its own partitions** than it
 //!    can start in time: a Kafka partition is read by one worker only, so a
 //!    burst that landed on few partitions waits behind them.
 //!
 //! The target is [`TARGET_SHARE`] of the SLO: the rest is margin for what the
-//! model does not see. It scales up at once. It never scales below the
+//! model does not see (the randomness of arrivals and run times around the
+//! fluid's averages). It scales up at once. It never scales below the
 //! arrivals' load (`ceil(lambda S)`) while jobs wait, since a worker removed
 //! from a busy queue saves nothing and comes back later with a start-up and a
 //! rebalance; and it scales down only to the largest recommendation of the
@@ -34,9 +37,6 @@ use super::{Decision, History, Observed, PolicyConfig};
 
 /// Share of the SLO the policy aims at.
 pub const TARGET_SHARE: f64 = 0.85;
-
-/// Standard deviations of arrival randomness planned for.
-const ARRIVAL_SIGMAS: f64 = 1.0;
 
 pub fn decide(cfg: &PolicyConfig, history: &History, now: &Observed) -> Decision {
     let slots = cfg.slots.max(1);
@@ -67,10 +67,9 @@ pub fn decide(cfg: &PolicyConfig, history: &History, now: &Observed) -> Decision
         .div_ceil(slots);
 
     // 2. Arrivals until a correction could take effect.
-    let horizon = cfg.period_secs + cfg.startup_secs;
-    let arriving = lambda * horizon + ARRIVAL_SIGMAS * (lambda * horizon * (1.0 + cs2)).sqrt();
+    let horizon = (cfg.period_secs + cfg.startup_secs) / 2.0;
     let for_arrivals = model
-        .servers_for(waiting as f64 + arriving, target + horizon)
+        .servers_for(waiting as f64 + lambda * horizon, target + horizon)
         .unwrap_or(model.max_servers)
         .div_ceil(slots);
 
@@ -154,8 +153,9 @@ impl Fluid {
 }
 
 /// The waiting jobs grouped by the period they arrived in, oldest first:
-/// (age of the group's oldest job, jobs up to and including the group).
-/// Waiting jobs are taken to be the most recent arrivals.
+/// (the group's age, taken at the middle of its period; jobs up to and
+/// including the group). Waiting jobs are taken to be the most recent
+/// arrivals.
 fn backlog_ages(history: &History, now: &Observed, waiting: u64, period: f64) -> Vec<(f64, u64)> {
     let mut groups = Vec::new();
     let mut left = waiting;
@@ -165,7 +165,7 @@ fn backlog_ages(history: &History, now: &Observed, waiting: u64, period: f64) ->
         }
         let n = o.arrivals.min(left);
         if n > 0 {
-            groups.push((now.now_secs - o.now_secs + period, n));
+            groups.push((now.now_secs - o.now_secs + period / 2.0, n));
         }
         left -= n;
     }
@@ -175,7 +175,7 @@ fn backlog_ages(history: &History, now: &Observed, waiting: u64, period: f64) ->
             .observations
             .front()
             .map_or(now.now_secs, |o| o.now_secs);
-        groups.push((now.now_secs - oldest + period, left));
+        groups.push((now.now_secs - oldest + period / 2.0, left));
     }
     groups.reverse();
     let mut ahead = 0;
@@ -300,10 +300,10 @@ mod tests {
         // 10 waiting: 3 from this period, 4 from the last, 3 of the 8 before.
         assert_eq!(
             backlog_ages(&h, &now, 10, 10.0),
-            vec![(30.0, 3), (20.0, 7), (10.0, 10)]
+            vec![(25.0, 3), (15.0, 7), (5.0, 10)]
         );
         assert_eq!(backlog_ages(&h, &now, 0, 10.0), vec![]);
         // More than ever arrived: the rest as old as the history.
-        assert_eq!(backlog_ages(&h, &now, 25, 10.0)[0], (40.0, 5));
+        assert_eq!(backlog_ages(&h, &now, 25, 10.0)[0], (35.0, 5));
     }
 }
