@@ -235,3 +235,94 @@ impl Drop for JobGroup {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    //! This machine has only v1 controllers, so the v2 layout is checked
+    //! against a folder laid out like a v2 group: the files written, their
+    //! values, and how the kernel's event files are read.
+    use super::*;
+
+    #[test]
+    fn a_v2_group_gets_its_limits_in_the_kernels_format() {
+        let base = tempfile::tempdir().unwrap();
+        let h = Hierarchy::V2 {
+            base: base.path().to_path_buf(),
+            cpu: true,
+        };
+        assert!(h.limits_cpu());
+        let group = JobGroup::create(&h, "job-1", 64 * 1024 * 1024, 32, 0.5).unwrap();
+        let dir = base.path().join("job-1");
+        let read = |f: &str| std::fs::read_to_string(dir.join(f)).unwrap();
+        assert_eq!(read("memory.max"), "67108864");
+        assert_eq!(read("memory.swap.max"), "0");
+        assert_eq!(read("pids.max"), "32");
+        assert_eq!(read("cpu.max"), "50000 100000");
+
+        // What the kernel reports, as it reports it.
+        assert_eq!(group.hit(), None);
+        std::fs::write(
+            dir.join("memory.events"),
+            "low 0\nhigh 0\nmax 12\noom 0\noom_kill 0\n",
+        )
+        .unwrap();
+        std::fs::write(dir.join("pids.events"), "max 0\n").unwrap();
+        std::fs::write(
+            dir.join("cpu.stat"),
+            "usage_usec 100\nnr_periods 4\nnr_throttled 0\n",
+        )
+        .unwrap();
+        assert_eq!(group.hit(), None);
+        assert!(!group.throttled());
+        std::fs::write(
+            dir.join("cpu.stat"),
+            "usage_usec 100\nnr_periods 4\nnr_throttled 3\n",
+        )
+        .unwrap();
+        assert!(group.throttled());
+        std::fs::write(dir.join("pids.events"), "max 7\n").unwrap();
+        assert_eq!(
+            group.hit(),
+            Some("the job hit the process limit (worker.pids)")
+        );
+        std::fs::write(
+            dir.join("memory.events"),
+            "low 0\nhigh 0\nmax 40\noom 1\noom_kill 1\n",
+        )
+        .unwrap();
+        assert_eq!(
+            group.hit(),
+            Some("the job ran out of memory (worker.memory_mb)")
+        );
+
+        // A child joins before it runs anything: it writes itself ("0") to
+        // cgroup.procs between fork and exec.
+        std::fs::write(dir.join("cgroup.procs"), "").unwrap();
+        let mut cmd = tokio::process::Command::new("true");
+        let held = group.enter_on_spawn(&mut cmd).unwrap();
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap();
+        let status = rt.block_on(async { cmd.status().await.unwrap() });
+        drop(held);
+        assert!(status.success());
+        assert_eq!(read("cgroup.procs"), "0");
+        // (A real group's folder goes when emptied; this one is a plain folder.)
+        std::mem::forget(group);
+    }
+
+    #[test]
+    fn without_the_cpu_controller_no_quota_is_written() {
+        let base = tempfile::tempdir().unwrap();
+        let h = Hierarchy::V2 {
+            base: base.path().to_path_buf(),
+            cpu: false,
+        };
+        assert!(!h.limits_cpu());
+        let group = JobGroup::create(&h, "job-2", 1 << 26, 8, 2.0).unwrap();
+        assert!(!base.path().join("job-2/cpu.max").exists());
+        assert!(!group.throttled());
+        std::mem::forget(group);
+    }
+}
