@@ -4,7 +4,7 @@
 
 mod common;
 
-use common::{eventually, processes_with, Kumulus, Options, Repo};
+use common::{eventually, processes_with, GitDaemon, Kumulus, Options, Repo};
 use reqwest::{Method, StatusCode};
 use serde_json::json;
 
@@ -341,8 +341,12 @@ async fn output_limits_end_a_job_and_symlinks_are_never_followed() {
 }
 
 #[tokio::test]
-async fn repositories_are_cloned_once_then_fetched_and_npm_caches_are_per_user() {
-    let k = Kumulus::start(Options::default()).await;
+async fn remote_repositories_are_cloned_once_then_fetched_and_npm_caches_are_per_user() {
+    let k = Kumulus::start(Options {
+        env: vec![("KUMULUS_WORKER__ALLOWED_SCHEMES".into(), "[\"git\"]".into())],
+        ..Options::default()
+    })
+    .await;
     let ana = k.login("ana").await;
     let bob = k.login("bob").await;
     let repo = Repo::new(&[
@@ -352,9 +356,10 @@ async fn repositories_are_cloned_once_then_fetched_and_npm_caches_are_per_user()
         ),
         ("v.txt", "1\n"),
     ]);
+    let remote = GitDaemon::serve(&repo);
     let run = |token: String| {
         let k = &k;
-        let url = repo.path();
+        let url = remote.url.clone();
         async move {
             let id = k.submit(&token, json!({"url": url})).await;
             let job = k.wait_for(&token, &id, &["succeeded", "failed"], 60).await;
@@ -388,4 +393,11 @@ async fn repositories_are_cloned_once_then_fetched_and_npm_caches_are_per_user()
     assert_eq!(ana_cache, ana_cache_again);
     assert_ne!(ana_cache, bob_cache);
     assert!(ana_cache.contains("/cache/npm/"), "{ana_cache}");
+
+    // A local repository is cloned directly: nothing to save by caching it.
+    let local = Repo::example();
+    let id = k.submit(&ana, json!({"url": local.path()})).await;
+    let job = k.wait_for(&ana, &id, &["succeeded", "failed"], 60).await;
+    assert_eq!(job["state"], "succeeded", "{job}");
+    assert_eq!(cached(), 1);
 }

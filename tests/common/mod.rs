@@ -414,6 +414,52 @@ impl Repo {
     }
 }
 
+/// `git daemon` serving one repository over git://, as a remote would.
+pub struct GitDaemon {
+    child: Child,
+    pub url: String,
+}
+
+impl GitDaemon {
+    pub fn serve(repo: &Repo) -> Self {
+        let base = repo.dir.path().parent().expect("parent");
+        let name = repo.dir.path().file_name().expect("name").to_string_lossy();
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .and_then(|l| l.local_addr())
+            .expect("free port")
+            .port();
+        let child = Command::new("git")
+            .arg("daemon")
+            .arg("--reuseaddr")
+            .arg("--export-all")
+            .arg("--listen=127.0.0.1")
+            .arg(format!("--port={port}"))
+            .arg(format!("--base-path={}", base.display()))
+            // Only this repository.
+            .arg(repo.dir.path())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("git daemon");
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+            assert!(Instant::now() < deadline, "git daemon did not start");
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        Self {
+            child,
+            url: format!("git://127.0.0.1:{port}/{name}"),
+        }
+    }
+}
+
+impl Drop for GitDaemon {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
 /// Pids of processes whose command line contains `marker`.
 pub fn processes_with(marker: &str) -> Vec<u32> {
     let mut pids = Vec::new();

@@ -37,6 +37,12 @@ pub enum CloneError {
     Cancelled,
 }
 
+/// Whether `url` names a repository elsewhere (not a local path or file://
+/// URL): only those are worth caching.
+pub fn is_remote(url: &str, policy: &RepoPolicy) -> bool {
+    matches!(check_repo_url(url, policy), Ok(RepoLocation::Remote { .. }))
+}
+
 /// What every clone is held to.
 #[derive(Debug, Clone)]
 pub struct CloneLimits {

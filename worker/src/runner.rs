@@ -130,7 +130,11 @@ async fn prepare_and_run(
         &repo,
         &home,
         &settings.clone,
-        settings.git_cache.as_deref(),
+        // A local repository is cloned as fast as a copy would be.
+        settings
+            .git_cache
+            .as_deref()
+            .filter(|_| git::is_remote(&job.url, &settings.repos)),
         cancel,
     )
     .await
