@@ -21,6 +21,14 @@ pub enum Hierarchy {
 /// Length of a CPU quota period, in microseconds.
 const CPU_PERIOD_US: u64 = 100_000;
 
+/// Whether a quota of `cpus` holds anything back on this machine. Joining a
+/// v1 hierarchy costs a process start about 12 ms here (the kernel waits for
+/// an RCU grace period to move it), so the cpu one is joined only then.
+fn quota_binds(cpus: f64) -> bool {
+    let machine = std::thread::available_parallelism().map_or(1, |n| n.get());
+    cpus < machine as f64
+}
+
 /// The CPU quota per period for `cpus` CPUs.
 pub fn cpu_quota_us(cpus: f64) -> u64 {
     ((cpus * CPU_PERIOD_US as f64).round() as u64).max(1000)
@@ -88,7 +96,7 @@ impl JobGroup {
                 std::fs::write(dir.join("memory.max"), memory_bytes.to_string())?;
                 let _ = std::fs::write(dir.join("memory.swap.max"), "0");
                 std::fs::write(dir.join("pids.max"), pids.to_string())?;
-                if *cpu {
+                if *cpu && quota_binds(cpus) {
                     std::fs::write(
                         dir.join("cpu.max"),
                         format!("{} {CPU_PERIOD_US}", cpu_quota_us(cpus)),
@@ -97,7 +105,7 @@ impl JobGroup {
                 Ok(Self {
                     memory_events: dir.join("memory.events"),
                     pids_events: dir.join("pids.events"),
-                    cpu_stat: cpu.then(|| dir.join("cpu.stat")),
+                    cpu_stat: (*cpu && quota_binds(cpus)).then(|| dir.join("cpu.stat")),
                     dirs: vec![dir],
                     v2: true,
                 })
@@ -120,7 +128,7 @@ impl JobGroup {
                 std::fs::write(p.join("pids.max"), pids.to_string())?;
                 let mut dirs = vec![m.clone(), p.clone()];
                 let mut cpu_stat = None;
-                if let Some(cpu_root) = cpu {
+                if let Some(cpu_root) = cpu.as_ref().filter(|_| quota_binds(cpus)) {
                     let c = cpu_root.join(name);
                     std::fs::create_dir_all(&c)?;
                     dirs.push(c.clone());
@@ -216,22 +224,39 @@ fn enter(cmd: &mut tokio::process::Command, fds: Vec<std::os::fd::RawFd>) {
 
 impl Drop for JobGroup {
     fn drop(&mut self) {
-        for dir in &self.dirs {
-            // Whatever is left goes, then the group.
-            if let Ok(procs) = std::fs::read_to_string(dir.join("cgroup.procs")) {
-                for pid in procs.lines().filter_map(|l| l.trim().parse::<i32>().ok()) {
-                    let _ = nix::sys::signal::kill(
-                        nix::unistd::Pid::from_raw(pid),
-                        nix::sys::signal::Signal::SIGKILL,
-                    );
-                }
+        // Whatever is left goes, then the group. A group the kernel still
+        // counts a dying process in cannot be removed yet: those are retried
+        // off the job's path, so the job's end does not wait for them.
+        let mut busy = Vec::new();
+        for dir in self.dirs.drain(..) {
+            kill_members(&dir);
+            if std::fs::remove_dir(&dir).is_err() && dir.exists() {
+                busy.push(dir);
             }
-            for _ in 0..50 {
-                if std::fs::remove_dir(dir).is_ok() {
-                    break;
+        }
+        if !busy.is_empty() {
+            std::thread::spawn(move || {
+                for dir in busy {
+                    for _ in 0..100 {
+                        kill_members(&dir);
+                        if std::fs::remove_dir(&dir).is_ok() || !dir.exists() {
+                            break;
+                        }
+                        std::thread::sleep(std::time::Duration::from_millis(20));
+                    }
                 }
-                std::thread::sleep(std::time::Duration::from_millis(20));
-            }
+            });
+        }
+    }
+}
+
+fn kill_members(dir: &Path) {
+    if let Ok(procs) = std::fs::read_to_string(dir.join("cgroup.procs")) {
+        for pid in procs.lines().filter_map(|l| l.trim().parse::<i32>().ok()) {
+            let _ = nix::sys::signal::kill(
+                nix::unistd::Pid::from_raw(pid),
+                nix::sys::signal::Signal::SIGKILL,
+            );
         }
     }
 }

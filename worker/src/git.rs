@@ -63,15 +63,26 @@ pub async fn checkout(
     cancel: &CancellationToken,
 ) -> Result<(), CloneError> {
     let location = check_repo_url(url, policy).map_err(CloneError::Refused)?;
-    // A local path becomes a file:// URL so that --depth applies to it too.
-    let source = match location {
-        RepoLocation::Local if url.starts_with('/') => format!("file://{url}"),
-        _ => url.to_string(),
-    };
+    let local = matches!(location, RepoLocation::Local);
     let Some(cache) = cache else {
-        let clone = Git::new(policy, scratch).clone_args(&source, dest, false);
+        let clone = if local {
+            // A plain copy of the objects is the quickest clone of a local
+            // repository (copies, not hard links: the job must not be able
+            // to change the user's repository through them).
+            let path = url.strip_prefix("file://").unwrap_or(url);
+            Git::new(policy, scratch).clone_args(path, dest, Clone::LocalCopy)
+        } else {
+            Git::new(policy, scratch).clone_args(url, dest, Clone::Shallow)
+        };
         return run(clone, url, dest, scratch, limits, cancel).await;
     };
+    // A local path becomes a file:// URL so that --depth applies to it too.
+    let source = if local && url.starts_with('/') {
+        format!("file://{url}")
+    } else {
+        url.to_string()
+    };
+    let source = source.as_str();
     let entry = cache.entry(url);
     let _lock = cache.lock(&entry).await?;
     let fresh = !entry.join("HEAD").exists();
@@ -88,7 +99,7 @@ pub async fn checkout(
         // A copy that cannot be brought up to date is cloned again, so a
         // job never runs stale code.
         let _ = std::fs::remove_dir_all(&entry);
-        let clone = Git::new(policy, scratch).clone_args(&source, &entry, true);
+        let clone = Git::new(policy, scratch).clone_args(source, &entry, Clone::Bare);
         if let Err(e) = run(clone, url, &entry, scratch, limits, cancel).await {
             let _ = std::fs::remove_dir_all(&entry);
             return Err(e);
@@ -98,7 +109,7 @@ pub async fn checkout(
     let local = format!("file://{}", entry.display());
     let mut git = Git::new(policy, scratch);
     git.cmd.arg("-c").arg("protocol.file.allow=always");
-    let clone = git.clone_args(&local, dest, false);
+    let clone = git.clone_args(&local, dest, Clone::Shallow);
     run(clone, url, dest, scratch, limits, cancel).await?;
     // The job's own clone names the repository the user gave (redacted),
     // not the cache.
@@ -114,6 +125,16 @@ pub async fn checkout(
         cache.evict();
     }
     Ok(())
+}
+
+/// The kinds of clone.
+enum Clone {
+    /// The last commit of the default branch.
+    Shallow,
+    /// The same, bare (a cache copy).
+    Bare,
+    /// A local repository's objects, copied.
+    LocalCopy,
 }
 
 /// A git command with nothing of the machine's or the repository's
@@ -151,13 +172,15 @@ impl Git {
         Self { cmd }
     }
 
-    fn clone_args(mut self, source: &str, dest: &Path, bare: bool) -> Command {
+    fn clone_args(mut self, source: &str, dest: &Path, kind: Clone) -> Command {
         self.cmd
-            .args(["clone", "--quiet", "--depth", "1", "--single-branch"]);
-        self.cmd.args(["--no-tags", "--recurse-submodules=no"]);
-        if bare {
-            self.cmd.arg("--bare");
-        }
+            .args(["clone", "--quiet", "--single-branch", "--no-tags"]);
+        self.cmd.arg("--recurse-submodules=no");
+        match kind {
+            Clone::Shallow => self.cmd.args(["--depth", "1"]),
+            Clone::Bare => self.cmd.args(["--depth", "1", "--bare"]),
+            Clone::LocalCopy => self.cmd.args(["--local", "--no-hardlinks"]),
+        };
         self.cmd.arg("--").arg(source).arg(dest);
         self.cmd
     }

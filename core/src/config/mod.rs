@@ -175,7 +175,7 @@ pub struct WorkerConfig {
     /// Processes a job may have at once (cgroups, where writable).
     pub pids: u64,
     /// CPUs a job may use (a cgroup CPU quota; with setrlimit, CPU-seconds
-    /// of cpus x the job's time limit).
+    /// of cpus x the job's time limit). Default: the machine's CPUs.
     pub cpus: f64,
     /// How memory, process and CPU limits are enforced: `auto` (cgroups
     /// where writable, else setrlimit), `cgroup` or `rlimit`.
@@ -251,7 +251,9 @@ impl Config {
                 network: false,
                 memory_mb: 2048,
                 pids: 512,
-                cpus: 1.0,
+                // The machine's CPUs: no quota unless one is set (a quota
+                // of one CPU slows even node's own multi-threaded start-up).
+                cpus: std::thread::available_parallelism().map_or(1, |n| n.get()) as f64,
                 limit_by: "auto".into(),
                 clone_limit_bytes: 512 * 1024 * 1024,
                 git_cache: true,
