@@ -221,9 +221,9 @@ async fn a_flood_of_output_is_cut_and_the_job_still_ends() {
     })
     .await;
     let token = k.login("ana").await;
-    // 64 MiB to stdout, in 1 MiB writes.
+    // 1 GiB to stdout, in 1 MiB writes.
     let flood = Repo::node(
-        "const b = 'x'.repeat(1 << 20); for (let i = 0; i < 64; i++) process.stdout.write(b);",
+        "const fs = require('fs'); const b = Buffer.alloc(1 << 20, 120); for (let i = 0; i < 1024; i++) fs.writeSync(1, b);",
     );
     let id = k.submit(&token, json!({"url": flood.path()})).await;
     let job = k
