@@ -306,9 +306,10 @@ async fn without_cgroups_setrlimit_ends_memory_hogs_and_cpu_hogs() {
             json!({"url": hog.path(), "timeout_secs": 30}),
             "worker.memory_mb",
         ),
-        // Half a CPU for 4 s: 2 CPU-seconds, used up long before the time limit.
+        // A tenth of a CPU for 20 s: 2 CPU-seconds, used up long before the
+        // time limit even on a busy machine.
         (
-            json!({"url": spin.path(), "args": ["100"], "timeout_secs": 4, "limits": {"cpus": 0.5}}),
+            json!({"url": spin.path(), "args": ["100"], "timeout_secs": 20, "limits": {"cpus": 0.1}}),
             "worker.cpus",
         ),
     ];
