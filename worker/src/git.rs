@@ -74,7 +74,12 @@ pub async fn checkout(
         } else {
             Git::new(policy, scratch).clone_args(url, dest, Clone::Shallow)
         };
-        return run(clone, url, dest, scratch, limits, cancel).await;
+        run(clone, url, dest, scratch, limits, cancel).await?;
+        if redact_url(url) != url {
+            // The job never sees the credentials in its own .git/config.
+            set_origin(url, policy, dest, scratch, limits, cancel).await?;
+        }
+        return Ok(());
     };
     // A local path becomes a file:// URL so that --depth applies to it too.
     let source = if local && url.starts_with('/') {
@@ -111,20 +116,30 @@ pub async fn checkout(
     git.cmd.arg("-c").arg("protocol.file.allow=always");
     let clone = git.clone_args(&local, dest, Clone::Shallow);
     run(clone, url, dest, scratch, limits, cancel).await?;
-    // The job's own clone names the repository the user gave (redacted),
-    // not the cache.
-    let mut set_url = Git::new(policy, scratch);
-    set_url
-        .cmd
-        .arg("-C")
-        .arg(dest)
-        .args(["config", "remote.origin.url"])
-        .arg(redact_url(url));
-    run(set_url.cmd, url, dest, scratch, limits, cancel).await?;
+    // The job's own clone names the repository the user gave, not the cache.
+    set_origin(url, policy, dest, scratch, limits, cancel).await?;
     if fresh {
         cache.evict();
     }
     Ok(())
+}
+
+/// Makes a clone's `origin` the repository's URL without its credentials.
+async fn set_origin(
+    url: &str,
+    policy: &RepoPolicy,
+    dest: &Path,
+    scratch: &Path,
+    limits: &CloneLimits,
+    cancel: &CancellationToken,
+) -> Result<(), CloneError> {
+    let mut git = Git::new(policy, scratch);
+    git.cmd
+        .arg("-C")
+        .arg(dest)
+        .args(["config", "remote.origin.url"])
+        .arg(redact_url(url));
+    run(git.cmd, url, dest, scratch, limits, cancel).await
 }
 
 /// The kinds of clone.
@@ -500,6 +515,43 @@ mod tests {
         .unwrap_err();
         assert!(matches!(err, CloneError::Failed(_)), "{err}");
         assert!(!cache.entry(&url).exists());
+    }
+
+    #[tokio::test]
+    async fn a_clones_origin_never_holds_credentials() {
+        let tmp = tempfile::tempdir().unwrap();
+        let upstream = tmp.path().join("upstream");
+        repo(&upstream, "{}");
+        let scratch = tmp.path().join("scratch");
+        std::fs::create_dir_all(&scratch).unwrap();
+        let dest = tmp.path().join("job");
+        let cancel = CancellationToken::new();
+        let url = upstream.display().to_string();
+        checkout(
+            &url,
+            &policy(),
+            &dest,
+            &scratch,
+            &limits(1 << 30),
+            None,
+            &cancel,
+        )
+        .await
+        .unwrap();
+        let with_token = "https://alice:s3cr3t@example.com/private/repo.git";
+        set_origin(
+            with_token,
+            &policy(),
+            &dest,
+            &scratch,
+            &limits(1 << 30),
+            &cancel,
+        )
+        .await
+        .unwrap();
+        let config = std::fs::read_to_string(dest.join(".git/config")).unwrap();
+        assert!(!config.contains("s3cr3t"), "{config}");
+        assert!(config.contains("example.com/private/repo.git"), "{config}");
     }
 
     #[tokio::test]
