@@ -118,7 +118,8 @@ pub async fn checkout(
     run(clone, url, dest, scratch, limits, cancel).await?;
     // The job's own clone names the repository the user gave, not the cache.
     set_origin(url, policy, dest, scratch, limits, cancel).await?;
-    if fresh {
+    // A new copy, or fetches that grew the copies: keep within the limit.
+    if fresh || cache.due_for_eviction() {
         cache.evict();
     }
     Ok(())
@@ -311,7 +312,12 @@ pub struct GitCache {
     /// One lock per copy among this process's slots; a file lock keeps
     /// other worker processes sharing the folder out too.
     locks: Mutex<HashMap<PathBuf, Arc<tokio::sync::Mutex<()>>>>,
+    /// When the cache was last measured.
+    measured: Mutex<Option<std::time::Instant>>,
 }
+
+/// How often fetches make the cache measure itself.
+const EVICTION_INTERVAL: std::time::Duration = std::time::Duration::from_secs(60);
 
 /// Holds a cached copy for one job's clone.
 pub struct EntryLock {
@@ -326,6 +332,7 @@ impl GitCache {
             dir,
             limit_bytes,
             locks: Mutex::default(),
+            measured: Mutex::default(),
         })
     }
 
@@ -369,9 +376,16 @@ impl GitCache {
             .and_then(|f| f.set_modified(std::time::SystemTime::now()));
     }
 
+    /// Whether it is time to measure the cache again.
+    fn due_for_eviction(&self) -> bool {
+        let last = *self.measured.lock().unwrap_or_else(|p| p.into_inner());
+        last.is_none_or(|t| t.elapsed() >= EVICTION_INTERVAL)
+    }
+
     /// Removes the least recently used copies until the cache fits its
     /// limit; copies in use (locked) stay.
     pub fn evict(&self) {
+        *self.measured.lock().unwrap_or_else(|p| p.into_inner()) = Some(std::time::Instant::now());
         let Ok(entries) = std::fs::read_dir(&self.dir) else {
             return;
         };
