@@ -1,7 +1,8 @@
 //! The `kumulus` policy: the fewest workers that start every job within the
 //! wait target, spending the SLO's slack instead of idling workers.
 //!
-//! The model is a fluid queue with a random term, over a finite horizon. A
+//! The model is a fluid queue (jobs as a flow at the measured rates) over a
+//! finite horizon. A
 //! worker asked for now starts serving only after `startup_secs`, and its
 //! joining stops every worker for a rebalance (`rebalance_secs`), so the
 //! capacity of `c` slots over the next `t` seconds, with `have` running, is
