@@ -114,11 +114,7 @@ async fn escape_attempts_are_contained() {
         "network is off by default: {seen}"
     );
 
-    // A normal job still succeeds.
-    let ok = Repo::example();
-    let id = k.submit(&token, json!({"url": ok.path()})).await;
-    let job = k.wait_for(&token, &id, &["succeeded", "failed"], 60).await;
-    assert_eq!(job["state"], "succeeded", "{job}");
+    a_normal_job_still_succeeds(&k, &token).await;
 }
 
 #[tokio::test]
@@ -152,17 +148,9 @@ async fn memory_hogs_and_fork_bombs_end_the_job_not_the_worker() {
         let id = k
             .submit(&token, json!({"url": repo.path(), "timeout_secs": 20}))
             .await;
-        let job = k
-            .wait_for(&token, &id, &["succeeded", "failed", "timed_out"], 90)
-            .await;
-        assert_eq!(job["state"], "failed", "{job}");
-        assert!(job["error"].as_str().unwrap().contains(limit), "{job}");
+        fails_naming(&k, &token, &id, limit).await;
     }
-    // The worker is fine.
-    let ok = Repo::example();
-    let id = k.submit(&token, json!({"url": ok.path()})).await;
-    let job = k.wait_for(&token, &id, &["succeeded", "failed"], 60).await;
-    assert_eq!(job["state"], "succeeded", "{job}");
+    a_normal_job_still_succeeds(&k, &token).await;
 }
 
 #[tokio::test]
@@ -315,14 +303,24 @@ async fn without_cgroups_setrlimit_ends_memory_hogs_and_cpu_hogs() {
     ];
     for (body, limit) in cases {
         let id = k.submit(&token, body).await;
-        let job = k
-            .wait_for(&token, &id, &["succeeded", "failed", "timed_out"], 90)
-            .await;
-        assert_eq!(job["state"], "failed", "{job}");
-        assert!(job["error"].as_str().unwrap().contains(limit), "{job}");
+        fails_naming(&k, &token, &id, limit).await;
     }
+    a_normal_job_still_succeeds(&k, &token).await;
+}
+
+/// After an attempt, the worker still runs a normal job.
+async fn a_normal_job_still_succeeds(k: &Kumulus, token: &str) {
     let ok = Repo::example();
-    let id = k.submit(&token, json!({"url": ok.path()})).await;
-    let job = k.wait_for(&token, &id, &["succeeded", "failed"], 60).await;
+    let id = k.submit(token, json!({"url": ok.path()})).await;
+    let job = k.wait_for(token, &id, &["succeeded", "failed"], 60).await;
     assert_eq!(job["state"], "succeeded", "{job}");
+}
+
+/// The job ends `failed`, and its error names `limit`.
+async fn fails_naming(k: &Kumulus, token: &str, id: &str, limit: &str) {
+    let job = k
+        .wait_for(token, id, &["succeeded", "failed", "timed_out"], 90)
+        .await;
+    assert_eq!(job["state"], "failed", "{job}");
+    assert!(job["error"].as_str().unwrap().contains(limit), "{job}");
 }

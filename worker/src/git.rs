@@ -425,6 +425,7 @@ impl GitCache {
 mod tests {
     use super::*;
 
+    /// Commits `package.json` with `content` in `dir` (made a repository if it is not one).
     fn repo(dir: &Path, content: &str) {
         std::fs::create_dir_all(dir).unwrap();
         std::fs::write(dir.join("package.json"), content).unwrap();
@@ -459,29 +460,64 @@ mod tests {
         }
     }
 
+    /// A folder for the test's repositories and clones, and git's scratch.
+    struct Fixture {
+        tmp: tempfile::TempDir,
+        cancel: CancellationToken,
+    }
+
+    impl Fixture {
+        fn new() -> Self {
+            let tmp = tempfile::tempdir().unwrap();
+            std::fs::create_dir_all(tmp.path().join("scratch")).unwrap();
+            Self {
+                tmp,
+                cancel: CancellationToken::new(),
+            }
+        }
+
+        fn path(&self, name: &str) -> PathBuf {
+            self.tmp.path().join(name)
+        }
+
+        /// Checks `url` out into the folder `dest`, within `max_bytes`.
+        async fn checkout(
+            &self,
+            url: &str,
+            dest: &str,
+            max_bytes: u64,
+            cache: Option<&GitCache>,
+        ) -> Result<PathBuf, CloneError> {
+            let dest = self.path(dest);
+            let _ = std::fs::remove_dir_all(&dest);
+            checkout(
+                url,
+                &policy(),
+                &dest,
+                &self.path("scratch"),
+                &limits(max_bytes),
+                cache,
+                &self.cancel,
+            )
+            .await
+            .map(|()| dest)
+        }
+    }
+
+    const ANY_SIZE: u64 = 1 << 30;
+
     #[tokio::test]
     async fn the_cache_clones_once_then_fetches_new_commits() {
-        let tmp = tempfile::tempdir().unwrap();
-        let upstream = tmp.path().join("upstream");
+        let f = Fixture::new();
+        let upstream = f.path("upstream");
         repo(&upstream, "{\"v\": 1}");
         let url = upstream.display().to_string();
-        let cache = GitCache::new(tmp.path().join("cache"), 1 << 30).unwrap();
-        let scratch = tmp.path().join("scratch");
-        std::fs::create_dir_all(&scratch).unwrap();
-        let cancel = CancellationToken::new();
+        let cache = GitCache::new(f.path("cache"), ANY_SIZE).unwrap();
 
-        let first = tmp.path().join("job1");
-        checkout(
-            &url,
-            &policy(),
-            &first,
-            &scratch,
-            &limits(1 << 30),
-            Some(&cache),
-            &cancel,
-        )
-        .await
-        .unwrap();
+        let first = f
+            .checkout(&url, "job1", ANY_SIZE, Some(&cache))
+            .await
+            .unwrap();
         assert_eq!(
             std::fs::read_to_string(first.join("package.json")).unwrap(),
             "{\"v\": 1}"
@@ -490,18 +526,10 @@ mod tests {
 
         // A new commit upstream reaches the next job through the cache.
         repo(&upstream, "{\"v\": 2}");
-        let second = tmp.path().join("job2");
-        checkout(
-            &url,
-            &policy(),
-            &second,
-            &scratch,
-            &limits(1 << 30),
-            Some(&cache),
-            &cancel,
-        )
-        .await
-        .unwrap();
+        let second = f
+            .checkout(&url, "job2", ANY_SIZE, Some(&cache))
+            .await
+            .unwrap();
         assert_eq!(
             std::fs::read_to_string(second.join("package.json")).unwrap(),
             "{\"v\": 2}"
@@ -515,51 +543,30 @@ mod tests {
 
         // Upstream gone: the job fails, it does not run the stale copy.
         std::fs::remove_dir_all(&upstream).unwrap();
-        let third = tmp.path().join("job3");
-        let err = checkout(
-            &url,
-            &policy(),
-            &third,
-            &scratch,
-            &limits(1 << 30),
-            Some(&cache),
-            &cancel,
-        )
-        .await
-        .unwrap_err();
+        let err = f
+            .checkout(&url, "job3", ANY_SIZE, Some(&cache))
+            .await
+            .unwrap_err();
         assert!(matches!(err, CloneError::Failed(_)), "{err}");
         assert!(!cache.entry(&url).exists());
     }
 
     #[tokio::test]
     async fn a_clones_origin_never_holds_credentials() {
-        let tmp = tempfile::tempdir().unwrap();
-        let upstream = tmp.path().join("upstream");
+        let f = Fixture::new();
+        let upstream = f.path("upstream");
         repo(&upstream, "{}");
-        let scratch = tmp.path().join("scratch");
-        std::fs::create_dir_all(&scratch).unwrap();
-        let dest = tmp.path().join("job");
-        let cancel = CancellationToken::new();
         let url = upstream.display().to_string();
-        checkout(
-            &url,
-            &policy(),
-            &dest,
-            &scratch,
-            &limits(1 << 30),
-            None,
-            &cancel,
-        )
-        .await
-        .unwrap();
+        let dest = f.checkout(&url, "job", ANY_SIZE, None).await.unwrap();
         let with_token = "https://alice:s3cr3t@example.com/private/repo.git";
+        let scratch = f.path("scratch");
         set_origin(
             with_token,
             &policy(),
             &dest,
             &scratch,
-            &limits(1 << 30),
-            &cancel,
+            &limits(ANY_SIZE),
+            &f.cancel,
         )
         .await
         .unwrap();
@@ -570,8 +577,8 @@ mod tests {
 
     #[tokio::test]
     async fn a_clone_past_the_size_limit_stops() {
-        let tmp = tempfile::tempdir().unwrap();
-        let upstream = tmp.path().join("big");
+        let f = Fixture::new();
+        let upstream = f.path("big");
         std::fs::create_dir_all(&upstream).unwrap();
         // 4 MiB that git cannot compress.
         let noise: Vec<u8> = (0..4u32 << 20)
@@ -579,27 +586,10 @@ mod tests {
             .collect();
         std::fs::write(upstream.join("blob.bin"), noise).unwrap();
         repo(&upstream, "{}");
-        let scratch = tmp.path().join("scratch");
-        std::fs::create_dir_all(&scratch).unwrap();
         let url = upstream.display().to_string();
-        let cancel = CancellationToken::new();
-        for cache in [
-            None,
-            Some(GitCache::new(tmp.path().join("cache"), 1 << 30).unwrap()),
-        ] {
-            let dest = tmp.path().join("dest");
-            let _ = std::fs::remove_dir_all(&dest);
-            let err = checkout(
-                &url,
-                &policy(),
-                &dest,
-                &scratch,
-                &limits(1 << 20),
-                cache.as_ref(),
-                &cancel,
-            )
-            .await
-            .unwrap_err();
+        let cache = GitCache::new(f.path("cache"), ANY_SIZE).unwrap();
+        for cache in [None, Some(&cache)] {
+            let err = f.checkout(&url, "dest", 1 << 20, cache).await.unwrap_err();
             assert!(matches!(err, CloneError::TooLarge(_)), "{err}");
             assert!(err.to_string().contains("worker.clone_limit_bytes"));
         }
@@ -607,29 +597,17 @@ mod tests {
 
     #[tokio::test]
     async fn the_least_recently_used_copies_go_first() {
-        let tmp = tempfile::tempdir().unwrap();
-        let scratch = tmp.path().join("scratch");
-        std::fs::create_dir_all(&scratch).unwrap();
+        let f = Fixture::new();
         // Room for about one copy.
-        let cache = GitCache::new(tmp.path().join("cache"), 1).unwrap();
-        let cancel = CancellationToken::new();
+        let cache = GitCache::new(f.path("cache"), 1).unwrap();
         let mut urls = Vec::new();
         for i in 0..3 {
-            let upstream = tmp.path().join(format!("r{i}"));
+            let upstream = f.path(&format!("r{i}"));
             repo(&upstream, &format!("{{\"r\": {i}}}"));
             let url = upstream.display().to_string();
-            let dest = tmp.path().join(format!("d{i}"));
-            checkout(
-                &url,
-                &policy(),
-                &dest,
-                &scratch,
-                &limits(1 << 30),
-                Some(&cache),
-                &cancel,
-            )
-            .await
-            .unwrap();
+            f.checkout(&url, &format!("d{i}"), ANY_SIZE, Some(&cache))
+                .await
+                .unwrap();
             urls.push(url);
             tokio::time::sleep(Duration::from_millis(20)).await;
         }
