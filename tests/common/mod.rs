@@ -428,8 +428,16 @@ impl GitDaemon {
             .and_then(|l| l.local_addr())
             .expect("free port")
             .port();
-        let child = Command::new("git")
-            .arg("daemon")
+        // The daemon itself, not `git daemon`: `git` would start it as a
+        // child of its own, which killing `git` would leave running.
+        let exec_path = Command::new("git")
+            .arg("--exec-path")
+            .output()
+            .expect("git --exec-path");
+        let exec_path = String::from_utf8_lossy(&exec_path.stdout)
+            .trim()
+            .to_string();
+        let child = Command::new(Path::new(&exec_path).join("git-daemon"))
             .arg("--reuseaddr")
             .arg("--export-all")
             .arg("--listen=127.0.0.1")
