@@ -25,7 +25,11 @@ const CPU_PERIOD_US: u64 = 100_000;
 /// v1 hierarchy costs a process start about 12 ms here (the kernel waits for
 /// an RCU grace period to move it), so the cpu one is joined only then.
 fn quota_binds(cpus: f64) -> bool {
-    let machine = std::thread::available_parallelism().map_or(1, |n| n.get());
+    // Read once: on Linux, available_parallelism reads the process's cgroup
+    // files, which is no work for every job.
+    static MACHINE: std::sync::OnceLock<usize> = std::sync::OnceLock::new();
+    let machine =
+        *MACHINE.get_or_init(|| std::thread::available_parallelism().map_or(1, |n| n.get()));
     cpus < machine as f64
 }
 
@@ -96,7 +100,8 @@ impl JobGroup {
                 std::fs::write(dir.join("memory.max"), memory_bytes.to_string())?;
                 let _ = std::fs::write(dir.join("memory.swap.max"), "0");
                 std::fs::write(dir.join("pids.max"), pids.to_string())?;
-                if *cpu && quota_binds(cpus) {
+                let quota = *cpu && quota_binds(cpus);
+                if quota {
                     std::fs::write(
                         dir.join("cpu.max"),
                         format!("{} {CPU_PERIOD_US}", cpu_quota_us(cpus)),
@@ -105,7 +110,7 @@ impl JobGroup {
                 Ok(Self {
                     memory_events: dir.join("memory.events"),
                     pids_events: dir.join("pids.events"),
-                    cpu_stat: (*cpu && quota_binds(cpus)).then(|| dir.join("cpu.stat")),
+                    cpu_stat: quota.then(|| dir.join("cpu.stat")),
                     dirs: vec![dir],
                     v2: true,
                 })

@@ -91,16 +91,15 @@ pub async fn checkout(
     let entry = cache.entry(url);
     let _lock = cache.lock(&entry).await?;
     let fresh = !entry.join("HEAD").exists();
-    let updated = if fresh {
-        Err(CloneError::Failed("not cached yet".into()))
-    } else {
+    let current = !fresh && {
         let fetch = Git::new(policy, scratch).fetch_args(&entry);
-        run(fetch, url, &entry, scratch, limits, cancel).await
-    };
-    if let Err(e) = updated {
-        if matches!(e, CloneError::Cancelled) {
-            return Err(e);
+        match run(fetch, url, &entry, scratch, limits, cancel).await {
+            Ok(()) => true,
+            Err(CloneError::Cancelled) => return Err(CloneError::Cancelled),
+            Err(_) => false,
         }
+    };
+    if !current {
         // A copy that cannot be brought up to date is cloned again, so a
         // job never runs stale code.
         let _ = std::fs::remove_dir_all(&entry);

@@ -186,11 +186,13 @@ async fn prepare_and_run(
     .await
     .map_err(io_failure("start npm"))?;
 
+    // The signal that ended the script's first process, if one did.
+    let signal = match exit {
+        Exit::Exited(status) => std::os::unix::process::ExitStatusExt::signal(&status),
+        _ => None,
+    };
     let (mut state, exit_code, mut error) = match exit {
-        Exit::Exited(status) => match (
-            status.code(),
-            std::os::unix::process::ExitStatusExt::signal(&status),
-        ) {
+        Exit::Exited(status) => match (status.code(), signal) {
             (Some(0), _) => (JobState::Succeeded, Some(0), None),
             (Some(code), _) => (
                 JobState::Failed,
@@ -220,10 +222,7 @@ async fn prepare_and_run(
     };
 
     let ending = Ending {
-        signal: match exit {
-            Exit::Exited(status) => std::os::unix::process::ExitStatusExt::signal(&status),
-            _ => None,
-        },
+        signal,
         exit_code,
         timed_out: state == JobState::TimedOut,
         stderr: &stderr,
