@@ -24,14 +24,14 @@ pub struct Limits {
 impl Limits {
     /// The worker's own limits, from `worker.*`.
     pub fn from_config(cfg: &Config) -> Self {
-        let w = &cfg.worker;
+        let c = cfg.ceilings();
         Self {
-            memory_bytes: w.memory_mb * MIB,
-            cpus: w.cpus,
-            pids: w.pids,
-            log_limit_bytes: w.log_limit_bytes,
-            output_limit_bytes: w.output_limit_bytes,
-            output_max_files: w.output_max_files,
+            memory_bytes: c.memory_mb * MIB,
+            cpus: c.cpus,
+            pids: c.pids,
+            log_limit_bytes: c.log_limit_bytes,
+            output_limit_bytes: c.output_limit_bytes,
+            output_max_files: c.output_max_files as usize,
         }
     }
 

@@ -494,16 +494,23 @@ impl Config {
     pub fn limits(&self) -> Limits {
         Limits {
             default_timeout_secs: self.worker.timeout_secs,
-            ceilings: crate::submission::Ceilings {
-                memory_mb: self.worker.memory_mb,
-                cpus: self.worker.cpus,
-                pids: self.worker.pids,
-                log_limit_bytes: self.worker.log_limit_bytes,
-                output_limit_bytes: self.worker.output_limit_bytes,
-                output_max_files: self.worker.output_max_files as u64,
-            },
+            ceilings: self.ceilings(),
             max_timeout_secs: self.worker.max_timeout_secs,
             repos: self.repo_policy(),
+        }
+    }
+
+    /// The worker's limits on a job (`worker.*`): what the frontend checks a
+    /// job's own against, and what the worker applies.
+    pub fn ceilings(&self) -> crate::submission::Ceilings {
+        let w = &self.worker;
+        crate::submission::Ceilings {
+            memory_mb: w.memory_mb,
+            cpus: w.cpus,
+            pids: w.pids,
+            log_limit_bytes: w.log_limit_bytes,
+            output_limit_bytes: w.output_limit_bytes,
+            output_max_files: w.output_max_files as u64,
         }
     }
 
