@@ -115,19 +115,35 @@ fn kumulus_scales_up_for_a_burst_at_once_and_down_after_the_window() {
     h.record(burst, &d);
     let up = d.desired;
     // Drained and quiet: held during the stabilization window, then down.
-    let mut t = 60.0;
-    let mut desired = up;
+    let desired = hold_then_settle(&c, &mut h, 50.0, up, |t, workers| {
+        obs(t, workers, &[0, 0, 0, 0], 0, 0, 0)
+    });
+    assert_eq!(desired, 1);
+}
+
+/// Decides every 10 s from a period after `peak_at` to 300 s, on what
+/// `observe(time, workers)` says: the decision stays at `peak` for the
+/// stabilization window. Returns where it settles.
+fn hold_then_settle(
+    c: &PolicyConfig,
+    h: &mut History,
+    peak_at: f64,
+    peak: u32,
+    observe: impl Fn(f64, u32) -> Observed,
+) -> u32 {
+    let mut t = peak_at + 10.0;
+    let mut desired = peak;
     while t < 300.0 {
-        let quiet = obs(t, desired, &[0, 0, 0, 0], 0, 0, 0);
-        let d = decide(&c, &h, &quiet);
-        if t < 50.0 + c.stabilization_secs {
-            assert_eq!(d.desired, up, "held at {t}: {}", d.reason);
+        let o = observe(t, desired);
+        let d = decide(c, h, &o);
+        if t < peak_at + c.stabilization_secs {
+            assert_eq!(d.desired, peak, "held at {t}: {}", d.reason);
         }
         desired = d.desired;
-        h.record(quiet, &d);
+        h.record(o, &d);
         t += 10.0;
     }
-    assert_eq!(desired, 1);
+    desired
 }
 
 #[test]
@@ -164,21 +180,10 @@ fn kumulus_follows_the_load_and_adds_workers_when_a_queue_forms() {
     let peak = d.desired;
     h.record(o, &d);
     // Drained: back down, after the window.
-    let mut t = 210.0;
-    let mut desired = d.desired;
-    while t < 300.0 {
-        let o = Observed {
-            service_secs: vec![2.0; 30],
-            ..obs(t, desired, &[0; 16], 6, 30, 30)
-        };
-        let d = decide(&c, &h, &o);
-        if t < 200.0 + c.stabilization_secs {
-            assert_eq!(d.desired, peak, "held at {t}: {}", d.reason);
-        }
-        desired = d.desired;
-        h.record(o, &d);
-        t += 10.0;
-    }
+    let desired = hold_then_settle(&c, &mut h, 200.0, peak, |t, workers| Observed {
+        service_secs: vec![2.0; 30],
+        ..obs(t, workers, &[0; 16], 6, 30, 30)
+    });
     assert_eq!(desired, steady);
 }
 
