@@ -125,7 +125,11 @@ pub async fn frontend(cfg: Config, shutdown: CancellationToken) -> Result<(), Up
 
 /// `kumulus worker`: takes jobs from Kafka, stores files in S3, publishes
 /// status events. It holds no MongoDB credentials.
-pub async fn worker(cfg: Config, shutdown: CancellationToken) -> Result<(), UpError> {
+pub async fn worker(mut cfg: Config, shutdown: CancellationToken) -> Result<(), UpError> {
+    cfg.absolutize_paths().map_err(|source| UpError::Io {
+        what: "cannot resolve the data folder".into(),
+        source,
+    })?;
     topics(&cfg, &shutdown);
     let producer = Arc::new(KafkaProducer::new(&cfg.kafka).map_err(backend)?);
     let source = kumulus_kafka::source::KafkaJobSource::new(&cfg.kafka).map_err(backend)?;

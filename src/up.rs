@@ -57,7 +57,11 @@ pub struct Standalone {
 }
 
 impl Standalone {
-    pub async fn build(cfg: Config) -> Result<Self, UpError> {
+    pub async fn build(mut cfg: Config) -> Result<Self, UpError> {
+        // Jobs' sandboxes bind folders by path: a relative one would be
+        // read against the wrong folder there.
+        cfg.absolutize_paths()
+            .map_err(io("cannot resolve the data folder"))?;
         let data = &cfg.data_dir;
         std::fs::create_dir_all(data).map_err(io(format!("cannot make {}", data.display())))?;
         let lock = File::create(data.join("kumulus.lock"))

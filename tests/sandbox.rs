@@ -10,7 +10,7 @@ use serde_json::{json, Value};
 const PROBE: &str = r#"
 const fs = require('fs');
 const net = require('net');
-const [dataDir, hostTmpFile, port, configFile] = process.argv.slice(2);
+const [dataDir, hostTmpFile, port, configFile, rootOnly] = process.argv.slice(2);
 const out = {};
 out.uid = process.getuid();
 out.envKeys = Object.keys(process.env).sort();
@@ -18,6 +18,9 @@ const tryRead = (p) => { try { return fs.readFileSync(p, 'utf8').length; } catch
 out.tokenKey = tryRead(dataDir + '/token.key');
 out.database = tryRead(dataDir + '/kumulus.db');
 out.configFile = tryRead(configFile);
+out.shadow = tryRead('/etc/shadow');
+out.rootOnly = tryRead(rootOnly);
+try { fs.writeFileSync(rootOnly, 'overwritten'); out.wroteRootOnly = true; } catch (e) { out.wroteRootOnly = e.code; }
 const tryList = (p) => { try { return fs.readdirSync(p); } catch (e) { return e.code; } };
 out.dataDirListing = tryList(dataDir);
 out.gitCache = tryList(dataDir + '/cache/git');
@@ -51,11 +54,22 @@ async fn escape_attempts_are_contained() {
     // The configuration sits outside the data folder, as /etc/kumulus would.
     let config = std::fs::canonicalize(&k.config).unwrap();
     assert!(!config.starts_with(&data));
+    // A root-only file the job can see (/var/tmp is not hidden from jobs),
+    // and /etc/shadow (root:shadow 0640): an unprivileged user reads neither.
+    let root_only =
+        std::path::PathBuf::from(format!("/var/tmp/kumulus-root-only-{}", std::process::id()));
+    std::fs::write(&root_only, "root's secret").unwrap();
+    std::os::unix::fs::chown(&root_only, Some(0), Some(0)).unwrap();
+    std::fs::set_permissions(
+        &root_only,
+        std::os::unix::fs::PermissionsExt::from_mode(0o600),
+    )
+    .unwrap();
     let repo = Repo::node(PROBE);
     let id = k
         .submit(
             &token,
-            json!({"url": repo.path(), "args": [data.display().to_string(), host_tmp.display().to_string(), port, config.display().to_string()]}),
+            json!({"url": repo.path(), "args": [data.display().to_string(), host_tmp.display().to_string(), port, config.display().to_string(), root_only.display().to_string()]}),
         )
         .await;
     let job = k.wait_for(&token, &id, &["succeeded", "failed"], 60).await;
@@ -64,7 +78,14 @@ async fn escape_attempts_are_contained() {
     let seen: Value = serde_json::from_slice(&stdout)
         .unwrap_or_else(|_| panic!("{}", String::from_utf8_lossy(&stdout)));
 
+    let left = std::fs::read_to_string(&root_only).unwrap();
+    let _ = std::fs::remove_file(&root_only);
     assert_eq!(seen["uid"], 65534, "runs as nobody: {seen}");
+    // Nobody outside too: what only root may read stays unread.
+    assert_eq!(seen["shadow"], "EACCES", "{seen}");
+    assert_eq!(seen["rootOnly"], "EACCES", "{seen}");
+    assert_ne!(seen["wroteRootOnly"], true, "{seen}");
+    assert_eq!(left, "root's secret");
     let keys: Vec<&str> = seen["envKeys"]
         .as_array()
         .unwrap()

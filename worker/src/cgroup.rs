@@ -66,6 +66,33 @@ pub fn detect() -> Option<Hierarchy> {
 }
 
 impl Hierarchy {
+    /// The folders a job group `name` has in this hierarchy.
+    fn dirs_of(&self, name: &str) -> Vec<PathBuf> {
+        match self {
+            Hierarchy::V2 { base, .. } => vec![base.join(name)],
+            Hierarchy::V1 { memory, pids, cpu } => {
+                let mut dirs = vec![memory.join(name), pids.join(name)];
+                dirs.extend(cpu.as_ref().map(|c| c.join(name)));
+                dirs
+            }
+        }
+    }
+
+    /// Kills whatever an earlier run left in the job group `name` and
+    /// removes the group (a worker that died mid-job).
+    pub fn remove_stale(&self, name: &str) {
+        for dir in self.dirs_of(name).into_iter().filter(|d| d.exists()) {
+            tracing::warn!(group = %dir.display(), "killing what an interrupted job left in its cgroup");
+            for _ in 0..100 {
+                kill_members(&dir);
+                if std::fs::remove_dir(&dir).is_ok() || !dir.exists() {
+                    break;
+                }
+                std::thread::sleep(std::time::Duration::from_millis(20));
+            }
+        }
+    }
+
     /// Whether jobs get a CPU quota here.
     pub fn limits_cpu(&self) -> bool {
         match self {

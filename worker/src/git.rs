@@ -238,7 +238,17 @@ async fn run(
         stop.clone(),
         too_large.clone(),
     ));
-    let exit = process::run(cmd, &out, &err, 64 * 1024, limits.timeout, &stop, None).await;
+    let exit = process::run(
+        cmd,
+        &out,
+        &err,
+        64 * 1024,
+        limits.timeout,
+        &stop,
+        None,
+        None,
+    )
+    .await;
     watch.abort();
     let exit = exit.map_err(|e| CloneError::Failed(format!("could not start git: {e}")))?;
     // The watcher looks every 100 ms; a fast clone is measured at the end.

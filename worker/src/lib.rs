@@ -7,6 +7,7 @@
 
 pub mod cgroup;
 pub mod git;
+pub mod identity;
 pub mod limits;
 pub mod process;
 pub mod runner;
@@ -35,16 +36,31 @@ pub struct WorkerPorts {
 
 /// The sandbox `worker.sandbox` asks for: `bwrap`, `none`, or `auto`
 /// (bubblewrap where it works, with a warning where it does not).
-fn choose_sandbox(cfg: &Config, work_dir: &std::path::Path) -> std::io::Result<sandbox::Sandbox> {
-    let mut hide: Vec<std::path::PathBuf> =
+fn choose_sandbox(
+    cfg: &Config,
+    work_dir: &std::path::Path,
+    user: Option<identity::JobUser>,
+) -> std::io::Result<sandbox::Sandbox> {
+    let mut wanted: Vec<std::path::PathBuf> =
         vec![work_dir.to_path_buf(), "/root".into(), "/home".into()];
     if let Ok(data) = std::fs::canonicalize(&cfg.data_dir) {
-        hide.insert(0, data);
+        wanted.insert(0, data);
     }
     // The configuration file, wherever it is (it may hold credentials).
     if let Some(file) = &cfg.file {
-        if !hide.iter().any(|dir| file.starts_with(dir)) {
-            hide.push(file.clone());
+        wanted.push(file.clone());
+    }
+    // What the job's user cannot reach is hidden at its first barrier:
+    // bubblewrap, running as that user, could not reach the path itself.
+    let mut hide: Vec<std::path::PathBuf> = Vec::new();
+    for path in wanted {
+        let path = match user {
+            Some(u) => u.first_barrier(&path).unwrap_or(path),
+            None => path,
+        };
+        if !hide.iter().any(|dir| path.starts_with(dir)) {
+            hide.retain(|dir| !dir.starts_with(&path));
+            hide.push(path);
         }
     }
     let bwrap = sandbox::Sandbox::Bwrap {
@@ -53,19 +69,59 @@ fn choose_sandbox(cfg: &Config, work_dir: &std::path::Path) -> std::io::Result<s
     };
     match cfg.worker.sandbox.as_str() {
         "none" => {
-            tracing::warn!("worker.sandbox = none: jobs run unconfined as the worker's user");
+            tracing::warn!("worker.sandbox = none: jobs run unconfined (as worker.job_uid when the worker is root)");
             Ok(sandbox::Sandbox::None)
         }
-        "bwrap" if sandbox::bwrap_works() => Ok(bwrap),
+        "bwrap" if sandbox::bwrap_works(user) => Ok(bwrap),
         "bwrap" => Err(std::io::Error::other(
-            "worker.sandbox = bwrap, but bubblewrap does not work here (install the bubblewrap package)",
+            "worker.sandbox = bwrap, but bubblewrap does not work here (install the bubblewrap package; a root worker also needs unprivileged user namespaces for worker.job_uid)",
         )),
-        _ if sandbox::bwrap_works() => Ok(bwrap),
+        _ if sandbox::bwrap_works(user) => Ok(bwrap),
         _ => {
-            tracing::warn!("bubblewrap is not usable here: jobs run unconfined as the worker's user (install bubblewrap)");
+            tracing::warn!("bubblewrap is not usable here: jobs run unconfined (as worker.job_uid when the worker is root; install bubblewrap)");
             Ok(sandbox::Sandbox::None)
         }
     }
+}
+
+/// The parent of the jobs' work folders: `worker.work_dir`, or
+/// `<data_dir>/work`; where the jobs' user cannot reach that default, a
+/// folder of this data folder's own under the system's temporary folder.
+fn work_root(cfg: &Config, user: Option<identity::JobUser>) -> std::io::Result<std::path::PathBuf> {
+    let reachable = |dir: &std::path::Path| user.is_none_or(|u| u.reaches(&dir.join("job")));
+    let dir = cfg.work_dir();
+    std::fs::create_dir_all(&dir)?;
+    let dir = std::fs::canonicalize(&dir)?;
+    if reachable(&dir) {
+        return Ok(dir);
+    }
+    if cfg.worker.work_dir.is_some() {
+        return Err(std::io::Error::other(format!(
+            "worker.work_dir: jobs run as uid {} and cannot reach {}; choose a folder they can search, or open its parents' permissions",
+            cfg.worker.job_uid,
+            dir.display()
+        )));
+    }
+    use sha2::Digest;
+    let key = hex::encode(sha2::Sha256::digest(
+        std::fs::canonicalize(&cfg.data_dir)
+            .unwrap_or_else(|_| cfg.data_dir.clone())
+            .as_os_str()
+            .as_encoded_bytes(),
+    ));
+    let fallback = std::env::temp_dir().join(format!("kumulus-work-{}", &key[..16]));
+    std::fs::create_dir_all(&fallback)?;
+    let fallback = std::fs::canonicalize(&fallback)?;
+    if !reachable(&fallback) {
+        return Err(std::io::Error::other(format!(
+            "jobs run as uid {} and can reach neither {} nor {}; set worker.work_dir",
+            cfg.worker.job_uid,
+            dir.display(),
+            fallback.display()
+        )));
+    }
+    tracing::info!(work_dir = %fallback.display(), "jobs cannot reach the data folder: their work folders go here");
+    Ok(fallback)
 }
 
 /// `worker.id`, or `<host>-<pid>`.
@@ -103,12 +159,11 @@ impl SlotControl {
 
 impl Worker {
     pub fn new(cfg: &Config, ports: WorkerPorts) -> std::io::Result<Self> {
-        let work_dir = cfg.work_dir();
-        std::fs::create_dir_all(&work_dir)?;
-        let work_dir = std::fs::canonicalize(&work_dir)?;
-        let sandbox = choose_sandbox(cfg, &work_dir)?;
+        let job_user = identity::JobUser::for_worker(cfg.worker.job_uid, cfg.worker.job_gid);
+        let work_dir = work_root(cfg, job_user)?;
+        let sandbox = choose_sandbox(cfg, &work_dir, job_user)?;
         let settings = RunSettings {
-            work_dir,
+            job_user,
             repos: cfg.repo_policy(),
             limits: Limits::from_config(cfg),
             enforcer: Enforcer::choose(&cfg.worker.limit_by).map_err(std::io::Error::other)?,
@@ -124,10 +179,15 @@ impl Worker {
             } else {
                 None
             },
-            npm_cache: cfg.worker.npm_cache.then(|| cfg.cache_dir().join("npm")),
+            npm_cache: cfg
+                .worker
+                .npm_cache
+                .then(|| work_dir.join(runner::NPM_CACHES)),
             sandbox,
             fast_start: cfg.worker.fast_start,
+            work_dir,
         };
+        runner::clean_interrupted(&settings);
         Ok(Self {
             shared: Arc::new(Shared {
                 source: ports.source,

@@ -62,6 +62,13 @@ pub enum Enforcer {
 }
 
 impl Enforcer {
+    /// Kills what an interrupted job `name` left in its cgroups.
+    pub fn remove_stale(&self, name: &str) {
+        if let Enforcer::Cgroup(h) = self {
+            h.remove_stale(name);
+        }
+    }
+
     /// From `worker.limit_by`: `auto` takes cgroups where writable,
     /// `cgroup` insists on them, `rlimit` never uses them.
     pub fn choose(limit_by: &str) -> Result<Self, String> {

@@ -36,6 +36,7 @@ pub async fn run(
     timeout: Duration,
     cancel: &CancellationToken,
     confinement: Option<&crate::limits::Confinement>,
+    user: Option<crate::identity::JobUser>,
 ) -> std::io::Result<Exit> {
     cmd.stdin(Stdio::null())
         .stdout(Stdio::piped())
@@ -46,6 +47,8 @@ pub async fn run(
         Some(c) => c.enter_on_spawn(&mut cmd)?,
         None => Vec::new(),
     };
+    // Last, after the cgroups were joined with the worker's rights.
+    crate::identity::seal(&mut cmd, user);
     let mut child = cmd.spawn()?;
     drop(held);
     let pgid = child.id().map(|id| Pid::from_raw(id as i32));
@@ -161,6 +164,7 @@ mod tests {
             Duration::from_secs(10),
             &CancellationToken::new(),
             None,
+            None,
         )
         .await
         .unwrap();
@@ -183,6 +187,7 @@ mod tests {
             1024,
             Duration::from_millis(500),
             &CancellationToken::new(),
+            None,
             None,
         )
         .await
@@ -223,6 +228,7 @@ mod tests {
             1024,
             Duration::from_secs(60),
             &token,
+            None,
             None,
         )
         .await

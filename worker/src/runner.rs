@@ -35,7 +35,12 @@ pub struct RunSettings {
     pub sandbox: crate::sandbox::Sandbox,
     /// Run the `start` script without npm's start-up (see [`fast_command`]).
     pub fast_start: bool,
+    /// Who jobs run as, where the worker is root.
+    pub job_user: Option<crate::identity::JobUser>,
 }
+
+/// The folder under the work root that holds the users' npm caches.
+pub const NPM_CACHES: &str = ".npm-cache";
 
 /// How a job ended, and the files it left (name, where they are now).
 #[derive(Debug)]
@@ -47,22 +52,83 @@ pub struct RunResult {
     pub files: Vec<(String, PathBuf)>,
 }
 
-/// A job's work folder; removed when dropped.
-pub struct WorkDir(PathBuf);
+/// A job's work folder; removed when dropped. While it exists, the lock
+/// file beside it (`<folder>.lock`) is held, so that a worker starting on
+/// the same work root tells a live job's folder from an interrupted one's.
+pub struct WorkDir {
+    path: PathBuf,
+    lock: Option<(PathBuf, std::fs::File)>,
+}
 
 impl WorkDir {
-    pub fn path(&self) -> &Path {
-        &self.0
+    /// Takes the lock of a new folder `path` (the folder itself comes later).
+    fn claim(path: PathBuf) -> Self {
+        let lock_path = lock_of(&path);
+        let lock = std::fs::File::create(&lock_path)
+            .and_then(|f| f.try_lock().map_err(std::io::Error::other).map(|()| f));
+        match lock {
+            Ok(f) => Self {
+                path,
+                lock: Some((lock_path, f)),
+            },
+            Err(e) => {
+                tracing::warn!(dir = %path.display(), error = %e, "could not lock a work folder");
+                Self { path, lock: None }
+            }
+        }
     }
+
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+}
+
+fn lock_of(dir: &Path) -> PathBuf {
+    let mut name = dir.file_name().unwrap_or_default().to_os_string();
+    name.push(".lock");
+    dir.with_file_name(name)
 }
 
 impl Drop for WorkDir {
     fn drop(&mut self) {
-        if let Err(e) = std::fs::remove_dir_all(&self.0) {
+        if let Err(e) = std::fs::remove_dir_all(&self.path) {
             if e.kind() != std::io::ErrorKind::NotFound {
-                tracing::warn!(dir = %self.0.display(), error = %e, "could not remove work folder");
+                tracing::warn!(dir = %self.path.display(), error = %e, "could not remove work folder");
             }
         }
+        if let Some((path, _file)) = self.lock.take() {
+            let _ = std::fs::remove_file(path);
+        }
+    }
+}
+
+/// Removes what interrupted runs left in the work root: their folders
+/// (whose lock nobody holds any more) and whatever still runs in their
+/// cgroups. Folders of jobs that run now, in another worker sharing the
+/// root, are left alone.
+pub fn clean_interrupted(settings: &RunSettings) {
+    let Ok(entries) = std::fs::read_dir(&settings.work_dir) else {
+        return;
+    };
+    for entry in entries.flatten() {
+        let path = entry.path();
+        let Some(name) = path.file_name().and_then(|n| n.to_str()).map(str::to_owned) else {
+            continue;
+        };
+        if name.starts_with('.') || name.ends_with(".lock") || !path.is_dir() {
+            continue;
+        }
+        let lock_path = lock_of(&path);
+        let Ok(lock) = std::fs::File::create(&lock_path) else {
+            continue;
+        };
+        if lock.try_lock().is_err() {
+            continue; // a live job's
+        }
+        settings.enforcer.remove_stale(&name);
+        tracing::info!(dir = %path.display(), "removing the work folder of an interrupted job");
+        let _ = std::fs::remove_dir_all(&path);
+        let _ = std::fs::remove_file(&lock_path);
     }
 }
 
@@ -77,7 +143,7 @@ pub async fn run_job(
     // One folder per run: a job delivered twice (a rebalance moved its
     // partition while it ran) must not share a folder with its twin.
     let run = uuid::Uuid::new_v4().simple().to_string();
-    let dir = WorkDir(settings.work_dir.join(format!("{}-{}", job.id, &run[..8])));
+    let dir = WorkDir::claim(settings.work_dir.join(format!("{}-{}", job.id, &run[..8])));
     let result = match prepare_and_run(job, settings, dir.path(), cancel).await {
         Ok(mut r) => {
             r.elapsed = started.elapsed();
@@ -108,7 +174,16 @@ fn failed(error: impl Into<String>) -> Failure {
 }
 
 fn io_failure(what: &str) -> impl Fn(std::io::Error) -> Failure + '_ {
-    move |e| failed(format!("worker could not {what}: {e}"))
+    move |e| failed(io_message(what, &e))
+}
+
+/// What went wrong, in words; a full disk says so.
+fn io_message(what: &str, e: &std::io::Error) -> String {
+    if e.raw_os_error() == Some(libc::ENOSPC) {
+        format!("the worker's disk is full: it could not {what} ({e})")
+    } else {
+        format!("the worker could not {what}: {e}")
+    }
 }
 
 async fn prepare_and_run(
@@ -155,6 +230,17 @@ async fn prepare_and_run(
     tokio::fs::create_dir_all(repo.join("output"))
         .await
         .map_err(io_failure("make the output folder"))?;
+    let npm_cache = npm_cache(settings, &job.owner, &home)?;
+    if let Some(user) = settings.job_user {
+        // The job's own folders become its user's; the logs beside them
+        // stay the worker's, out of the job's reach.
+        for dir in [&repo, &home] {
+            user.own_tree(dir)
+                .map_err(io_failure("hand the job's folders to worker.job_uid"))?;
+        }
+        std::os::unix::fs::lchown(&npm_cache, Some(user.uid), Some(user.gid))
+            .map_err(io_failure("hand the npm cache to worker.job_uid"))?;
+    }
 
     let stdout = dir.join("stdout.log");
     let stderr = dir.join("stderr.log");
@@ -167,8 +253,7 @@ async fn prepare_and_run(
     let places = Places {
         repo: &repo,
         home: &home,
-        workdir: dir,
-        npm_cache: npm_cache(settings, &job.owner, &home)?,
+        npm_cache,
     };
     let exit = process::run(
         if settings.fast_start && !package.has_hooks {
@@ -182,9 +267,10 @@ async fn prepare_and_run(
         Duration::from_secs(job.timeout_secs),
         cancel,
         Some(&confinement),
+        settings.job_user,
     )
     .await
-    .map_err(io_failure("start npm"))?;
+    .map_err(io_failure("run the job"))?;
 
     // The signal that ended the script's first process, if one did.
     let signal = match exit {
@@ -265,19 +351,18 @@ async fn prepare_and_run(
 struct Places<'a> {
     repo: &'a Path,
     home: &'a Path,
-    /// The job's own folder.
-    workdir: &'a Path,
     /// The npm cache: the owner's shared one, or one in the job's home.
     npm_cache: PathBuf,
 }
 
 impl Places<'_> {
-    /// The folders the job may write: its own, and its owner's npm cache.
+    /// The folders the job may write: its repository, its home, and its
+    /// owner's npm cache (never the folder with its logs).
     fn writable(&self) -> Vec<&Path> {
-        if self.npm_cache.starts_with(self.workdir) {
-            vec![self.workdir]
+        if self.npm_cache.starts_with(self.home) {
+            vec![self.repo, self.home]
         } else {
-            vec![self.workdir, &self.npm_cache]
+            vec![self.repo, self.home, &self.npm_cache]
         }
     }
 }
@@ -285,12 +370,14 @@ impl Places<'_> {
 /// The npm cache of `owner`'s jobs (shared between them, never with other
 /// users' jobs), or a fresh one in the job's home.
 fn npm_cache(settings: &RunSettings, owner: &str, home: &Path) -> Result<PathBuf, Failure> {
-    let Some(base) = &settings.npm_cache else {
-        return Ok(home.join(".npm"));
+    let dir = match &settings.npm_cache {
+        None => home.join(".npm"),
+        Some(base) => {
+            use sha2::Digest;
+            let name = hex::encode(sha2::Sha256::digest(owner.as_bytes()));
+            base.join(&name[..32])
+        }
     };
-    use sha2::Digest;
-    let name = hex::encode(sha2::Sha256::digest(owner.as_bytes()));
-    let dir = base.join(&name[..32]);
     std::fs::create_dir_all(&dir).map_err(io_failure("make the npm cache"))?;
     Ok(dir)
 }

@@ -4,6 +4,9 @@
 //! token key), no home folder, its own /tmp, its own PID namespace, an
 //! unprivileged user, no capabilities, and no network unless
 //! `worker.network` is on. When the sandbox dies, everything in it dies.
+//! A root worker starts it as `worker.job_uid` ([`crate::identity`]), so
+//! the job's user namespace maps its uid to that unprivileged user, never
+//! to root.
 
 use std::path::{Path, PathBuf};
 use tokio::process::Command;
@@ -17,23 +20,27 @@ pub enum Sandbox {
     None,
 }
 
-/// Whether bubblewrap can run here.
-pub fn bwrap_works() -> bool {
-    std::process::Command::new("bwrap")
-        .args([
-            "--unshare-all",
-            "--die-with-parent",
-            "--ro-bind",
-            "/",
-            "/",
-            "--",
-            "true",
-        ])
-        .stdout(std::process::Stdio::null())
-        .stderr(std::process::Stdio::null())
-        .status()
-        .map(|s| s.success())
-        .unwrap_or(false)
+/// Whether bubblewrap can run here (as `user`, where jobs run as one).
+pub fn bwrap_works(user: Option<crate::identity::JobUser>) -> bool {
+    use std::os::unix::process::CommandExt;
+    let mut cmd = std::process::Command::new("bwrap");
+    if let Some(u) = user {
+        cmd.uid(u.uid).gid(u.gid);
+    }
+    cmd.args([
+        "--unshare-all",
+        "--die-with-parent",
+        "--ro-bind",
+        "/",
+        "/",
+        "--",
+        "true",
+    ])
+    .stdout(std::process::Stdio::null())
+    .stderr(std::process::Stdio::null())
+    .status()
+    .map(|s| s.success())
+    .unwrap_or(false)
 }
 
 impl Sandbox {

@@ -193,6 +193,17 @@ pub struct WorkerConfig {
     /// Run the `start` script without npm's own start-up, as npm would run it
     /// (npm is still used when package.json has prestart or poststart).
     pub fast_start: bool,
+    /// The unprivileged user and group a root worker runs jobs as.
+    pub job_uid: u32,
+    pub job_gid: u32,
+    /// How often a worker renews the lease on each job it runs.
+    pub heartbeat_secs: u64,
+    /// Heartbeats missed before a job counts as stalled and is queued again.
+    pub lease_missed_heartbeats: u32,
+    /// Tries a job gets when the infrastructure fails it (a stalled
+    /// worker, an unreachable remote, a failed upload); its own failures
+    /// are never retried.
+    pub max_attempts: u32,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -260,6 +271,11 @@ impl Config {
                 git_cache_limit_bytes: 4 * 1024 * 1024 * 1024,
                 npm_cache: true,
                 fast_start: true,
+                job_uid: 65534,
+                job_gid: 65534,
+                heartbeat_secs: 10,
+                lease_missed_heartbeats: 3,
+                max_attempts: 3,
             },
             auth: AuthConfig {
                 users: match mode {
@@ -329,6 +345,31 @@ impl Config {
             }
         };
         check(w.slots >= 1, "worker.slots", "must be at least 1")?;
+        check(
+            w.job_uid != 0,
+            "worker.job_uid",
+            "must not be 0: jobs never run as root",
+        )?;
+        check(
+            w.job_gid != 0,
+            "worker.job_gid",
+            "must not be 0: jobs never run as root",
+        )?;
+        check(
+            w.heartbeat_secs >= 1,
+            "worker.heartbeat_secs",
+            "must be at least 1",
+        )?;
+        check(
+            w.lease_missed_heartbeats >= 2,
+            "worker.lease_missed_heartbeats",
+            "must be at least 2",
+        )?;
+        check(
+            (1..=20).contains(&w.max_attempts),
+            "worker.max_attempts",
+            "must be between 1 and 20",
+        )?;
         check(w.slots <= 256, "worker.slots", "must be at most 256")?;
         check(
             w.timeout_secs >= 1,
@@ -519,6 +560,24 @@ impl Config {
             allowed_schemes: self.worker.allowed_schemes.clone(),
             allow_local: self.worker.allow_local_repos,
         }
+    }
+
+    /// How long a job's lease lasts without a heartbeat.
+    pub fn lease(&self) -> std::time::Duration {
+        std::time::Duration::from_secs(
+            self.worker.heartbeat_secs * u64::from(self.worker.lease_missed_heartbeats),
+        )
+    }
+
+    /// Makes the data and work folders absolute (against the current
+    /// folder), so that everything started later (a job's sandbox binds
+    /// them) sees the same folders.
+    pub fn absolutize_paths(&mut self) -> std::io::Result<()> {
+        self.data_dir = std::path::absolute(&self.data_dir)?;
+        if let Some(w) = &self.worker.work_dir {
+            self.worker.work_dir = Some(std::path::absolute(w)?);
+        }
+        Ok(())
     }
 
     pub fn work_dir(&self) -> PathBuf {
