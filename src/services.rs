@@ -94,7 +94,7 @@ pub async fn frontend(cfg: Config, shutdown: CancellationToken) -> Result<(), Up
                 store: store.clone() as Arc<dyn JobStore>,
                 queue: producer.clone() as Arc<dyn JobQueue>,
                 status: producer.clone() as Arc<dyn StatusBus>,
-                cancels: producer as Arc<dyn CancelBus>,
+                cancels: producer.clone() as Arc<dyn CancelBus>,
                 blobs: s3(&cfg, &shutdown) as Arc<dyn BlobStore>,
                 auth: Arc::new(auth) as Arc<dyn Authenticator>,
                 observations: Arc::new(observations) as Arc<dyn ObservationFeed>,
@@ -112,6 +112,18 @@ pub async fn frontend(cfg: Config, shutdown: CancellationToken) -> Result<(), Up
         "kumulus frontend is listening on http://{}",
         listener.local_addr().map_err(backend)?
     );
+    let reaper = kumulus_frontend::reaper::Reaper {
+        store: store.clone() as Arc<dyn JobStore>,
+        queue: producer.clone() as Arc<dyn JobQueue>,
+        status: producer.clone() as Arc<dyn StatusBus>,
+        cancels: producer.clone() as Arc<dyn CancelBus>,
+        leader: store.clone() as Arc<dyn kumulus_core::ports::Leadership>,
+        holder: format!("frontend-{}", uuid_like()),
+        lease: cfg.lease(),
+        period: Duration::from_secs(cfg.worker.heartbeat_secs),
+        max_attempts: cfg.worker.max_attempts,
+    };
+    let reaper = tokio::spawn(reaper.run(shutdown.clone()));
     let projector = tokio::spawn(kumulus_kafka::projector::run_projector(
         cfg.kafka.clone(),
         store,
@@ -120,6 +132,7 @@ pub async fn frontend(cfg: Config, shutdown: CancellationToken) -> Result<(), Up
     let served = kumulus_frontend::serve(listener, state, shutdown.clone()).await;
     shutdown.cancel();
     let _ = projector.await;
+    let _ = reaper.await;
     served.map_err(backend)
 }
 
@@ -137,6 +150,7 @@ pub async fn worker(mut cfg: Config, shutdown: CancellationToken) -> Result<(), 
         &cfg,
         WorkerPorts {
             source: Arc::new(source) as Arc<dyn JobSource>,
+            queue: producer.clone() as Arc<dyn JobQueue>,
             status: producer.clone() as Arc<dyn StatusBus>,
             cancels: producer as Arc<dyn CancelBus>,
             blobs: s3(&cfg, &shutdown) as Arc<dyn BlobStore>,
@@ -149,6 +163,12 @@ pub async fn worker(mut cfg: Config, shutdown: CancellationToken) -> Result<(), 
     println!("kumulus worker is running with {} slots", cfg.worker.slots);
     worker.run(shutdown).await;
     Ok(())
+}
+
+/// A name for this process among its replicas: host and pid.
+fn uuid_like() -> String {
+    let host = std::fs::read_to_string("/etc/hostname").unwrap_or_default();
+    format!("{}-{}", host.trim(), std::process::id())
 }
 
 /// The jobs topic, through Kafka's admin API.

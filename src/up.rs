@@ -14,6 +14,7 @@ use kumulus_autoscaler::metrics::Metrics;
 use kumulus_autoscaler::scaler::{QueueProbe, QueueSnapshot, Scaler};
 use kumulus_core::config::{Config, ConfigError, DEFAULT_PASSWORD};
 use kumulus_core::observation::{ObservationFeed, ObservationSink};
+use kumulus_core::ports::SoleLeader;
 use kumulus_core::ports::{
     Authenticator, BlobStore, CancelBus, JobQueue, JobSource, JobStore, StatusBus,
 };
@@ -22,8 +23,10 @@ use kumulus_embedded::blobs::LocalBlobs;
 use kumulus_embedded::bus::{LocalCancelBus, LocalStatusBus, ObservationBoard};
 use kumulus_embedded::sqlite::Sqlite;
 use kumulus_embedded::users::{load_or_create_key, BuiltinUsers};
+use kumulus_frontend::reaper::Reaper;
 use kumulus_frontend::{AppState, FrontendPorts};
 use kumulus_worker::{SlotControl, Worker, WorkerPorts};
+use std::time::Duration;
 
 #[derive(Debug, thiserror::Error)]
 pub enum UpError {
@@ -51,6 +54,7 @@ pub struct Standalone {
     status: Arc<LocalStatusBus>,
     board: Arc<ObservationBoard>,
     db: Sqlite,
+    reaper: Reaper,
     example: Option<PathBuf>,
     /// Held for the life of the process: one `kumulus up` per data folder.
     _lock: File,
@@ -114,16 +118,40 @@ impl Standalone {
             .map_err(|e| UpError::Backend(format!("metrics: {e}")))?,
         );
         let db_handle = db.clone();
+        let reaper = Reaper {
+            store: Arc::new(db.clone()) as Arc<dyn JobStore>,
+            queue: Arc::new(db.clone()) as Arc<dyn JobQueue>,
+            status: status.clone() as Arc<dyn StatusBus>,
+            cancels: cancels.clone(),
+            leader: Arc::new(SoleLeader),
+            holder: "kumulus-up".into(),
+            lease: cfg.lease(),
+            period: Duration::from_secs(cfg.worker.heartbeat_secs),
+            max_attempts: cfg.worker.max_attempts,
+        };
+        // Making the worker kills what an earlier run left in its jobs'
+        // cgroups and removes their folders; only then do their jobs go
+        // back to the queue.
         let worker = Worker::new(
             &cfg,
             WorkerPorts {
-                source: Arc::new(db) as Arc<dyn JobSource>,
+                source: Arc::new(db.clone()) as Arc<dyn JobSource>,
+                queue: Arc::new(db.clone()) as Arc<dyn JobQueue>,
                 status: status.clone() as Arc<dyn StatusBus>,
                 cancels,
                 blobs,
             },
         )
         .map_err(io("cannot make the work folder"))?;
+        let recovered = db
+            .recover_interrupted(cfg.worker.max_attempts)
+            .map_err(|e| UpError::Backend(e.to_string()))?;
+        if recovered > 0 {
+            tracing::warn!(
+                jobs = recovered,
+                "jobs interrupted by the last stop were queued again"
+            );
+        }
 
         let example = match crate::example::prepare(data) {
             Ok(path) => Some(path),
@@ -143,6 +171,7 @@ impl Standalone {
             status,
             board,
             db: db_handle,
+            reaper,
             example,
             _lock: lock,
         })
@@ -205,11 +234,13 @@ impl Standalone {
             metrics,
         };
         let autoscaler = tokio::spawn(scaler.run(self.status.subscribe(), shutdown.clone()));
+        let reaper = tokio::spawn(self.reaper.run(shutdown.clone()));
         let worker = tokio::spawn(self.worker.run(shutdown.clone()));
         let served = kumulus_frontend::serve(self.listener, self.frontend, shutdown.clone()).await;
         shutdown.cancel();
         let _ = worker.await;
         let _ = autoscaler.await;
+        let _ = reaper.await;
         served.map_err(io("the API server failed"))
     }
 }

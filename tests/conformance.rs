@@ -27,6 +27,8 @@ fn job(owner: &str) -> QueuedJob {
         timeout_secs: 30,
         limits: Default::default(),
         submitted_at: chrono::Utc::now(),
+        attempt: 1,
+        not_before: None,
     }
 }
 
@@ -41,6 +43,7 @@ fn finished(id: JobId, state: JobState) -> StatusEvent {
             exit_code: Some(0),
             error: None,
             files: vec!["stdout.log".into(), "output/a.txt".into()],
+            infrastructure: false,
         }),
     )
     .from_worker("w1")
@@ -49,13 +52,26 @@ fn finished(id: JobId, state: JobState) -> StatusEvent {
 async fn job_store_suite(store: &dyn JobStore) {
     store.ping().await.expect("ping");
     let mut ana = Vec::new();
+    let mut ana_jobs = Vec::new();
     for _ in 0..4 {
-        let rec = JobRecord::queued(&job("ana"));
-        store.insert(&rec).await.expect("insert");
+        let j = job("ana");
+        let rec = JobRecord::queued(&j);
+        store.insert(&rec, &j).await.expect("insert");
         ana.push(rec);
+        ana_jobs.push(j);
     }
-    let bob = JobRecord::queued(&job("bob"));
-    store.insert(&bob).await.expect("insert");
+    let bob_job = job("bob");
+    let bob = JobRecord::queued(&bob_job);
+    store.insert(&bob, &bob_job).await.expect("insert");
+    // The job as queued, credentials and config included, for new attempts;
+    // the record never carries it.
+    let payload = store.payload(ana[0].id).await.expect("payload");
+    assert_eq!(payload.as_ref(), Some(&ana_jobs[0]));
+    assert!(store
+        .payload(JobId::new())
+        .await
+        .expect("payload")
+        .is_none());
 
     let got = store.get(ana[0].id).await.expect("get").expect("found");
     assert_eq!(got, ana[0]);
@@ -125,6 +141,46 @@ async fn job_store_suite(store: &dyn JobStore) {
     );
     let unknown = StatusEvent::new(JobId::new(), "ana", EventKind::Started);
     assert!(store.apply(&unknown).await.expect("apply").is_none());
+
+    // Leases: a running attempt silent past the cutoff is stalled; a
+    // heartbeat renews it; once given up, its events change nothing.
+    let id = ana[2].id;
+    let old = chrono::Utc::now() - chrono::Duration::seconds(120);
+    let mut s1 = StatusEvent::new(id, "ana", EventKind::Started).from_worker("w1");
+    s1.at = old;
+    store.apply(&s1).await.expect("apply");
+    let cutoff = chrono::Utc::now() - chrono::Duration::seconds(60);
+    let stalled = store.stalled(cutoff, 100).await.expect("stalled");
+    assert!(stalled.iter().any(|r| r.id == id), "{stalled:?}");
+    let beat = StatusEvent::new(id, "ana", EventKind::Heartbeat).from_worker("w1");
+    let rec = store.apply(&beat).await.expect("apply").expect("found");
+    assert_eq!(rec.attempts[0].last_heartbeat, Some(beat.at));
+    let stalled = store.stalled(cutoff, 100).await.expect("stalled");
+    assert!(stalled.iter().all(|r| r.id != id), "renewed: {stalled:?}");
+    let requeued = StatusEvent::new(
+        id,
+        "ana",
+        EventKind::Requeued {
+            reason: "w1 went quiet".into(),
+        },
+    );
+    let rec = store.apply(&requeued).await.expect("apply").expect("found");
+    assert_eq!((rec.state, rec.attempt), (JobState::Queued, 2));
+    let stale = finished(id, JobState::Succeeded);
+    let rec = store.apply(&stale).await.expect("apply").expect("found");
+    assert_eq!((rec.state, rec.attempt), (JobState::Queued, 2), "fenced");
+    let s2 = StatusEvent::new(id, "ana", EventKind::Started)
+        .from_worker("w2")
+        .for_attempt(2);
+    store.apply(&s2).await.expect("apply");
+    let rec = store
+        .apply(&finished(id, JobState::Failed).for_attempt(2))
+        .await
+        .expect("apply")
+        .expect("found");
+    assert_eq!(rec.state, JobState::Failed);
+    assert_eq!(rec.attempts.len(), 2);
+    assert_eq!(store.get(id).await.expect("get").expect("found"), rec);
 
     // Concurrent projections of the same events agree.
     let racers: Vec<_> = (0..4)
@@ -324,6 +380,7 @@ async fn cancel_bus_suite(bus: &dyn CancelBus) {
     let req = CancelRequest {
         job_id: JobId::new(),
         owner: "ana".into(),
+        superseded: None,
     };
     bus.cancel(&req).await.expect("cancel");
     let deadline = tokio::time::Instant::now() + Duration::from_secs(60);

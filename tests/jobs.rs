@@ -392,7 +392,7 @@ async fn remote_repositories_are_cloned_once_then_fetched_and_npm_caches_are_per
     let (bob_cache, _) = run(bob.clone()).await;
     assert_eq!(ana_cache, ana_cache_again);
     assert_ne!(ana_cache, bob_cache);
-    assert!(ana_cache.contains("/cache/npm/"), "{ana_cache}");
+    assert!(ana_cache.contains("/.npm-cache/"), "{ana_cache}");
 
     // A local repository is cloned directly: nothing to save by caching it.
     let local = Repo::example();

@@ -78,6 +78,8 @@ async fn lag_is_high_watermark_minus_the_workers_commits() {
             timeout_secs: 5,
             limits: Default::default(),
             submitted_at: chrono::Utc::now(),
+            attempt: 1,
+            not_before: None,
         };
         producer.enqueue(&job).await.unwrap();
     }

@@ -21,8 +21,10 @@ pub fn observe(events: &[StatusEvent], period_end: DateTime<Utc>) -> Observation
     let mut run_secs = Vec::new();
     for ev in events {
         match &ev.kind {
-            EventKind::Queued { .. } => arrivals += 1,
+            // A job queued again is work arriving again.
+            EventKind::Queued { .. } | EventKind::Requeued { .. } => arrivals += 1,
             EventKind::Started => services += 1,
+            EventKind::Heartbeat => {}
             EventKind::Finished(o) => {
                 finished += 1;
                 if let Some(s) = o.elapsed_secs {
@@ -92,6 +94,7 @@ mod tests {
             exit_code: Some(0),
             error: None,
             files: vec![],
+            infrastructure: false,
         })
     }
 

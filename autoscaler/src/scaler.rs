@@ -86,6 +86,13 @@ impl Tally {
                     self.submitted.insert(ev.job_id, *submitted_at);
                 }
             }
+            EventKind::Heartbeat => {}
+            EventKind::Requeued { .. } => {
+                self.running.remove(&ev.job_id);
+                if self.submitted.len() < REMEMBERED {
+                    self.submitted.insert(ev.job_id, ev.at);
+                }
+            }
             EventKind::Started => {
                 m.jobs_started.inc();
                 if let Some(at) = self.submitted.remove(&ev.job_id) {

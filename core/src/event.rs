@@ -15,6 +15,9 @@ pub struct StatusEvent {
     /// The worker that sent it, if a worker did.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub worker: Option<String>,
+    /// The attempt it is about; events of a superseded attempt are ignored.
+    #[serde(default = "crate::job::first_attempt")]
+    pub attempt: u32,
     #[serde(flatten)]
     pub kind: EventKind,
 }
@@ -26,6 +29,11 @@ pub enum EventKind {
     Queued { submitted_at: DateTime<Utc> },
     /// A worker started the job.
     Started,
+    /// The worker running the attempt renews its lease on it.
+    Heartbeat,
+    /// The attempt was given up (its worker stalled, or the infrastructure
+    /// failed it) and the next one is queued.
+    Requeued { reason: String },
     /// The job ended; `state` is terminal.
     Finished(Outcome),
 }
@@ -39,6 +47,9 @@ pub struct Outcome {
     pub exit_code: Option<i32>,
     pub error: Option<String>,
     pub files: Vec<String>,
+    /// A failure of the infrastructure, not of the job (after its last attempt).
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub infrastructure: bool,
 }
 
 impl StatusEvent {
@@ -48,8 +59,15 @@ impl StatusEvent {
             owner: owner.into(),
             at: Utc::now(),
             worker: None,
+            attempt: crate::job::first_attempt(),
             kind,
         }
+    }
+
+    /// The same event, about attempt `attempt`.
+    pub fn for_attempt(mut self, attempt: u32) -> Self {
+        self.attempt = attempt;
+        self
     }
 
     /// The same event, signed by `worker`.
@@ -61,8 +79,8 @@ impl StatusEvent {
     /// The state this event moves a job to.
     pub fn state(&self) -> JobState {
         match &self.kind {
-            EventKind::Queued { .. } => JobState::Queued,
-            EventKind::Started => JobState::Running,
+            EventKind::Queued { .. } | EventKind::Requeued { .. } => JobState::Queued,
+            EventKind::Started | EventKind::Heartbeat => JobState::Running,
             EventKind::Finished(o) => o.state,
         }
     }
@@ -70,12 +88,48 @@ impl StatusEvent {
 
 /// Applies an event to a record. Returns whether the record changed.
 ///
-/// The rule: an event applies only if it moves the job to a later stage
-/// (queued < running < terminal). So a terminal record never changes, a
-/// repeated event is a no-op, and a late `started` after `finished` is ignored.
+/// The rule: a terminal record never changes. Events of an attempt older
+/// than the record's are ignored (that attempt was superseded); an event of
+/// a newer one makes that attempt current. Within an attempt an event
+/// applies only if it moves the job to a later stage (queued < running <
+/// terminal), so a repeated event is a no-op and a late `started` after
+/// `finished` is ignored. A heartbeat renews a running attempt's lease; a
+/// `requeued` gives the attempt up and queues the next.
 pub fn apply(record: &mut JobRecord, event: &StatusEvent) -> bool {
-    if event.job_id != record.id {
+    if event.job_id != record.id || record.state.is_terminal() || event.attempt < record.attempt {
         return false;
+    }
+    if event.attempt > record.attempt {
+        if matches!(event.kind, EventKind::Queued { .. }) {
+            return false;
+        }
+        // The attempt in between was given up without a word (or the word
+        // is late): this one is current now.
+        record
+            .current_attempt_mut()
+            .ended
+            .get_or_insert_with(|| "superseded".into());
+        record.attempt = event.attempt;
+        record.state = JobState::Queued;
+        record.started_at = None;
+    }
+    match &event.kind {
+        EventKind::Heartbeat => {
+            if record.state != JobState::Running {
+                return false;
+            }
+            record.current_attempt_mut().last_heartbeat = Some(event.at);
+            return true;
+        }
+        EventKind::Requeued { reason } => {
+            record.current_attempt_mut().ended = Some(reason.clone());
+            record.attempt += 1;
+            record.state = JobState::Queued;
+            record.started_at = None;
+            record.worker = None;
+            return true;
+        }
+        _ => {}
     }
     let next = event.state();
     if next.rank() <= record.state.rank() {
@@ -83,10 +137,13 @@ pub fn apply(record: &mut JobRecord, event: &StatusEvent) -> bool {
     }
     record.state = next;
     match &event.kind {
-        EventKind::Queued { .. } => {}
+        EventKind::Queued { .. } | EventKind::Heartbeat | EventKind::Requeued { .. } => {}
         EventKind::Started => {
             record.started_at = Some(event.at);
             record.worker = event.worker.clone();
+            let attempt = record.current_attempt_mut();
+            attempt.worker = event.worker.clone();
+            attempt.started_at = Some(event.at);
         }
         EventKind::Finished(o) => {
             if event.worker.is_some() {
@@ -100,6 +157,7 @@ pub fn apply(record: &mut JobRecord, event: &StatusEvent) -> bool {
             record.exit_code = o.exit_code;
             record.error = o.error.clone();
             record.files = o.files.clone();
+            record.infrastructure_failure = o.infrastructure;
         }
     }
     true
@@ -120,6 +178,8 @@ mod tests {
             timeout_secs: 60,
             limits: Default::default(),
             submitted_at: Utc::now(),
+            attempt: 1,
+            not_before: None,
         })
     }
 
@@ -134,6 +194,7 @@ mod tests {
                 exit_code: Some(0),
                 error: None,
                 files: vec!["stdout.log".into()],
+                infrastructure: false,
             }),
         )
     }
@@ -181,6 +242,67 @@ mod tests {
         let other = StatusEvent::new(JobId::new(), "ana", EventKind::Started);
         assert!(!apply(&mut rec, &other));
         assert_eq!(rec.state, JobState::Queued);
+    }
+
+    #[test]
+    fn a_superseded_attempt_never_changes_the_record() {
+        let mut rec = record();
+        let started = StatusEvent::new(rec.id, "ana", EventKind::Started).from_worker("w1");
+        assert!(apply(&mut rec, &started));
+        let beat = StatusEvent::new(rec.id, "ana", EventKind::Heartbeat);
+        assert!(apply(&mut rec, &beat));
+        assert_eq!(rec.attempts[0].last_heartbeat, Some(beat.at));
+        assert_eq!(rec.last_sign_of_life(), Some(beat.at));
+        // The reaper gives attempt 1 up.
+        let requeued = StatusEvent::new(
+            rec.id,
+            "ana",
+            EventKind::Requeued {
+                reason: "w1 stopped renewing its lease".into(),
+            },
+        );
+        assert!(apply(&mut rec, &requeued));
+        assert_eq!((rec.state, rec.attempt), (JobState::Queued, 2));
+        // Attempt 1 wakes up and reports: ignored, whatever it says.
+        assert!(!apply(&mut rec, &beat));
+        assert!(!apply(&mut rec, &started));
+        let late = finished(&rec, JobState::Succeeded);
+        assert!(!apply(&mut rec, &late));
+        assert_eq!(rec.state, JobState::Queued);
+        // Attempt 2 runs and ends.
+        let s2 = StatusEvent::new(rec.id, "ana", EventKind::Started)
+            .from_worker("w2")
+            .for_attempt(2);
+        assert!(apply(&mut rec, &s2));
+        let done = finished(&rec, JobState::Failed).for_attempt(2);
+        assert!(apply(&mut rec, &done));
+        assert_eq!(rec.state, JobState::Failed);
+        assert_eq!(rec.worker.as_deref(), Some("w2"));
+        let seen: Vec<_> = rec
+            .attempts
+            .iter()
+            .map(|a| (a.attempt, a.worker.clone()))
+            .collect();
+        assert_eq!(seen, vec![(1, Some("w1".into())), (2, Some("w2".into()))]);
+        assert!(rec.attempts[0].ended.as_deref().unwrap().contains("lease"));
+    }
+
+    #[test]
+    fn a_newer_attempts_event_makes_it_current() {
+        let mut rec = record();
+        let s1 = StatusEvent::new(rec.id, "ana", EventKind::Started);
+        assert!(apply(&mut rec, &s1));
+        // Its `requeued` is late: attempt 2 already started.
+        let s2 = StatusEvent::new(rec.id, "ana", EventKind::Started).for_attempt(2);
+        assert!(apply(&mut rec, &s2));
+        assert_eq!((rec.state, rec.attempt), (JobState::Running, 2));
+        let late = StatusEvent::new(rec.id, "ana", EventKind::Requeued { reason: "x".into() });
+        assert!(!apply(&mut rec, &late));
+        assert_eq!((rec.state, rec.attempt), (JobState::Running, 2));
+        // A heartbeat before a start moves nothing.
+        let mut fresh = record();
+        let beat = StatusEvent::new(fresh.id, "ana", EventKind::Heartbeat);
+        assert!(!apply(&mut fresh, &beat));
     }
 
     #[test]

@@ -137,6 +137,31 @@ pub struct QueuedJob {
     #[serde(default, skip_serializing_if = "JobLimits::is_empty")]
     pub limits: JobLimits,
     pub submitted_at: DateTime<Utc>,
+    /// Which try this is (1 first). A job queued again after its worker
+    /// stalled or the infrastructure failed it is a new attempt; events
+    /// and files of older attempts are ignored.
+    #[serde(default = "first_attempt")]
+    pub attempt: u32,
+    /// A retry waits for its backoff: no worker starts it before this.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub not_before: Option<DateTime<Utc>>,
+}
+
+pub fn first_attempt() -> u32 {
+    1
+}
+
+/// One try at running a job.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Attempt {
+    pub attempt: u32,
+    pub worker: Option<String>,
+    pub started_at: Option<DateTime<Utc>>,
+    /// The worker's last renewal of its lease on the job.
+    pub last_heartbeat: Option<DateTime<Utc>>,
+    /// Why this attempt was given up, if it was.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ended: Option<String>,
 }
 
 /// Limits a job may ask for, each lower than the worker's (`worker.*`);
@@ -188,6 +213,45 @@ pub struct JobRecord {
     /// The worker that ran (or runs) the job.
     #[serde(default)]
     pub worker: Option<String>,
+    /// The current attempt (1 first).
+    #[serde(default = "first_attempt")]
+    pub attempt: u32,
+    /// Every attempt that started or was given up, oldest first.
+    #[serde(default)]
+    pub attempts: Vec<Attempt>,
+    /// The job failed because of the infrastructure (its worker stalled,
+    /// the remote could not be reached, an upload failed), after its last
+    /// attempt: not because of the job itself.
+    #[serde(default)]
+    pub infrastructure_failure: bool,
+}
+
+impl JobRecord {
+    /// The current attempt's entry, made if missing.
+    pub fn current_attempt_mut(&mut self) -> &mut Attempt {
+        let n = self.attempt;
+        if self.attempts.last().map(|a| a.attempt) != Some(n) {
+            self.attempts.push(Attempt {
+                attempt: n,
+                worker: None,
+                started_at: None,
+                last_heartbeat: None,
+                ended: None,
+            });
+        }
+        let last = self.attempts.len() - 1;
+        &mut self.attempts[last]
+    }
+
+    /// When the current attempt last showed it is alive: its last
+    /// heartbeat, else its start.
+    pub fn last_sign_of_life(&self) -> Option<DateTime<Utc>> {
+        self.attempts
+            .last()
+            .filter(|a| a.attempt == self.attempt)
+            .and_then(|a| a.last_heartbeat.or(a.started_at))
+            .or(self.started_at)
+    }
 }
 
 impl JobRecord {
@@ -210,6 +274,9 @@ impl JobRecord {
             error: None,
             files: Vec::new(),
             worker: None,
+            attempt: job.attempt,
+            attempts: Vec::new(),
+            infrastructure_failure: false,
         }
     }
 }

@@ -6,6 +6,7 @@
 pub mod config;
 pub mod event;
 pub mod job;
+pub mod lease;
 pub mod observation;
 pub mod ports;
 pub mod redact;

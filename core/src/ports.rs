@@ -3,6 +3,7 @@
 
 use async_trait::async_trait;
 use bytes::Bytes;
+use chrono::{DateTime, Utc};
 use futures::stream::BoxStream;
 use std::path::Path;
 
@@ -18,6 +19,9 @@ pub enum PortError {
         backend: &'static str,
         detail: String,
     },
+    /// A disk is full; it may be retried once there is room.
+    #[error("{0}")]
+    Full(String),
     /// Anything else: a bug or corrupt data.
     #[error("{0}")]
     Internal(String),
@@ -46,8 +50,15 @@ pub struct ListQuery {
 /// Where job records live (the frontend's own store).
 #[async_trait]
 pub trait JobStore: Send + Sync {
-    /// Stores the record of a job just accepted.
-    async fn insert(&self, record: &JobRecord) -> PortResult<()>;
+    /// Stores the record of a job just accepted, and the job itself (never
+    /// shown: it holds the URL's credentials and the config) so that it can
+    /// be queued again as a new attempt.
+    async fn insert(&self, record: &JobRecord, job: &QueuedJob) -> PortResult<()>;
+    /// The job as it was queued (see [`JobStore::insert`]).
+    async fn payload(&self, id: JobId) -> PortResult<Option<QueuedJob>>;
+    /// Running jobs whose last heartbeat (or start) is older than `cutoff`,
+    /// at most `limit`.
+    async fn stalled(&self, cutoff: DateTime<Utc>, limit: usize) -> PortResult<Vec<JobRecord>>;
     /// Removes a record (used when a job could not be queued after all).
     async fn remove(&self, id: JobId) -> PortResult<()>;
     async fn get(&self, id: JobId) -> PortResult<Option<JobRecord>>;
@@ -66,6 +77,27 @@ pub trait JobStore: Send + Sync {
 pub trait JobQueue: Send + Sync {
     /// Durably queues a job; once this returns Ok the job is never lost.
     async fn enqueue(&self, job: &QueuedJob) -> PortResult<()>;
+    /// Queues a new attempt of a job, where a live worker will take it.
+    async fn requeue(&self, job: &QueuedJob) -> PortResult<()> {
+        self.enqueue(job).await
+    }
+}
+
+/// One holder at a time for a background duty (the reaper), among replicas.
+#[async_trait]
+pub trait Leadership: Send + Sync {
+    /// Takes or renews the lead for `ttl`; false while someone else holds it.
+    async fn lead(&self, holder: &str, ttl: std::time::Duration) -> PortResult<bool>;
+}
+
+/// A single process leads always.
+pub struct SoleLeader;
+
+#[async_trait]
+impl Leadership for SoleLeader {
+    async fn lead(&self, _holder: &str, _ttl: std::time::Duration) -> PortResult<bool> {
+        Ok(true)
+    }
 }
 
 /// A job handed to a worker; it stays the worker's until acknowledged or released.
@@ -85,6 +117,18 @@ pub trait JobSource: Send + Sync {
     async fn ack(&self, delivery: &Delivery) -> PortResult<()>;
     /// Hands the job back to be delivered again (shutdown in the middle of it).
     async fn release(&self, delivery: &Delivery) -> PortResult<()>;
+    /// Publishes the job's final event and acknowledges the job: in one
+    /// transaction where the adapter can, so that a job that ended is never
+    /// delivered again.
+    async fn finish(
+        &self,
+        delivery: &Delivery,
+        event: &StatusEvent,
+        status: &dyn StatusBus,
+    ) -> PortResult<()> {
+        status.publish(event).await?;
+        self.ack(delivery).await
+    }
     /// The worker is stopping: finish acknowledgements and let go (leave the group).
     async fn close(&self) {}
 }
@@ -103,6 +147,10 @@ pub trait StatusBus: Send + Sync {
 pub struct CancelRequest {
     pub job_id: JobId,
     pub owner: String,
+    /// Not a cancellation but a fence: attempts up to this one were
+    /// superseded (the job was queued again); workers stop and skip them.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub superseded: Option<u32>,
 }
 
 /// Cancellations, from the frontend to every worker.
@@ -130,6 +178,18 @@ pub fn is_safe_file_name(name: &str) -> bool {
         && name
             .split('/')
             .all(|part| !part.is_empty() && part != "." && part != "..")
+}
+
+/// The name a job file of attempt `attempt` is stored under: the first
+/// attempt's as they are, later ones' under `attempts/<n>/`, so that a
+/// superseded attempt that wakes up never overwrites the files of the
+/// attempt the record shows.
+pub fn blob_name(attempt: u32, name: &str) -> String {
+    if attempt <= 1 {
+        name.to_string()
+    } else {
+        format!("attempts/{attempt}/{name}")
+    }
 }
 
 /// Where job files live, under `<job id>/<name>`.

@@ -27,6 +27,8 @@ pub enum ApiError {
     RateLimited { retry_after_secs: u64 },
     #[error("{0}")]
     Unavailable(String),
+    #[error("{0}")]
+    InsufficientStorage(String),
     #[error("internal error")]
     Internal(String),
 }
@@ -42,6 +44,7 @@ impl ApiError {
             ApiError::Invalid(_) => StatusCode::UNPROCESSABLE_ENTITY,
             ApiError::RateLimited { .. } => StatusCode::TOO_MANY_REQUESTS,
             ApiError::Unavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
+            ApiError::InsufficientStorage(_) => StatusCode::INSUFFICIENT_STORAGE,
             ApiError::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
         }
     }
@@ -57,6 +60,7 @@ impl ApiError {
             ApiError::Invalid(_) => "invalid_field",
             ApiError::RateLimited { .. } => "rate_limited",
             ApiError::Unavailable(_) => "unavailable",
+            ApiError::InsufficientStorage(_) => "insufficient_storage",
             ApiError::Internal(_) => "internal",
         }
     }
@@ -66,6 +70,7 @@ impl From<PortError> for ApiError {
     fn from(e: PortError) -> Self {
         match e {
             PortError::Unavailable { .. } => ApiError::Unavailable(e.to_string()),
+            PortError::Full(detail) => ApiError::InsufficientStorage(detail),
             PortError::Internal(detail) => ApiError::Internal(detail),
         }
     }
@@ -97,7 +102,7 @@ impl IntoResponse for ApiError {
                 tracing::error!(error = %detail, "internal error");
                 "internal error".to_string()
             }
-            ApiError::Unavailable(detail) => {
+            ApiError::Unavailable(detail) | ApiError::InsufficientStorage(detail) => {
                 tracing::warn!(error = %detail, "dependency unavailable");
                 self.to_string()
             }

@@ -40,13 +40,15 @@ pub async fn stream(state: &AppState, rec: &JobRecord, name: &str) -> Result<Res
     if !is_safe_file_name(name) || !rec.files.iter().any(|f| f == name) {
         return Err(ApiError::NotFound);
     }
-    if let Some(url) = state.ports.blobs.presign(rec.id, name).await? {
+    // The files of the attempt the record shows, never a superseded one's.
+    let stored = kumulus_core::ports::blob_name(rec.attempt, name);
+    if let Some(url) = state.ports.blobs.presign(rec.id, &stored).await? {
         return Ok(axum::response::Redirect::temporary(&url).into_response());
     }
     let blob = state
         .ports
         .blobs
-        .get(rec.id, name)
+        .get(rec.id, &stored)
         .await?
         .ok_or(ApiError::NotFound)?;
     let mime = if name.ends_with(".log") {

@@ -33,9 +33,11 @@ pub async fn submit(state: &AppState, owner: &str, body: &[u8]) -> Result<JobRec
         timeout_secs: spec.timeout_secs,
         limits: spec.limits,
         submitted_at: chrono::Utc::now(),
+        attempt: 1,
+        not_before: None,
     };
     let record = JobRecord::queued(&job);
-    state.ports.store.insert(&record).await?;
+    state.ports.store.insert(&record, &job).await?;
     if let Err(e) = state.ports.queue.enqueue(&job).await {
         if let Err(cleanup) = state.ports.store.remove(job.id).await {
             tracing::error!(job_id = %job.id, error = %cleanup, "could not remove the record of a job that was not queued");
@@ -79,6 +81,7 @@ pub async fn cancel(state: &AppState, caller: &Caller, id: &str) -> Result<JobRe
     let request = CancelRequest {
         job_id: rec.id,
         owner: rec.owner.clone(),
+        superseded: None,
     };
     state.ports.cancels.cancel(&request).await?;
     let event = StatusEvent::new(
@@ -91,8 +94,10 @@ pub async fn cancel(state: &AppState, caller: &Caller, id: &str) -> Result<JobRe
             exit_code: None,
             error: Some("cancelled by its owner".into()),
             files: Vec::new(),
+            infrastructure: false,
         }),
-    );
+    )
+    .for_attempt(rec.attempt);
     let after = state
         .ports
         .store

@@ -5,6 +5,7 @@
 //! - [`seed`] - the seed's routes for existing clients
 //! - [`auth`] - bearer tokens and the login routes
 //! - [`health`] - `/health`, `/health/load`, `/metrics`
+//! - [`reaper`] - stalled jobs queued again (job leases)
 //! - [`error`] - the one error type and its HTTP mapping
 
 pub mod auth;
@@ -15,6 +16,7 @@ pub mod health;
 pub mod jobs;
 pub mod limits;
 pub mod metrics;
+pub mod reaper;
 pub mod seed;
 
 use axum::extract::{DefaultBodyLimit, MatchedPath, Request, State};

@@ -21,6 +21,9 @@ pub struct Options {
     /// Make the test's folder (configuration and data) in here instead of
     /// the system's temporary folder.
     pub tmp_in: Option<PathBuf>,
+    /// Start in the test's folder with no `--data-dir`: the default,
+    /// relative `kumulus-data`, as the README runs it.
+    pub default_data_dir: bool,
 }
 
 impl Default for Options {
@@ -31,6 +34,7 @@ impl Default for Options {
             env: Vec::new(),
             log_file: None,
             tmp_in: None,
+            default_data_dir: false,
         }
     }
 }
@@ -176,6 +180,8 @@ pub struct Kumulus {
     pub opts_env: Vec<(String, String)>,
     pub log_file: Option<PathBuf>,
     pub stdout_banner: String,
+    /// Where it runs with the default data folder, if it does.
+    pub cwd: Option<PathBuf>,
     _tmp: Option<tempfile::TempDir>,
 }
 
@@ -206,9 +212,16 @@ impl Kumulus {
             None => tempfile::tempdir(),
         }
         .expect("tempdir");
-        let data = tmp.path().join("data");
         let config = write_config(tmp.path(), &opts);
-        let mut k = Self::spawn(&data, &config, opts.env.clone(), opts.log_file.clone()).await;
+        let (data, cwd) = if opts.default_data_dir {
+            (
+                tmp.path().join("kumulus-data"),
+                Some(tmp.path().to_path_buf()),
+            )
+        } else {
+            (tmp.path().join("data"), None)
+        };
+        let mut k = Self::spawn(&data, &config, opts.env.clone(), opts.log_file.clone(), cwd).await;
         k._tmp = Some(tmp);
         k
     }
@@ -218,14 +231,19 @@ impl Kumulus {
         config: &Path,
         env: Vec<(String, String)>,
         log_file: Option<PathBuf>,
+        cwd: Option<PathBuf>,
     ) -> Self {
         let mut cmd = Command::new(bin());
-        cmd.arg("up")
-            .arg("--config")
-            .arg(config)
-            .arg("--data-dir")
-            .arg(data)
-            .arg("--listen")
+        cmd.arg("up").arg("--config").arg(config);
+        match &cwd {
+            Some(dir) => {
+                cmd.current_dir(dir);
+            }
+            None => {
+                cmd.arg("--data-dir").arg(data);
+            }
+        }
+        cmd.arg("--listen")
             .arg("127.0.0.1:0")
             .env(
                 "KUMULUS_LOG",
@@ -272,8 +290,27 @@ impl Kumulus {
             opts_env: env,
             log_file,
             stdout_banner: banner,
+            cwd,
             _tmp: None,
         }
+    }
+
+    /// Kills the process (SIGKILL: no chance to clean up) and starts a new
+    /// one on the same data and config.
+    pub async fn crash_and_restart(mut self) -> Self {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+        let tmp = self._tmp.take();
+        let mut k = Self::spawn(
+            &self.data,
+            &self.config,
+            self.opts_env.clone(),
+            self.log_file.clone(),
+            self.cwd.clone(),
+        )
+        .await;
+        k._tmp = tmp;
+        k
     }
 
     /// Stops the process with SIGTERM and waits for it to exit.
@@ -303,6 +340,7 @@ impl Kumulus {
             &self.config,
             self.opts_env.clone(),
             self.log_file.clone(),
+            self.cwd.clone(),
         )
         .await;
         k._tmp = tmp;

@@ -37,6 +37,31 @@ pub enum CloneError {
     Cancelled,
 }
 
+impl CloneError {
+    /// Whether the remote could not be reached: the infrastructure's
+    /// failure, worth another attempt (a wrong URL or a refused one is not).
+    pub fn is_unreachable(&self) -> bool {
+        let CloneError::Failed(text) = self else {
+            return false;
+        };
+        let text = text.to_ascii_lowercase();
+        [
+            "could not resolve host",
+            "couldn't resolve host",
+            "connection refused",
+            "connection timed out",
+            "failed to connect",
+            "network is unreachable",
+            "no route to host",
+            "connection reset",
+            "the remote end hung up unexpectedly",
+            "unable to connect",
+        ]
+        .iter()
+        .any(|p| text.contains(p))
+    }
+}
+
 /// Whether `url` names a repository elsewhere (not a local path or file://
 /// URL): only those are worth caching.
 pub fn is_remote(url: &str, policy: &RepoPolicy) -> bool {

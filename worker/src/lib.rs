@@ -20,7 +20,7 @@ use std::time::Duration;
 use tokio_util::sync::CancellationToken;
 
 use kumulus_core::config::Config;
-use kumulus_core::ports::{BlobStore, CancelBus, JobSource, StatusBus};
+use kumulus_core::ports::{BlobStore, CancelBus, JobQueue, JobSource, StatusBus};
 
 use limits::{Enforcer, Limits};
 pub use runner::RunSettings;
@@ -29,6 +29,8 @@ use slot::{Running, Shared};
 /// The ports a worker talks through.
 pub struct WorkerPorts {
     pub source: Arc<dyn JobSource>,
+    /// Where new attempts of a job go (retries of infrastructure failures).
+    pub queue: Arc<dyn JobQueue>,
     pub status: Arc<dyn StatusBus>,
     pub cancels: Arc<dyn CancelBus>,
     pub blobs: Arc<dyn BlobStore>,
@@ -193,6 +195,12 @@ impl Worker {
                 source: ports.source,
                 status: ports.status,
                 blobs: ports.blobs,
+                queue: ports.queue,
+                leases: slot::LeaseSettings {
+                    heartbeat: Duration::from_secs(cfg.worker.heartbeat_secs),
+                    lease: cfg.lease(),
+                    max_attempts: cfg.worker.max_attempts,
+                },
                 settings,
                 shutdown_grace: Duration::from_secs(cfg.worker.shutdown_grace_secs),
                 running: Running::default(),

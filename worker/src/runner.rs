@@ -46,6 +46,8 @@ pub const NPM_CACHES: &str = ".npm-cache";
 #[derive(Debug)]
 pub struct RunResult {
     pub state: JobState,
+    /// The infrastructure failed the job (not the job itself): worth another attempt.
+    pub infrastructure: bool,
     pub exit_code: Option<i32>,
     pub error: Option<String>,
     pub elapsed: Duration,
@@ -151,6 +153,7 @@ pub async fn run_job(
         }
         Err(failure) => RunResult {
             state: failure.state,
+            infrastructure: failure.infrastructure,
             exit_code: None,
             error: Some(failure.error),
             elapsed: started.elapsed(),
@@ -164,12 +167,14 @@ pub async fn run_job(
 struct Failure {
     state: JobState,
     error: String,
+    infrastructure: bool,
 }
 
 fn failed(error: impl Into<String>) -> Failure {
     Failure {
         state: JobState::Failed,
         error: error.into(),
+        infrastructure: false,
     }
 }
 
@@ -217,8 +222,12 @@ async fn prepare_and_run(
         CloneError::Cancelled => Failure {
             state: JobState::Cancelled,
             error: "cancelled".into(),
+            infrastructure: false,
         },
-        other => failed(other.to_string()),
+        other => Failure {
+            infrastructure: other.is_unreachable(),
+            ..failed(other.to_string())
+        },
     })?;
 
     let package = check_start_script(&repo).await?;
@@ -340,6 +349,7 @@ async fn prepare_and_run(
     }
     Ok(RunResult {
         state,
+        infrastructure: false,
         exit_code,
         error,
         elapsed: Duration::ZERO,

@@ -1,15 +1,23 @@
-//! One worker slot: claim a job, say it started, run it, store its files,
-//! say how it ended, acknowledge it. On shutdown a running job gets a grace
-//! period; past it the job is stopped and handed back to the queue.
+//! One worker slot: claim a job, say it started, run it while renewing its
+//! lease, store its files, say how it ended, acknowledge it. On shutdown a
+//! running job gets a grace period; past it the job is stopped and handed
+//! back to the queue. An attempt whose lease was lost (the worker was
+//! paused past it, or could not renew it) or that was fenced (queued again
+//! elsewhere) is stopped and says nothing more. The infrastructure's
+//! failures (an unreachable remote, a failed upload) are tried again as a
+//! new attempt, up to `worker.max_attempts`; the job's own never are.
 
 use std::collections::{HashMap, HashSet, VecDeque};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 use tokio_util::sync::CancellationToken;
 
 use kumulus_core::event::{EventKind, Outcome, StatusEvent};
-use kumulus_core::job::{JobId, JobState};
-use kumulus_core::ports::{BlobStore, CancelRequest, Delivery, JobSource, PortError, StatusBus};
+use kumulus_core::job::{JobId, JobState, QueuedJob};
+use kumulus_core::ports::{
+    blob_name, BlobStore, CancelRequest, Delivery, JobQueue, JobSource, PortError, StatusBus,
+};
 
 use crate::runner::{run_job, RunSettings};
 
@@ -18,6 +26,9 @@ pub struct Shared {
     pub source: Arc<dyn JobSource>,
     pub status: Arc<dyn StatusBus>,
     pub blobs: Arc<dyn BlobStore>,
+    /// Where new attempts of a job go.
+    pub queue: Arc<dyn JobQueue>,
+    pub leases: LeaseSettings,
     pub settings: RunSettings,
     pub shutdown_grace: Duration,
     pub running: Running,
@@ -25,19 +36,54 @@ pub struct Shared {
     pub id: String,
 }
 
-/// Jobs running now (to stop them on cancel) and jobs cancelled lately (to
-/// skip them if they are claimed after the cancellation arrived).
+/// How a worker keeps its leases, and how often a job is tried.
+#[derive(Debug, Clone, Copy)]
+pub struct LeaseSettings {
+    pub heartbeat: Duration,
+    pub lease: Duration,
+    pub max_attempts: u32,
+}
+
+/// A job running here.
+struct Entry {
+    owner: String,
+    attempt: u32,
+    token: CancellationToken,
+    /// Set when the attempt was superseded: it stops and says nothing more.
+    fenced: Arc<AtomicBool>,
+}
+
+/// Jobs running now (to stop them on cancel) and jobs cancelled or
+/// superseded lately (to skip them if they are claimed afterwards).
 #[derive(Default)]
 pub struct Running {
-    jobs: Mutex<HashMap<JobId, (String, CancellationToken)>>,
+    jobs: Mutex<HashMap<JobId, Entry>>,
     cancelled: Mutex<(HashSet<JobId>, VecDeque<JobId>)>,
+    superseded: Mutex<HashMap<JobId, u32>>,
 }
 
 const REMEMBERED_CANCELLATIONS: usize = 100_000;
 
 impl Running {
-    /// Records a cancellation and stops the job if it runs here.
+    /// Records a cancellation and stops the job if it runs here; or, for a
+    /// fence, stops the superseded attempt.
     pub fn cancel(&self, req: &CancelRequest) {
+        if let Some(upto) = req.superseded {
+            if let Ok(mut s) = self.superseded.lock() {
+                if s.len() >= REMEMBERED_CANCELLATIONS {
+                    s.clear();
+                }
+                let e = s.entry(req.job_id).or_insert(upto);
+                *e = (*e).max(upto);
+            }
+            if let Ok(jobs) = self.jobs.lock() {
+                if let Some(entry) = jobs.get(&req.job_id).filter(|e| e.attempt <= upto) {
+                    entry.fenced.store(true, Ordering::SeqCst);
+                    entry.token.cancel();
+                }
+            }
+            return;
+        }
         if let Ok(mut c) = self.cancelled.lock() {
             if c.0.insert(req.job_id) {
                 c.1.push_back(req.job_id);
@@ -49,12 +95,19 @@ impl Running {
             }
         }
         if let Ok(jobs) = self.jobs.lock() {
-            if let Some((owner, token)) = jobs.get(&req.job_id) {
-                if owner == &req.owner {
-                    token.cancel();
+            if let Some(entry) = jobs.get(&req.job_id) {
+                if entry.owner == req.owner {
+                    entry.token.cancel();
                 }
             }
         }
+    }
+
+    fn was_superseded(&self, id: JobId, attempt: u32) -> bool {
+        self.superseded
+            .lock()
+            .map(|s| s.get(&id).is_some_and(|&upto| attempt <= upto))
+            .unwrap_or(false)
     }
 
     fn was_cancelled(&self, id: JobId) -> bool {
@@ -64,12 +117,21 @@ impl Running {
             .unwrap_or(false)
     }
 
-    fn register(&self, id: JobId, owner: &str) -> CancellationToken {
+    fn register(&self, job: &QueuedJob) -> (CancellationToken, Arc<AtomicBool>) {
         let token = CancellationToken::new();
+        let fenced = Arc::new(AtomicBool::new(false));
         if let Ok(mut jobs) = self.jobs.lock() {
-            jobs.insert(id, (owner.to_string(), token.clone()));
+            jobs.insert(
+                job.id,
+                Entry {
+                    owner: job.owner.clone(),
+                    attempt: job.attempt,
+                    token: token.clone(),
+                    fenced: fenced.clone(),
+                },
+            );
         }
-        token
+        (token, fenced)
     }
 
     fn unregister(&self, id: JobId) {
@@ -111,9 +173,14 @@ pub async fn slot_loop(
     }
 }
 
-#[tracing::instrument(skip_all, fields(job_id = %delivery.job.id))]
+#[tracing::instrument(skip_all, fields(job_id = %delivery.job.id, attempt = delivery.job.attempt))]
 async fn handle(shared: &Shared, delivery: Delivery, shutdown: &CancellationToken) {
     let job = &delivery.job;
+    if shared.running.was_superseded(job.id, job.attempt) {
+        tracing::info!("skipping a superseded attempt");
+        ack(shared, &delivery).await;
+        return;
+    }
     if shared.running.was_cancelled(job.id) {
         tracing::info!("skipping a cancelled job");
         let outcome = Outcome {
@@ -123,13 +190,28 @@ async fn handle(shared: &Shared, delivery: Delivery, shutdown: &CancellationToke
             exit_code: None,
             error: Some("cancelled before it started".into()),
             files: Vec::new(),
+            infrastructure: false,
         };
         finish(shared, &delivery, outcome).await;
         return;
     }
-    let token = shared.running.register(job.id, &job.owner);
-    let started =
-        StatusEvent::new(job.id, job.owner.clone(), EventKind::Started).from_worker(&shared.id);
+    // A retry waits out its backoff.
+    if let Some(wait) = job
+        .not_before
+        .and_then(|t| (t - chrono::Utc::now()).to_std().ok())
+    {
+        tokio::select! {
+            _ = shutdown.cancelled() => {
+                release(shared, &delivery).await;
+                return;
+            }
+            _ = tokio::time::sleep(wait) => {}
+        }
+    }
+    let (token, fenced) = shared.running.register(job);
+    let started = StatusEvent::new(job.id, job.owner.clone(), EventKind::Started)
+        .from_worker(&shared.id)
+        .for_attempt(job.attempt);
     let started_at = started.at;
     if let Err(e) = publish(shared.status.as_ref(), &started).await {
         tracing::warn!(error = %e, "could not announce the start; handing the job back");
@@ -138,71 +220,186 @@ async fn handle(shared: &Shared, delivery: Delivery, shutdown: &CancellationToke
         return;
     }
     tracing::info!("job started");
+    let beating = CancellationToken::new();
+    let heart = tokio::spawn(heartbeats(
+        shared.status.clone(),
+        job.clone(),
+        shared.id.clone(),
+        shared.leases,
+        token.clone(),
+        fenced.clone(),
+        beating.clone(),
+    ));
 
     let run = run_job(job, &shared.settings, &token);
     tokio::pin!(run);
-    let (result, dir) = tokio::select! {
-        r = &mut run => r,
+    let ran = tokio::select! {
+        r = &mut run => Some(r),
         _ = shutdown.cancelled() => {
             match tokio::time::timeout(shared.shutdown_grace, &mut run).await {
-                Ok(r) => r,
+                Ok(r) => Some(r),
                 Err(_) => {
                     tracing::info!("shutting down: stopping the job and handing it back");
                     token.cancel();
                     let _ = run.await;
-                    shared.running.unregister(job.id);
-                    release(shared, &delivery).await;
-                    return;
+                    None
                 }
             }
         }
     };
+    beating.cancel();
+    let _ = heart.await;
     shared.running.unregister(job.id);
+    let Some((result, dir)) = ran else {
+        release(shared, &delivery).await;
+        return;
+    };
+    if fenced.load(Ordering::SeqCst) {
+        // Another attempt owns the job now: this one leaves no trace.
+        tracing::warn!("the attempt was superseded (its lease ran out): stopped, nothing reported");
+        ack(shared, &delivery).await;
+        return;
+    }
 
     let mut error = result.error;
     let mut state = result.state;
+    let mut infrastructure = result.infrastructure;
     let mut names = Vec::with_capacity(result.files.len());
     for (name, path) in &result.files {
-        match store(shared.blobs.as_ref(), job.id, name, path).await {
+        let stored_as = blob_name(job.attempt, name);
+        match store(shared.blobs.as_ref(), job.id, &stored_as, path).await {
             Ok(()) => names.push(name.clone()),
             Err(e) => {
                 tracing::warn!(file = %name, error = %e, "could not store a job file");
                 if state == JobState::Succeeded {
                     state = JobState::Failed;
+                    infrastructure = true;
                 }
                 error.get_or_insert_with(|| format!("could not store the file {name}: {e}"));
             }
         }
     }
     drop(dir);
+    if infrastructure && job.attempt < shared.leases.max_attempts {
+        let reason = error
+            .clone()
+            .unwrap_or_else(|| "infrastructure failure".into());
+        if retry(shared, &delivery, reason).await {
+            return;
+        }
+    }
     let outcome = Outcome {
         state,
         started_at: Some(started_at),
         elapsed_secs: Some(result.elapsed.as_secs_f64()),
         exit_code: result.exit_code,
-        error,
+        error: if infrastructure {
+            error.map(|e| format!("infrastructure failure after {} attempts: {e}", job.attempt))
+        } else {
+            error
+        },
         files: names,
+        infrastructure,
     };
     tracing::info!(state = %outcome.state, exit_code = ?outcome.exit_code, "job ended");
     finish(shared, &delivery, outcome).await;
 }
 
-/// Publishes the final event, then acknowledges the job; if the event cannot
-/// be published the job goes back to the queue rather than be lost.
+/// Renews the lease on `job` every heartbeat until `stop`. A lease that ran
+/// out (the worker was paused, or could not renew it for that long) may be
+/// another attempt's by now: the job is fenced and stopped.
+async fn heartbeats(
+    status: Arc<dyn StatusBus>,
+    job: QueuedJob,
+    worker: String,
+    leases: LeaseSettings,
+    token: CancellationToken,
+    fenced: Arc<AtomicBool>,
+    stop: CancellationToken,
+) {
+    let mut renewed = Instant::now();
+    loop {
+        tokio::select! {
+            _ = stop.cancelled() => return,
+            _ = tokio::time::sleep(leases.heartbeat) => {}
+        }
+        // The monotonic clock counts time spent stopped too.
+        if renewed.elapsed() > leases.lease {
+            tracing::warn!(job_id = %job.id, attempt = job.attempt, "the job's lease ran out: stopping it");
+            fenced.store(true, Ordering::SeqCst);
+            token.cancel();
+            return;
+        }
+        let beat = StatusEvent::new(job.id, job.owner.clone(), EventKind::Heartbeat)
+            .from_worker(&worker)
+            .for_attempt(job.attempt);
+        match status.publish(&beat).await {
+            Ok(()) => renewed = Instant::now(),
+            Err(e) => tracing::warn!(job_id = %job.id, error = %e, "could not renew a job's lease"),
+        }
+    }
+}
+
+/// Queues the next attempt of a job the infrastructure failed, after a
+/// backoff, and lets this one go. False if it could not be queued (the job
+/// then ends as it is).
+async fn retry(shared: &Shared, delivery: &Delivery, reason: String) -> bool {
+    let job = &delivery.job;
+    let mut next = job.clone();
+    next.attempt += 1;
+    next.not_before = Some(
+        chrono::Utc::now()
+            + chrono::Duration::from_std(kumulus_core::lease::backoff(job.attempt))
+                .unwrap_or_default(),
+    );
+    if let Err(e) = shared.queue.requeue(&next).await {
+        tracing::warn!(error = %e, "could not queue the next attempt");
+        return false;
+    }
+    tracing::warn!(%reason, next = next.attempt, "infrastructure failure: trying the job again");
+    let event = StatusEvent::new(job.id, job.owner.clone(), EventKind::Requeued { reason })
+        .from_worker(&shared.id)
+        .for_attempt(job.attempt);
+    if let Err(e) = publish(shared.status.as_ref(), &event).await {
+        // The next attempt's own events make it current.
+        tracing::warn!(error = %e, "could not announce the next attempt");
+    }
+    ack(shared, delivery).await;
+    true
+}
+
+/// Publishes the final event and acknowledges the job (one transaction
+/// where the queue can); if that fails the job goes back to the queue
+/// rather than be lost.
 async fn finish(shared: &Shared, delivery: &Delivery, outcome: Outcome) {
     let job = &delivery.job;
     let event = StatusEvent::new(job.id, job.owner.clone(), EventKind::Finished(outcome))
-        .from_worker(&shared.id);
-    match publish(shared.status.as_ref(), &event).await {
-        Ok(()) => {
-            if let Err(e) = shared.source.ack(delivery).await {
-                tracing::warn!(error = %e, "could not acknowledge a finished job");
+        .from_worker(&shared.id)
+        .for_attempt(job.attempt);
+    let mut delay = Duration::from_millis(250);
+    for attempt in 1..=ATTEMPTS {
+        match shared
+            .source
+            .finish(delivery, &event, shared.status.as_ref())
+            .await
+        {
+            Ok(()) => return,
+            Err(e) if attempt == ATTEMPTS => {
+                tracing::error!(error = %e, "could not record the final status; handing the job back");
+            }
+            Err(e) => {
+                tracing::warn!(error = %e, attempt, "recording the final status failed; retrying");
+                tokio::time::sleep(delay).await;
+                delay = (delay * 2).min(Duration::from_secs(8));
             }
         }
-        Err(e) => {
-            tracing::error!(error = %e, "could not publish the final status; handing the job back");
-            release(shared, delivery).await;
-        }
+    }
+    release(shared, delivery).await;
+}
+
+async fn ack(shared: &Shared, delivery: &Delivery) {
+    if let Err(e) = shared.source.ack(delivery).await {
+        tracing::warn!(error = %e, "could not acknowledge a job");
     }
 }
 

@@ -80,7 +80,10 @@ impl LocalCancelBus {
 #[async_trait]
 impl CancelBus for LocalCancelBus {
     async fn cancel(&self, request: &CancelRequest) -> PortResult<()> {
-        self.queue.withdraw(request.job_id).await?;
+        // A fence only stops an old attempt; the job stays queued.
+        if request.superseded.is_none() {
+            self.queue.withdraw(request.job_id).await?;
+        }
         let _ = self.tx.send(request.clone());
         Ok(())
     }

@@ -1,9 +1,12 @@
 //! Job records and the job queue in SQLite.
 //!
 //! Two tables: `jobs` (one JSON record per job, with owner and state
-//! columns for the listing) and `queue` (the full queued job, with who
-//! claimed it). A claim is one `UPDATE ... RETURNING`, so two workers can never
-//! take the same job.
+//! columns for the listing, the queued job itself for new attempts, and
+//! when its running attempt last showed life) and `queue` (the full queued
+//! job, its attempt, and who claimed it). A claim is one `UPDATE ...
+//! RETURNING`, so two workers can never take the same job. A job's final
+//! state and its removal from the queue are one transaction
+//! ([`JobSource::finish`]), so a job that ended never runs again.
 
 use async_trait::async_trait;
 use rusqlite::{params, Connection, OptionalExtension};
@@ -12,10 +15,10 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 use tokio::sync::Notify;
 
-use kumulus_core::event::{self, StatusEvent};
+use kumulus_core::event::{self, EventKind, StatusEvent};
 use kumulus_core::job::{JobId, JobRecord, JobState, QueuedJob};
 use kumulus_core::ports::{
-    Delivery, JobQueue, JobSource, JobStore, ListQuery, PortError, PortResult,
+    Delivery, JobQueue, JobSource, JobStore, ListQuery, PortError, PortResult, StatusBus,
 };
 
 const BACKEND: &str = "sqlite";
@@ -30,6 +33,23 @@ pub struct Sqlite {
 
 fn internal(e: impl std::fmt::Display) -> PortError {
     PortError::Internal(format!("sqlite: {e}"))
+}
+
+/// A failed SQLite call: a full disk is the disk's fault, not ours.
+fn sql_error(e: rusqlite::Error) -> PortError {
+    let full = matches!(
+        &e,
+        rusqlite::Error::SqliteFailure(f, _) if f.code == rusqlite::ErrorCode::DiskFull
+    );
+    if full {
+        PortError::Full(format!("the job store's disk is full: {e}"))
+    } else {
+        internal(e)
+    }
+}
+
+fn now_ms() -> i64 {
+    chrono::Utc::now().timestamp_millis()
 }
 
 impl Sqlite {
@@ -65,10 +85,29 @@ impl Sqlite {
                  job TEXT NOT NULL,
                  claimed_by TEXT,
                  claimed_at TEXT
-             );
-             UPDATE queue SET claimed_by = NULL, claimed_at = NULL;",
+             );",
         )
         .map_err(internal)?;
+        // Columns added since the first release.
+        for (table, column, decl) in [
+            ("jobs", "job", "TEXT"),
+            ("jobs", "alive_ms", "INTEGER"),
+            ("queue", "attempt", "INTEGER NOT NULL DEFAULT 1"),
+            ("queue", "available_ms", "INTEGER NOT NULL DEFAULT 0"),
+        ] {
+            let has: bool = conn
+                .prepare(&format!(
+                    "SELECT 1 FROM pragma_table_info('{table}') WHERE name = ?1"
+                ))
+                .and_then(|mut st| st.exists(params![column]))
+                .map_err(internal)?;
+            if !has {
+                conn.execute_batch(&format!("ALTER TABLE {table} ADD COLUMN {column} {decl}"))
+                    .map_err(internal)?;
+            }
+        }
+        conn.execute_batch("CREATE INDEX IF NOT EXISTS jobs_alive ON jobs (state, alive_ms);")
+            .map_err(internal)?;
         let db = Self {
             conn: Arc::new(Mutex::new(conn)),
             ready: Arc::new(Notify::new()),
@@ -90,6 +129,42 @@ impl Sqlite {
                 .lock()
                 .map_err(|_| internal("connection lock poisoned"))?;
             f(&mut guard).map_err(internal)
+        })
+        .await
+        .map_err(internal)?
+    }
+
+    /// Runs `f` in one transaction, off the async threads; committed if it
+    /// returns Ok.
+    async fn transaction<R, F>(&self, f: F) -> PortResult<R>
+    where
+        R: Send + 'static,
+        F: FnOnce(&rusqlite::Transaction) -> PortResult<R> + Send + 'static,
+    {
+        let conn = self.conn.clone();
+        tokio::task::spawn_blocking(move || {
+            let mut conn = conn.lock().map_err(|_| internal("lock poisoned"))?;
+            let tx = conn.transaction().map_err(sql_error)?;
+            let out = f(&tx)?;
+            tx.commit().map_err(sql_error)?;
+            Ok(out)
+        })
+        .await
+        .map_err(internal)?
+    }
+
+    /// [`Sqlite::call`] for writes: a full disk is reported as such.
+    async fn call_sql<R, F>(&self, f: F) -> PortResult<R>
+    where
+        R: Send + 'static,
+        F: FnOnce(&mut Connection) -> rusqlite::Result<R> + Send + 'static,
+    {
+        let conn = self.conn.clone();
+        tokio::task::spawn_blocking(move || {
+            let mut guard = conn
+                .lock()
+                .map_err(|_| internal("connection lock poisoned"))?;
+            f(&mut guard).map_err(sql_error)
         })
         .await
         .map_err(internal)?
@@ -120,6 +195,75 @@ impl Sqlite {
             write_record(&tx, &rec)?;
         }
         tx.commit().map_err(internal)
+    }
+
+    /// Hands back the jobs an earlier process claimed (it died with them;
+    /// call this once whatever it left running is gone): each becomes a new
+    /// attempt, or, past `max_attempts`, fails as an infrastructure
+    /// failure. A claimed job whose record already ended is just removed.
+    /// Returns how many went back to the queue.
+    pub fn recover_interrupted(&self, max_attempts: u32) -> PortResult<usize> {
+        let mut conn = self.conn.lock().map_err(|_| internal("lock poisoned"))?;
+        let tx = conn.transaction().map_err(internal)?;
+        let claimed: Vec<(i64, String, u32, String)> = {
+            let mut stmt = tx
+                .prepare("SELECT seq, id, attempt, job FROM queue WHERE claimed_by IS NOT NULL")
+                .map_err(internal)?;
+            let rows = stmt
+                .query_map([], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?)))
+                .map_err(internal)?;
+            rows.collect::<Result<_, _>>().map_err(internal)?
+        };
+        let mut requeued = 0;
+        for (seq, id, attempt, text) in claimed {
+            let record: Option<JobRecord> = tx
+                .query_row("SELECT record FROM jobs WHERE id = ?1", params![id], |r| {
+                    parse_record(r.get(0)?)
+                })
+                .optional()
+                .map_err(internal)?;
+            let Some(mut rec) = record.filter(|r| !r.state.is_terminal()) else {
+                tx.execute("DELETE FROM queue WHERE seq = ?1", params![seq])
+                    .map_err(internal)?;
+                continue;
+            };
+            let reason = "the process running it stopped (kumulus up restarted)".to_string();
+            let kind = if attempt >= max_attempts {
+                EventKind::Finished(kumulus_core::event::Outcome {
+                    state: JobState::Failed,
+                    started_at: rec.started_at,
+                    elapsed_secs: None,
+                    exit_code: None,
+                    error: Some(format!(
+                        "infrastructure failure after {attempt} attempts: {reason}"
+                    )),
+                    files: Vec::new(),
+                    infrastructure: true,
+                })
+            } else {
+                EventKind::Requeued { reason }
+            };
+            let ev = StatusEvent::new(rec.id, rec.owner.clone(), kind).for_attempt(attempt);
+            event::apply(&mut rec, &ev);
+            write_record(&tx, &rec)?;
+            if rec.state.is_terminal() {
+                tx.execute("DELETE FROM queue WHERE seq = ?1", params![seq])
+                    .map_err(internal)?;
+            } else {
+                let mut job: QueuedJob = serde_json::from_str(&text).map_err(internal)?;
+                job.attempt = rec.attempt;
+                let text = serde_json::to_string(&job).map_err(internal)?;
+                tx.execute(
+                    "UPDATE queue SET job = ?2, attempt = ?3, claimed_by = NULL, claimed_at = NULL
+                     WHERE seq = ?1",
+                    params![seq, text, rec.attempt],
+                )
+                .map_err(internal)?;
+                requeued += 1;
+            }
+        }
+        tx.commit().map_err(internal)?;
+        Ok(requeued)
     }
 
     /// Jobs waiting in the queue (not claimed).
@@ -168,9 +312,10 @@ impl Sqlite {
         let row: Option<(i64, String)> = conn
             .query_row(
                 "UPDATE queue SET claimed_by = ?1, claimed_at = ?2
-                 WHERE seq = (SELECT seq FROM queue WHERE claimed_by IS NULL ORDER BY seq LIMIT 1)
+                 WHERE seq = (SELECT seq FROM queue WHERE claimed_by IS NULL AND available_ms <= ?3
+                              ORDER BY available_ms, seq LIMIT 1)
                  RETURNING seq, job",
-                params![self.claimer, chrono::Utc::now().to_rfc3339()],
+                params![self.claimer, chrono::Utc::now().to_rfc3339(), now_ms()],
                 |r| Ok((r.get(0)?, r.get(1)?)),
             )
             .optional()
@@ -188,13 +333,40 @@ impl Sqlite {
 
 fn write_record(conn: &Connection, rec: &JobRecord) -> PortResult<()> {
     let text = serde_json::to_string(rec).map_err(internal)?;
+    let alive = rec.last_sign_of_life().map(|t| t.timestamp_millis());
     conn.execute(
-        "INSERT INTO jobs (id, owner, state, record) VALUES (?1, ?2, ?3, ?4)
-         ON CONFLICT (id) DO UPDATE SET state = excluded.state, record = excluded.record",
-        params![rec.id.to_string(), rec.owner, rec.state.as_str(), text],
+        "INSERT INTO jobs (id, owner, state, record, alive_ms) VALUES (?1, ?2, ?3, ?4, ?5)
+         ON CONFLICT (id) DO UPDATE SET state = excluded.state, record = excluded.record,
+             alive_ms = excluded.alive_ms",
+        params![
+            rec.id.to_string(),
+            rec.owner,
+            rec.state.as_str(),
+            text,
+            alive
+        ],
     )
-    .map_err(internal)?;
+    .map_err(sql_error)?;
     Ok(())
+}
+
+/// Applies `ev` to its record inside `tx`; returns the record after it.
+fn apply_in(tx: &rusqlite::Transaction, ev: &StatusEvent) -> PortResult<Option<JobRecord>> {
+    let current: Option<JobRecord> = tx
+        .query_row(
+            "SELECT record FROM jobs WHERE id = ?1",
+            params![ev.job_id.to_string()],
+            |r| parse_record(r.get(0)?),
+        )
+        .optional()
+        .map_err(internal)?;
+    let Some(mut rec) = current else {
+        return Ok(None);
+    };
+    if event::apply(&mut rec, ev) {
+        write_record(tx, &rec)?;
+    }
+    Ok(Some(rec))
 }
 
 fn parse_record(text: String) -> rusqlite::Result<JobRecord> {
@@ -205,21 +377,53 @@ fn parse_record(text: String) -> rusqlite::Result<JobRecord> {
 
 #[async_trait]
 impl JobStore for Sqlite {
-    async fn insert(&self, record: &JobRecord) -> PortResult<()> {
+    async fn insert(&self, record: &JobRecord, job: &QueuedJob) -> PortResult<()> {
         let text = serde_json::to_string(record).map_err(internal)?;
+        let payload = serde_json::to_string(job).map_err(internal)?;
         let (id, owner, state) = (
             record.id.to_string(),
             record.owner.clone(),
             record.state.as_str(),
         );
-        self.call(move |c| {
+        self.call_sql(move |c| {
             c.execute(
-                "INSERT INTO jobs (id, owner, state, record) VALUES (?1, ?2, ?3, ?4)",
-                params![id, owner, state, text],
+                "INSERT INTO jobs (id, owner, state, record, job) VALUES (?1, ?2, ?3, ?4, ?5)",
+                params![id, owner, state, text, payload],
             )
         })
         .await
         .map(|_| ())
+    }
+
+    async fn payload(&self, id: JobId) -> PortResult<Option<QueuedJob>> {
+        let id = id.to_string();
+        let text: Option<Option<String>> = self
+            .call(move |c| {
+                c.query_row("SELECT job FROM jobs WHERE id = ?1", params![id], |r| {
+                    r.get(0)
+                })
+                .optional()
+            })
+            .await?;
+        text.flatten()
+            .map(|t| serde_json::from_str(&t).map_err(internal))
+            .transpose()
+    }
+
+    async fn stalled(
+        &self,
+        cutoff: chrono::DateTime<chrono::Utc>,
+        limit: usize,
+    ) -> PortResult<Vec<JobRecord>> {
+        let (cutoff, limit) = (cutoff.timestamp_millis(), limit as i64);
+        self.call(move |c| {
+            let mut stmt = c.prepare_cached(
+                "SELECT record FROM jobs WHERE state = 'running' AND alive_ms < ?1 LIMIT ?2",
+            )?;
+            let rows = stmt.query_map(params![cutoff, limit], |r| parse_record(r.get(0)?))?;
+            rows.collect()
+        })
+        .await
     }
 
     async fn remove(&self, id: JobId) -> PortResult<()> {
@@ -265,29 +469,7 @@ impl JobStore for Sqlite {
 
     async fn apply(&self, ev: &StatusEvent) -> PortResult<Option<JobRecord>> {
         let ev = ev.clone();
-        let conn = self.conn.clone();
-        tokio::task::spawn_blocking(move || {
-            let mut conn = conn.lock().map_err(|_| internal("lock poisoned"))?;
-            let tx = conn.transaction().map_err(internal)?;
-            let current: Option<JobRecord> = tx
-                .query_row(
-                    "SELECT record FROM jobs WHERE id = ?1",
-                    params![ev.job_id.to_string()],
-                    |r| parse_record(r.get(0)?),
-                )
-                .optional()
-                .map_err(internal)?;
-            let Some(mut rec) = current else {
-                return Ok(None);
-            };
-            if event::apply(&mut rec, &ev) {
-                write_record(&tx, &rec)?;
-                tx.commit().map_err(internal)?;
-            }
-            Ok(Some(rec))
-        })
-        .await
-        .map_err(internal)?
+        self.transaction(move |tx| apply_in(tx, &ev)).await
     }
 
     async fn ping(&self) -> PortResult<()> {
@@ -297,13 +479,22 @@ impl JobStore for Sqlite {
 
 #[async_trait]
 impl JobQueue for Sqlite {
+    /// Queues the job; a new attempt of a job still in the queue (its
+    /// stalled attempt's claim) takes that entry over, claim and all.
     async fn enqueue(&self, job: &QueuedJob) -> PortResult<()> {
         let text = serde_json::to_string(job).map_err(internal)?;
         let id = job.id.to_string();
-        self.call(move |c| {
+        let (attempt, available) = (
+            job.attempt,
+            job.not_before.map_or(0, |t| t.timestamp_millis()),
+        );
+        self.call_sql(move |c| {
             c.execute(
-                "INSERT INTO queue (id, job) VALUES (?1, ?2)",
-                params![id, text],
+                "INSERT INTO queue (id, job, attempt, available_ms) VALUES (?1, ?2, ?3, ?4)
+                 ON CONFLICT (id) DO UPDATE SET job = excluded.job, attempt = excluded.attempt,
+                     available_ms = excluded.available_ms, claimed_by = NULL, claimed_at = NULL
+                 WHERE excluded.attempt > queue.attempt",
+                params![id, text, attempt, available],
             )
         })
         .await?;
@@ -330,23 +521,60 @@ impl JobSource for Sqlite {
         }
     }
 
+    /// Removes the delivered attempt from the queue (a newer attempt that
+    /// took its entry over stays).
     async fn ack(&self, delivery: &Delivery) -> PortResult<()> {
         let seq: i64 = delivery.handle.parse().map_err(internal)?;
-        self.call(move |c| c.execute("DELETE FROM queue WHERE seq = ?1", params![seq]))
-            .await
-            .map(|_| ())
+        let attempt = delivery.job.attempt;
+        self.call_sql(move |c| {
+            c.execute(
+                "DELETE FROM queue WHERE seq = ?1 AND attempt = ?2",
+                params![seq, attempt],
+            )
+        })
+        .await
+        .map(|_| ())
     }
 
     async fn release(&self, delivery: &Delivery) -> PortResult<()> {
         let seq: i64 = delivery.handle.parse().map_err(internal)?;
-        self.call(move |c| {
+        let attempt = delivery.job.attempt;
+        self.call_sql(move |c| {
             c.execute(
-                "UPDATE queue SET claimed_by = NULL, claimed_at = NULL WHERE seq = ?1",
-                params![seq],
+                "UPDATE queue SET claimed_by = NULL, claimed_at = NULL WHERE seq = ?1 AND attempt = ?2",
+                params![seq, attempt],
             )
         })
         .await?;
         self.ready.notify_waiters();
+        Ok(())
+    }
+
+    /// The final state and the removal from the queue, in one transaction;
+    /// then the event goes to the bus's subscribers (re-applying it there
+    /// changes nothing).
+    async fn finish(
+        &self,
+        delivery: &Delivery,
+        event: &StatusEvent,
+        status: &dyn StatusBus,
+    ) -> PortResult<()> {
+        let seq: i64 = delivery.handle.parse().map_err(internal)?;
+        let attempt = delivery.job.attempt;
+        let ev = event.clone();
+        self.transaction(move |tx| {
+            apply_in(tx, &ev)?;
+            tx.execute(
+                "DELETE FROM queue WHERE seq = ?1 AND attempt = ?2",
+                params![seq, attempt],
+            )
+            .map_err(sql_error)?;
+            Ok(())
+        })
+        .await?;
+        if let Err(e) = status.publish(event).await {
+            tracing::warn!(error = %e, "a final state was stored but not announced");
+        }
         Ok(())
     }
 }
@@ -366,6 +594,8 @@ mod tests {
             timeout_secs: 10,
             limits: Default::default(),
             submitted_at: chrono::Utc::now(),
+            attempt: 1,
+            not_before: None,
         }
     }
 
@@ -376,7 +606,7 @@ mod tests {
         let db = Sqlite::open(&path).unwrap();
         let jobs: Vec<QueuedJob> = (0..20).map(|_| job("ana")).collect();
         for j in &jobs {
-            db.insert(&JobRecord::queued(j)).await.unwrap();
+            db.insert(&JobRecord::queued(j), j).await.unwrap();
             db.enqueue(j).await.unwrap();
         }
         let mut tasks = Vec::new();
@@ -408,7 +638,17 @@ mod tests {
         }
         drop(db);
         let db = Sqlite::open(&path).unwrap();
+        assert_eq!(
+            db.waiting().await.unwrap(),
+            0,
+            "claims stand until recovered"
+        );
+        assert_eq!(db.recover_interrupted(3).unwrap(), 10);
         assert_eq!(db.waiting().await.unwrap(), 10);
+        // Each comes back as its second attempt.
+        let again = db.next().await.unwrap();
+        assert_eq!(again.job.attempt, 2);
+        assert_eq!(db.get(again.job.id).await.unwrap().unwrap().attempt, 2);
     }
 
     #[tokio::test]
@@ -417,7 +657,7 @@ mod tests {
         let mut mine = Vec::new();
         for i in 0..5 {
             let j = job(if i % 2 == 0 { "ana" } else { "bob" });
-            db.insert(&JobRecord::queued(&j)).await.unwrap();
+            db.insert(&JobRecord::queued(&j), &j).await.unwrap();
             if i % 2 == 0 {
                 mine.push(j.id);
             }
@@ -465,7 +705,7 @@ mod tests {
     async fn apply_projects_forward_only() {
         let db = Sqlite::in_memory().unwrap();
         let j = job("ana");
-        db.insert(&JobRecord::queued(&j)).await.unwrap();
+        db.insert(&JobRecord::queued(&j), &j).await.unwrap();
         let started = StatusEvent::new(j.id, "ana", EventKind::Started);
         let rec = db.apply(&started).await.unwrap().unwrap();
         assert_eq!(rec.state, JobState::Running);
@@ -480,7 +720,7 @@ mod tests {
         let j = job("ana");
         {
             let db = Sqlite::open(&path).unwrap();
-            db.insert(&JobRecord::queued(&j)).await.unwrap();
+            db.insert(&JobRecord::queued(&j), &j).await.unwrap();
         }
         let db = Sqlite::open(&path).unwrap();
         let rec = db.get(j.id).await.unwrap().unwrap();

@@ -1,7 +1,10 @@
 //! MongoDB job store (the `mongodb` crate). One document per job, `_id` the
 //! job id (UUID v7, so `_id` order is submission order). Projections are
-//! compare-and-set on the state: several frontends may project at once, and
-//! since a state only ever moves forward, a lost race is simply re-read.
+//! compare-and-set on a revision number: several frontends may project at
+//! once, and a lost race is simply re-read. Beside the record, the document
+//! holds the job as queued (`payload`, never shown: it is queued again as a
+//! new attempt), when its running attempt last showed life (`alive_ms`), and
+//! `rev`. A `leases` collection elects one reaper among the frontends.
 
 use async_trait::async_trait;
 use futures::TryStreamExt;
@@ -12,8 +15,8 @@ use std::time::Duration;
 
 use kumulus_core::config::MongoConfig;
 use kumulus_core::event::{self, StatusEvent};
-use kumulus_core::job::{JobId, JobRecord};
-use kumulus_core::ports::{JobStore, ListQuery, PortError, PortResult};
+use kumulus_core::job::{JobId, JobRecord, QueuedJob};
+use kumulus_core::ports::{JobStore, Leadership, ListQuery, PortError, PortResult};
 
 const BACKEND: &str = "mongodb";
 const COLLECTION: &str = "jobs";
@@ -29,6 +32,7 @@ fn internal(e: impl std::fmt::Display) -> PortError {
 #[derive(Clone)]
 pub struct MongoStore {
     jobs: Collection<Document>,
+    leases: Collection<Document>,
 }
 
 impl MongoStore {
@@ -43,8 +47,10 @@ impl MongoStore {
         opts.connect_timeout = Some(timeout);
         opts.app_name = Some("kumulus".into());
         let client = Client::with_options(opts).map_err(internal)?;
+        let db = client.database(&cfg.database);
         Ok(Self {
-            jobs: client.database(&cfg.database).collection(COLLECTION),
+            jobs: db.collection(COLLECTION),
+            leases: db.collection("leases"),
         })
     }
 
@@ -55,6 +61,9 @@ impl MongoStore {
                 .keys(doc! {"owner": 1, "submitted_at": -1})
                 .build(),
             IndexModel::builder().keys(doc! {"state": 1}).build(),
+            IndexModel::builder()
+                .keys(doc! {"state": 1, "alive_ms": 1})
+                .build(),
         ];
         self.jobs
             .create_indexes(indexes)
@@ -66,23 +75,62 @@ impl MongoStore {
     fn to_doc(rec: &JobRecord) -> PortResult<Document> {
         let mut d = doc! {"_id": rec.id.to_string()};
         d.extend(bson::to_document(rec).map_err(internal)?);
+        let alive = rec.last_sign_of_life().map(|t| t.timestamp_millis());
+        d.insert(
+            "alive_ms",
+            alive.map_or(bson::Bson::Null, bson::Bson::Int64),
+        );
         Ok(d)
     }
 
     fn from_doc(mut d: Document) -> PortResult<JobRecord> {
-        d.remove("_id");
+        for private in ["_id", "payload", "alive_ms", "rev"] {
+            d.remove(private);
+        }
         bson::from_document(d).map_err(internal)
+    }
+
+    async fn get_doc(&self, id: JobId) -> PortResult<Option<Document>> {
+        self.jobs
+            .find_one(doc! {"_id": id.to_string()})
+            .await
+            .map_err(unavailable)
     }
 }
 
 #[async_trait]
 impl JobStore for MongoStore {
-    async fn insert(&self, record: &JobRecord) -> PortResult<()> {
-        self.jobs
-            .insert_one(Self::to_doc(record)?)
+    async fn insert(&self, record: &JobRecord, job: &QueuedJob) -> PortResult<()> {
+        let mut d = Self::to_doc(record)?;
+        d.insert("payload", bson::to_document(job).map_err(internal)?);
+        d.insert("rev", 0i64);
+        self.jobs.insert_one(d).await.map_err(unavailable)?;
+        Ok(())
+    }
+
+    async fn payload(&self, id: JobId) -> PortResult<Option<QueuedJob>> {
+        let Some(d) = self.get_doc(id).await? else {
+            return Ok(None);
+        };
+        match d.get_document("payload") {
+            Ok(p) => bson::from_document(p.clone()).map(Some).map_err(internal),
+            Err(_) => Ok(None),
+        }
+    }
+
+    async fn stalled(
+        &self,
+        cutoff: chrono::DateTime<chrono::Utc>,
+        limit: usize,
+    ) -> PortResult<Vec<JobRecord>> {
+        let cursor = self
+            .jobs
+            .find(doc! {"state": "running", "alive_ms": {"$lt": cutoff.timestamp_millis()}})
+            .limit(limit as i64)
             .await
             .map_err(unavailable)?;
-        Ok(())
+        let docs: Vec<Document> = cursor.try_collect().await.map_err(unavailable)?;
+        docs.into_iter().map(Self::from_doc).collect()
     }
 
     async fn remove(&self, id: JobId) -> PortResult<()> {
@@ -94,12 +142,7 @@ impl JobStore for MongoStore {
     }
 
     async fn get(&self, id: JobId) -> PortResult<Option<JobRecord>> {
-        self.jobs
-            .find_one(doc! {"_id": id.to_string()})
-            .await
-            .map_err(unavailable)?
-            .map(Self::from_doc)
-            .transpose()
+        self.get_doc(id).await?.map(Self::from_doc).transpose()
     }
 
     async fn list(&self, owner: &str, query: &ListQuery) -> PortResult<Vec<JobRecord>> {
@@ -123,21 +166,26 @@ impl JobStore for MongoStore {
 
     async fn apply(&self, ev: &StatusEvent) -> PortResult<Option<JobRecord>> {
         for _ in 0..16 {
-            let Some(mut rec) = self.get(ev.job_id).await? else {
+            let Some(d) = self.get_doc(ev.job_id).await? else {
                 return Ok(None);
             };
+            let rev = d.get_i64("rev").ok();
+            let mut rec = Self::from_doc(d)?;
             let before = rec.state;
             if !event::apply(&mut rec, ev) {
                 return Ok(Some(rec));
             }
             let mut update = Self::to_doc(&rec)?;
             update.remove("_id");
+            update.insert("rev", rev.unwrap_or(0) + 1);
+            let filter = match rev {
+                Some(rev) => doc! {"_id": rec.id.to_string(), "rev": rev},
+                // A record from before revisions: its state is its version.
+                None => doc! {"_id": rec.id.to_string(), "state": before.as_str()},
+            };
             let result = self
                 .jobs
-                .update_one(
-                    doc! {"_id": rec.id.to_string(), "state": before.as_str()},
-                    doc! {"$set": update},
-                )
+                .update_one(filter, doc! {"$set": update})
                 .await
                 .map_err(unavailable)?;
             if result.matched_count == 1 {
@@ -152,10 +200,49 @@ impl JobStore for MongoStore {
     }
 
     async fn ping(&self) -> PortResult<()> {
+        self.ping_jobs().await
+    }
+}
+
+impl MongoStore {
+    async fn ping_jobs(&self) -> PortResult<()> {
         self.jobs
             .find_one(doc! {"_id": "ping"})
             .await
             .map(|_| ())
             .map_err(unavailable)
+    }
+}
+
+/// The lead is a document `{_id: "reaper", holder, until_ms}`: taken when
+/// it is ours or has lapsed; an insert that finds it held by another fails
+/// on the unique `_id`.
+#[async_trait]
+impl Leadership for MongoStore {
+    async fn lead(&self, holder: &str, ttl: Duration) -> PortResult<bool> {
+        let now = chrono::Utc::now().timestamp_millis();
+        let until = now + ttl.as_millis() as i64;
+        let result = self
+            .leases
+            .update_one(
+                doc! {"_id": "reaper", "$or": [{"holder": holder}, {"until_ms": {"$lt": now}}]},
+                doc! {"$set": {"holder": holder, "until_ms": until}},
+            )
+            .upsert(true)
+            .await;
+        match result {
+            Ok(_) => Ok(true),
+            Err(e) if is_duplicate_key(&e) => Ok(false),
+            Err(e) => Err(unavailable(e)),
+        }
+    }
+}
+
+fn is_duplicate_key(e: &mongodb::error::Error) -> bool {
+    use mongodb::error::{ErrorKind, WriteFailure};
+    match e.kind.as_ref() {
+        ErrorKind::Write(WriteFailure::WriteError(w)) => w.code == 11000,
+        ErrorKind::Command(c) => c.code == 11000,
+        _ => e.to_string().contains("E11000") || e.to_string().contains("duplicate key"),
     }
 }
