@@ -48,7 +48,11 @@ pub struct Outcome {
     pub error: Option<String>,
     pub files: Vec<String>,
     /// A failure of the infrastructure, not of the job (after its last attempt).
-    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    #[serde(
+        default,
+        skip_serializing_if = "std::ops::Not::not",
+        deserialize_with = "crate::job::lenient_bool"
+    )]
     pub infrastructure: bool,
 }
 

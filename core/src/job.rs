@@ -151,6 +151,21 @@ pub fn first_attempt() -> u32 {
     1
 }
 
+/// A flag read back from a store that may keep booleans as numbers (the
+/// MongoDB stand-in over SQLite does): `true`/`false`, or 0/1.
+pub fn lenient_bool<'de, D: serde::Deserializer<'de>>(d: D) -> Result<bool, D::Error> {
+    #[derive(Deserialize)]
+    #[serde(untagged)]
+    enum Flag {
+        Bool(bool),
+        Int(i64),
+    }
+    Ok(match Flag::deserialize(d)? {
+        Flag::Bool(b) => b,
+        Flag::Int(n) => n != 0,
+    })
+}
+
 /// One try at running a job.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Attempt {
@@ -222,7 +237,7 @@ pub struct JobRecord {
     /// The job failed because of the infrastructure (its worker stalled,
     /// the remote could not be reached, an upload failed), after its last
     /// attempt: not because of the job itself.
-    #[serde(default)]
+    #[serde(default, deserialize_with = "lenient_bool")]
     pub infrastructure_failure: bool,
 }
 
@@ -299,6 +314,23 @@ mod tests {
         let a = JobId::new();
         let b = JobId::new();
         assert!(a < b);
+    }
+
+    #[test]
+    fn flags_read_back_as_numbers_are_flags() {
+        #[derive(Deserialize)]
+        struct F {
+            #[serde(deserialize_with = "lenient_bool")]
+            f: bool,
+        }
+        for (text, want) in [
+            (r#"{"f":true}"#, true),
+            (r#"{"f":0}"#, false),
+            (r#"{"f":1}"#, true),
+        ] {
+            assert_eq!(serde_json::from_str::<F>(text).unwrap().f, want, "{text}");
+        }
+        assert!(serde_json::from_str::<F>(r#"{"f":"yes"}"#).is_err());
     }
 
     #[test]
