@@ -85,6 +85,11 @@ pub async fn frontend(cfg: Config, shutdown: CancellationToken) -> Result<(), Up
         async move { s.ensure_indexes().await }
     });
     let producer = Arc::new(KafkaProducer::new(&cfg.kafka).map_err(backend)?);
+    producer.watch_partitions(
+        Duration::from_secs(cfg.worker.heartbeat_secs),
+        cfg.lease(),
+        shutdown.clone(),
+    );
     let auth = kumulus_oidc::OidcAuth::new(&cfg.oidc).map_err(backend)?;
     let observations = kumulus_kafka::observations::KafkaObservations::start(&cfg.kafka);
     let state = Arc::new(

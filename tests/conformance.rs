@@ -29,6 +29,7 @@ fn job(owner: &str) -> QueuedJob {
         submitted_at: chrono::Utc::now(),
         attempt: 1,
         not_before: None,
+        partition: None,
     }
 }
 

@@ -80,6 +80,7 @@ async fn lag_is_high_watermark_minus_the_workers_commits() {
             submitted_at: chrono::Utc::now(),
             attempt: 1,
             not_before: None,
+            partition: None,
         };
         producer.enqueue(&job).await.unwrap();
     }

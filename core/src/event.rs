@@ -117,6 +117,27 @@ pub fn apply(record: &mut JobRecord, event: &StatusEvent) -> bool {
         record.state = JobState::Queued;
         record.started_at = None;
     }
+    // Within an attempt, the worker that started it last owns it: the
+    // broker may have handed its message to another worker (a rebalance),
+    // which then took it over; the first one's word no longer counts.
+    let owner = record
+        .attempts
+        .last()
+        .filter(|a| a.attempt == record.attempt)
+        .and_then(|a| a.worker.clone());
+    let from_other = matches!((&owner, &event.worker), (Some(o), Some(w)) if o != w);
+    if from_other && record.state == JobState::Running {
+        if matches!(event.kind, EventKind::Started) {
+            record.worker = event.worker.clone();
+            record.started_at = Some(event.at);
+            let attempt = record.current_attempt_mut();
+            attempt.worker = event.worker.clone();
+            attempt.started_at = Some(event.at);
+            attempt.last_heartbeat = None;
+            return true;
+        }
+        return false;
+    }
     match &event.kind {
         EventKind::Heartbeat => {
             if record.state != JobState::Running {
@@ -184,6 +205,7 @@ mod tests {
             submitted_at: Utc::now(),
             attempt: 1,
             not_before: None,
+            partition: None,
         })
     }
 
@@ -289,6 +311,26 @@ mod tests {
             .collect();
         assert_eq!(seen, vec![(1, Some("w1".into())), (2, Some("w2".into()))]);
         assert!(rec.attempts[0].ended.as_deref().unwrap().contains("lease"));
+    }
+
+    #[test]
+    fn a_worker_that_took_an_attempt_over_owns_it() {
+        let mut rec = record();
+        let w = |kind: EventKind, who: &str| StatusEvent::new(rec.id, "ana", kind).from_worker(who);
+        let (s1, s2) = (w(EventKind::Started, "w1"), w(EventKind::Started, "w2"));
+        let (b1, b2) = (w(EventKind::Heartbeat, "w1"), w(EventKind::Heartbeat, "w2"));
+        assert!(apply(&mut rec, &s1));
+        assert!(apply(&mut rec, &s2), "w2 took it over");
+        assert_eq!(rec.worker.as_deref(), Some("w2"));
+        assert!(!apply(&mut rec, &b1), "w1's word no longer counts");
+        assert!(apply(&mut rec, &b2));
+        let mut done1 = finished(&rec, JobState::Failed);
+        done1.worker = Some("w1".into());
+        assert!(!apply(&mut rec, &done1));
+        let mut done2 = finished(&rec, JobState::Succeeded);
+        done2.worker = Some("w2".into());
+        assert!(apply(&mut rec, &done2));
+        assert_eq!((rec.state, rec.attempts.len()), (JobState::Succeeded, 1));
     }
 
     #[test]

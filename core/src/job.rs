@@ -145,6 +145,9 @@ pub struct QueuedJob {
     /// A retry waits for its backoff: no worker starts it before this.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub not_before: Option<DateTime<Utc>>,
+    /// The queue partition it was placed on, where the queue has them.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub partition: Option<i32>,
 }
 
 pub fn first_attempt() -> u32 {

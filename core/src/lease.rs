@@ -46,12 +46,15 @@ pub fn judge(
         silent.as_secs(),
         lease.as_secs()
     );
-    if record.attempt >= max_attempts {
+    // Tries that ran count; moves of a job that never started do not.
+    let tries = record
+        .attempts
+        .iter()
+        .filter(|a| a.started_at.is_some())
+        .count() as u32;
+    if tries >= max_attempts {
         Verdict::Fail {
-            error: format!(
-                "infrastructure failure after {} attempts: {why}",
-                record.attempt
-            ),
+            error: format!("infrastructure failure after {tries} attempts: {why}"),
         }
     } else {
         Verdict::Requeue { reason: why }
@@ -102,9 +105,20 @@ mod tests {
             submitted_at: now,
             attempt,
             not_before: None,
+            partition: None,
         });
         rec.state = JobState::Running;
         rec.worker = Some("w1".into());
+        // Every attempt so far ran.
+        rec.attempts = (1..=attempt)
+            .map(|a| crate::job::Attempt {
+                attempt: a,
+                worker: Some("w1".into()),
+                started_at: Some(now - chrono::Duration::seconds(600)),
+                last_heartbeat: None,
+                ended: None,
+            })
+            .collect();
         rec.current_attempt_mut().last_heartbeat =
             Some(now - chrono::Duration::seconds(silent_secs));
         (rec, now)
@@ -156,6 +170,16 @@ mod tests {
         assert!(
             matches!(fail.kind, EventKind::Finished(ref o) if o.infrastructure && o.state == JobState::Failed)
         );
+    }
+
+    #[test]
+    fn moves_of_a_job_that_never_started_cost_no_tries() {
+        let (mut rec, now) = running(3, 60);
+        // Attempts 1 and 2 were moves of a job stranded on a dead partition.
+        rec.attempts[0].started_at = None;
+        rec.attempts[1].started_at = None;
+        let v = judge(&rec, now, Duration::from_secs(30), 3);
+        assert!(matches!(v, Verdict::Requeue { .. }), "{v:?}");
     }
 
     #[test]

@@ -59,6 +59,22 @@ pub trait JobStore: Send + Sync {
     /// Running jobs whose last heartbeat (or start) is older than `cutoff`,
     /// at most `limit`.
     async fn stalled(&self, cutoff: DateTime<Utc>, limit: usize) -> PortResult<Vec<JobRecord>>;
+    /// Queued jobs placed on `partition` before `cutoff`, at most `limit`.
+    async fn queued_on(
+        &self,
+        _partition: i32,
+        _cutoff: DateTime<Utc>,
+        _limit: usize,
+    ) -> PortResult<Vec<JobRecord>> {
+        Ok(Vec::new())
+    }
+    /// Whether a job placed on `partition` runs with a lease renewed since
+    /// `cutoff` (then the partition's owner is alive, only busy).
+    async fn alive_on(&self, _partition: i32, _cutoff: DateTime<Utc>) -> PortResult<bool> {
+        Ok(false)
+    }
+    /// Replaces the stored job (its new attempt, its new place).
+    async fn set_payload(&self, job: &QueuedJob) -> PortResult<()>;
     /// Removes a record (used when a job could not be queued after all).
     async fn remove(&self, id: JobId) -> PortResult<()>;
     async fn get(&self, id: JobId) -> PortResult<Option<JobRecord>>;
@@ -77,9 +93,18 @@ pub trait JobStore: Send + Sync {
 pub trait JobQueue: Send + Sync {
     /// Durably queues a job; once this returns Ok the job is never lost.
     async fn enqueue(&self, job: &QueuedJob) -> PortResult<()>;
-    /// Queues a new attempt of a job, where a live worker will take it.
-    async fn requeue(&self, job: &QueuedJob) -> PortResult<()> {
-        self.enqueue(job).await
+    /// Queues a new attempt of a job, where a live worker will take it;
+    /// returns where it went (see [`JobQueue::place`]).
+    async fn requeue(&self, job: &QueuedJob) -> PortResult<Option<i32>> {
+        self.enqueue(job).await.map(|()| job.partition)
+    }
+    /// Says where `job` will go before it is stored, where the queue has
+    /// places (partitions); the job then keeps its place.
+    async fn place(&self, _job: &mut QueuedJob) {}
+    /// Places whose jobs nobody takes: work waits there while nothing is
+    /// consumed (a member the broker never let go of).
+    async fn stuck(&self) -> Vec<i32> {
+        Vec::new()
     }
 }
 

@@ -35,7 +35,10 @@ pub async fn submit(state: &AppState, owner: &str, body: &[u8]) -> Result<JobRec
         submitted_at: chrono::Utc::now(),
         attempt: 1,
         not_before: None,
+        partition: None,
     };
+    let mut job = job;
+    state.ports.queue.place(&mut job).await;
     let record = JobRecord::queued(&job);
     state.ports.store.insert(&record, &job).await?;
     if let Err(e) = state.ports.queue.enqueue(&job).await {

@@ -2,13 +2,16 @@
 //! and gives their attempt up: the next attempt is queued where a live
 //! worker takes it, the record moves to it, and the workers are told to
 //! stop the old one (a fence); after the last attempt the job fails as an
-//! infrastructure failure. One replica at a time does this (a lead taken
-//! through [`Leadership`]).
+//! infrastructure failure. Jobs still queued on a partition that nobody
+//! consumes (its owner died and the broker kept it assigned) are moved the
+//! same way. One replica at a time does this (a lead taken through
+//! [`Leadership`]).
 
 use std::sync::Arc;
 use std::time::Duration;
 use tokio_util::sync::CancellationToken;
 
+use kumulus_core::job::JobRecord;
 use kumulus_core::lease::{self, Verdict};
 use kumulus_core::ports::{
     CancelBus, CancelRequest, JobQueue, JobStore, Leadership, PortResult, StatusBus,
@@ -59,46 +62,72 @@ impl Reaper {
         let cutoff = now - chrono::Duration::from_std(self.lease).unwrap_or_default();
         let mut given_up = 0;
         for rec in self.store.stalled(cutoff, BATCH).await? {
-            let mut verdict = lease::judge(&rec, now, self.lease, self.max_attempts);
-            if let Verdict::Requeue { reason } = &verdict {
-                match self.store.payload(rec.id).await? {
-                    Some(mut next) => {
-                        next.attempt = rec.attempt + 1;
-                        next.not_before = None;
-                        // Queued first: if what follows fails, the new
-                        // attempt's own events still make it current.
-                        self.queue.requeue(&next).await?;
-                        tracing::warn!(job_id = %rec.id, attempt = rec.attempt, %reason, "stalled job queued again");
+            let verdict = lease::judge(&rec, now, self.lease, self.max_attempts);
+            given_up += usize::from(self.give_up(&rec, verdict).await?);
+        }
+        for partition in self.queue.stuck().await {
+            // A partition whose owner runs a long job commits nothing meanwhile.
+            if self.store.alive_on(partition, cutoff).await? {
+                continue;
+            }
+            for rec in self.store.queued_on(partition, cutoff, BATCH).await? {
+                let reason = format!(
+                    "it waited on partition {partition}, which nobody consumes (its worker is gone)"
+                );
+                let verdict = if rec.attempt >= self.max_attempts {
+                    Verdict::Fail {
+                        error: format!(
+                            "infrastructure failure after {} attempts: {reason}",
+                            rec.attempt
+                        ),
                     }
-                    None => {
-                        verdict = Verdict::Fail {
-                            error: format!(
-                                "{reason}; the job cannot be queued again (no stored copy)"
-                            ),
-                        }
+                } else {
+                    Verdict::Requeue { reason }
+                };
+                given_up += usize::from(self.give_up(&rec, verdict).await?);
+            }
+        }
+        Ok(given_up)
+    }
+
+    /// Carries out `verdict` on `rec`'s current attempt; whether it did anything.
+    async fn give_up(&self, rec: &JobRecord, mut verdict: Verdict) -> PortResult<bool> {
+        if let Verdict::Requeue { reason } = &verdict {
+            match self.store.payload(rec.id).await? {
+                Some(mut next) => {
+                    next.attempt = rec.attempt + 1;
+                    next.not_before = None;
+                    // Queued first: if what follows fails, the new
+                    // attempt's own events still make it current.
+                    next.partition = self.queue.requeue(&next).await?;
+                    self.store.set_payload(&next).await?;
+                    tracing::warn!(job_id = %rec.id, attempt = rec.attempt, partition = ?next.partition, %reason, "job queued again");
+                }
+                None => {
+                    verdict = Verdict::Fail {
+                        error: format!("{reason}; the job cannot be queued again (no stored copy)"),
                     }
                 }
             }
-            let Some(event) = lease::event_for(&rec, &verdict) else {
-                continue;
-            };
-            if let Verdict::Fail { error } = &verdict {
-                tracing::warn!(job_id = %rec.id, %error, "stalled job failed");
-            }
-            self.store.apply(&event).await?;
-            if let Err(e) = self.status.publish(&event).await {
-                tracing::warn!(job_id = %rec.id, error = %e, "could not announce a stalled job");
-            }
-            let fence = CancelRequest {
-                job_id: rec.id,
-                owner: rec.owner.clone(),
-                superseded: Some(rec.attempt),
-            };
-            if let Err(e) = self.cancels.cancel(&fence).await {
-                tracing::warn!(job_id = %rec.id, error = %e, "could not fence a stalled attempt");
-            }
-            given_up += 1;
         }
-        Ok(given_up)
+        let Some(event) = lease::event_for(rec, &verdict) else {
+            return Ok(false);
+        };
+        if let Verdict::Fail { error } = &verdict {
+            tracing::warn!(job_id = %rec.id, %error, "job failed by the infrastructure");
+        }
+        self.store.apply(&event).await?;
+        if let Err(e) = self.status.publish(&event).await {
+            tracing::warn!(job_id = %rec.id, error = %e, "could not announce a job given up");
+        }
+        let fence = CancelRequest {
+            job_id: rec.id,
+            owner: rec.owner.clone(),
+            superseded: Some(rec.attempt),
+        };
+        if let Err(e) = self.cancels.cancel(&fence).await {
+            tracing::warn!(job_id = %rec.id, error = %e, "could not fence an attempt given up");
+        }
+        Ok(true)
     }
 }

@@ -221,13 +221,17 @@ async fn handle(shared: &Shared, delivery: Delivery, shutdown: &CancellationToke
     }
     tracing::info!("job started");
     let beating = CancellationToken::new();
+    let renewed = Arc::new(Mutex::new(Instant::now()));
     let heart = tokio::spawn(heartbeats(
         shared.status.clone(),
         job.clone(),
         shared.id.clone(),
         shared.leases,
-        token.clone(),
-        fenced.clone(),
+        Lease {
+            token: token.clone(),
+            fenced: fenced.clone(),
+            renewed: renewed.clone(),
+        },
         beating.clone(),
     ));
 
@@ -254,6 +258,15 @@ async fn handle(shared: &Shared, delivery: Delivery, shutdown: &CancellationToke
         release(shared, &delivery).await;
         return;
     };
+    // Woken after a pause, with the job done meanwhile: the lease may be
+    // another attempt's by now, whatever the heartbeat task saw.
+    if renewed
+        .lock()
+        .map(|r| r.elapsed() > shared.leases.lease)
+        .unwrap_or(false)
+    {
+        fenced.store(true, Ordering::SeqCst);
+    }
     if fenced.load(Ordering::SeqCst) {
         // Another attempt owns the job now: this one leaves no trace.
         tracing::warn!("the attempt was superseded (its lease ran out): stopped, nothing reported");
@@ -308,33 +321,44 @@ async fn handle(shared: &Shared, delivery: Delivery, shutdown: &CancellationToke
 /// Renews the lease on `job` every heartbeat until `stop`. A lease that ran
 /// out (the worker was paused, or could not renew it for that long) may be
 /// another attempt's by now: the job is fenced and stopped.
+/// A running job's hold on its lease.
+struct Lease {
+    token: CancellationToken,
+    fenced: Arc<AtomicBool>,
+    /// When the lease was last renewed.
+    renewed: Arc<Mutex<Instant>>,
+}
+
 async fn heartbeats(
     status: Arc<dyn StatusBus>,
     job: QueuedJob,
     worker: String,
     leases: LeaseSettings,
-    token: CancellationToken,
-    fenced: Arc<AtomicBool>,
+    lease: Lease,
     stop: CancellationToken,
 ) {
-    let mut renewed = Instant::now();
+    let since = |l: &Lease| l.renewed.lock().map(|r| r.elapsed()).unwrap_or_default();
     loop {
         tokio::select! {
             _ = stop.cancelled() => return,
             _ = tokio::time::sleep(leases.heartbeat) => {}
         }
         // The monotonic clock counts time spent stopped too.
-        if renewed.elapsed() > leases.lease {
+        if since(&lease) > leases.lease {
             tracing::warn!(job_id = %job.id, attempt = job.attempt, "the job's lease ran out: stopping it");
-            fenced.store(true, Ordering::SeqCst);
-            token.cancel();
+            lease.fenced.store(true, Ordering::SeqCst);
+            lease.token.cancel();
             return;
         }
         let beat = StatusEvent::new(job.id, job.owner.clone(), EventKind::Heartbeat)
             .from_worker(&worker)
             .for_attempt(job.attempt);
         match status.publish(&beat).await {
-            Ok(()) => renewed = Instant::now(),
+            Ok(()) => {
+                if let Ok(mut r) = lease.renewed.lock() {
+                    *r = Instant::now();
+                }
+            }
             Err(e) => tracing::warn!(job_id = %job.id, error = %e, "could not renew a job's lease"),
         }
     }

@@ -410,6 +410,16 @@ impl JobStore for Sqlite {
             .transpose()
     }
 
+    async fn set_payload(&self, job: &QueuedJob) -> PortResult<()> {
+        let text = serde_json::to_string(job).map_err(internal)?;
+        let id = job.id.to_string();
+        self.call_sql(move |c| {
+            c.execute("UPDATE jobs SET job = ?2 WHERE id = ?1", params![id, text])
+        })
+        .await
+        .map(|_| ())
+    }
+
     async fn stalled(
         &self,
         cutoff: chrono::DateTime<chrono::Utc>,
@@ -596,6 +606,7 @@ mod tests {
             submitted_at: chrono::Utc::now(),
             attempt: 1,
             not_before: None,
+            partition: None,
         }
     }
 

@@ -52,6 +52,9 @@ pub struct QueueState {
     pub partitions: u32,
     /// Per partition: high watermark minus the group's committed offset.
     pub lag: Vec<u64>,
+    /// Per partition: the group's committed offset (the log start where
+    /// it has none).
+    pub committed: Vec<i64>,
     /// Members of the workers' group, where the broker tells.
     pub members: Option<u32>,
 }
@@ -148,6 +151,7 @@ pub fn queue_state(cfg: &KafkaConfig) -> PortResult<QueueState> {
         .committed_offsets(tpl, timeout)
         .map_err(unavailable)?;
     let mut lag = Vec::with_capacity(partitions as usize);
+    let mut committed_at = Vec::with_capacity(partitions as usize);
     for p in 0..partitions as i32 {
         let (low, high) = consumer
             .fetch_watermarks(&cfg.jobs_topic, p, timeout)
@@ -160,6 +164,7 @@ pub fn queue_state(cfg: &KafkaConfig) -> PortResult<QueueState> {
             _ => low,
         };
         lag.push((high - from).max(0) as u64);
+        committed_at.push(from);
     }
     let members = consumer
         .fetch_group_list(Some(&cfg.worker_group), timeout)
@@ -175,6 +180,7 @@ pub fn queue_state(cfg: &KafkaConfig) -> PortResult<QueueState> {
     Ok(QueueState {
         partitions,
         lag,
+        committed: committed_at,
         members,
     })
 }

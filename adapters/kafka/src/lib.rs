@@ -11,6 +11,7 @@
 //! - [`admin`] - topics at start.
 
 pub mod admin;
+pub mod liveness;
 pub mod observations;
 pub mod producer;
 pub mod projector;

@@ -5,8 +5,12 @@ use futures::stream::BoxStream;
 use rdkafka::producer::{FutureProducer, FutureRecord};
 use rdkafka::util::Timeout;
 use serde::Serialize;
+use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::{Arc, Mutex, RwLock};
 use std::time::{Duration, Instant};
+use tokio_util::sync::CancellationToken;
+
+use crate::liveness::PartitionWatch;
 
 use kumulus_core::config::KafkaConfig;
 use kumulus_core::event::StatusEvent;
@@ -24,6 +28,11 @@ pub struct KafkaProducer {
     producer: Arc<RwLock<Arc<FutureProducer>>>,
     last_rebuild: Arc<Mutex<Instant>>,
     cfg: KafkaConfig,
+    /// The jobs topic's partitions and which of them are consumed, where
+    /// [`KafkaProducer::watch_partitions`] runs (the frontends).
+    watch: Arc<Mutex<PartitionWatch>>,
+    partitions: Arc<AtomicU32>,
+    stuck_after: Arc<Mutex<Duration>>,
 }
 
 fn build(cfg: &KafkaConfig) -> PortResult<FutureProducer> {
@@ -42,7 +51,59 @@ impl KafkaProducer {
             producer: Arc::new(RwLock::new(Arc::new(build(cfg)?))),
             last_rebuild: Arc::new(Mutex::new(Instant::now())),
             cfg: cfg.clone(),
+            watch: Arc::default(),
+            partitions: Arc::new(AtomicU32::new(0)),
+            stuck_after: Arc::new(Mutex::new(Duration::from_secs(30))),
         })
+    }
+
+    /// Samples the jobs topic every `period` until `shutdown`: its
+    /// partitions (to place jobs) and their consumption (a partition whose
+    /// work waits unconsumed for `stuck_after` is stuck; new attempts avoid
+    /// it, and the reaper moves its jobs).
+    pub fn watch_partitions(
+        &self,
+        period: Duration,
+        stuck_after: Duration,
+        shutdown: CancellationToken,
+    ) {
+        if let Ok(mut s) = self.stuck_after.lock() {
+            *s = stuck_after;
+        }
+        let me = self.clone();
+        tokio::spawn(async move {
+            let mut reported: Vec<i32> = Vec::new();
+            loop {
+                let cfg = me.cfg.clone();
+                match tokio::task::spawn_blocking(move || crate::admin::queue_state(&cfg)).await {
+                    Ok(Ok(state)) => {
+                        me.partitions.store(state.partitions, Ordering::SeqCst);
+                        let now = Instant::now();
+                        if let Ok(mut w) = me.watch.lock() {
+                            w.observe(&state.committed, &state.lag, now);
+                            let stuck = w.stuck(now, stuck_after);
+                            if stuck != reported && !stuck.is_empty() {
+                                tracing::warn!(partitions = ?stuck, "partitions of the jobs topic hold work that nobody consumes");
+                            }
+                            reported = stuck;
+                        }
+                    }
+                    Ok(Err(e)) => tracing::debug!(error = %e, "cannot read the jobs topic's state"),
+                    Err(e) => tracing::debug!(error = %e, "cannot read the jobs topic's state"),
+                }
+                tokio::select! {
+                    _ = shutdown.cancelled() => return,
+                    _ = tokio::time::sleep(period) => {}
+                }
+            }
+        });
+    }
+
+    fn stuck_after(&self) -> Duration {
+        self.stuck_after
+            .lock()
+            .map(|d| *d)
+            .unwrap_or(Duration::from_secs(30))
     }
 
     /// An idempotent producer can be left unusable by its broker (a broker
@@ -71,8 +132,21 @@ impl KafkaProducer {
     /// Sends `value` as JSON to `topic` with `key`; returns once the broker
     /// has it (all in-sync replicas) or fails within the message timeout.
     async fn send<T: Serialize>(&self, topic: &str, key: &str, value: &T) -> PortResult<()> {
+        self.send_to(topic, None, key, value).await
+    }
+
+    async fn send_to<T: Serialize>(
+        &self,
+        topic: &str,
+        partition: Option<i32>,
+        key: &str,
+        value: &T,
+    ) -> PortResult<()> {
         let payload = serde_json::to_vec(value).map_err(|e| PortError::Internal(e.to_string()))?;
-        let record = FutureRecord::to(topic).key(key).payload(&payload);
+        let mut record = FutureRecord::to(topic).key(key).payload(&payload);
+        if let Some(p) = partition {
+            record = record.partition(p);
+        }
         let wait = Duration::from_millis(self.cfg.message_timeout_ms as u64);
         let producer = self
             .producer
@@ -93,8 +167,60 @@ impl KafkaProducer {
 #[async_trait]
 impl JobQueue for KafkaProducer {
     async fn enqueue(&self, job: &QueuedJob) -> PortResult<()> {
-        self.send(&self.cfg.jobs_topic, &job.id.to_string(), job)
-            .await
+        self.send_to(
+            &self.cfg.jobs_topic,
+            job.partition,
+            &job.id.to_string(),
+            job,
+        )
+        .await
+    }
+
+    /// On a partition that is consumed (the least lagging of those), never
+    /// on a stuck one; where nothing is known, where the key puts it.
+    async fn requeue(&self, job: &QueuedJob) -> PortResult<Option<i32>> {
+        let chosen = self
+            .watch
+            .lock()
+            .ok()
+            .and_then(|w| w.choose(Instant::now(), self.stuck_after()));
+        let mut job = job.clone();
+        job.partition = chosen;
+        if chosen.is_none() {
+            self.place(&mut job).await;
+        }
+        self.enqueue(&job).await.map(|()| job.partition)
+    }
+
+    /// Spread by the job's id over the partitions, as the key would, but
+    /// known before the job is stored (so the reaper can find the jobs of a
+    /// stuck partition).
+    async fn place(&self, job: &mut QueuedJob) {
+        let mut n = self.partitions.load(Ordering::SeqCst);
+        if n == 0 {
+            // Not sampled yet: ask once (the topic may not exist yet either).
+            let (cfg, topic) = (self.cfg.clone(), self.cfg.jobs_topic.clone());
+            if let Ok(Ok(count)) =
+                tokio::task::spawn_blocking(move || crate::admin::partition_count(&cfg, &topic))
+                    .await
+            {
+                n = count;
+                self.partitions.store(count, Ordering::SeqCst);
+            }
+        }
+        if n > 0 {
+            use std::hash::{Hash, Hasher};
+            let mut h = std::collections::hash_map::DefaultHasher::new();
+            job.id.hash(&mut h);
+            job.partition = Some((h.finish() % u64::from(n)) as i32);
+        }
+    }
+
+    async fn stuck(&self) -> Vec<i32> {
+        self.watch
+            .lock()
+            .map(|w| w.stranded(Instant::now(), self.stuck_after()))
+            .unwrap_or_default()
     }
 }
 

@@ -84,7 +84,14 @@ impl MongoStore {
     }
 
     fn from_doc(mut d: Document) -> PortResult<JobRecord> {
-        for private in ["_id", "payload", "alive_ms", "rev"] {
+        for private in [
+            "_id",
+            "payload",
+            "alive_ms",
+            "rev",
+            "partition",
+            "placed_ms",
+        ] {
             d.remove(private);
         }
         bson::from_document(d).map_err(internal)
@@ -103,6 +110,8 @@ impl JobStore for MongoStore {
     async fn insert(&self, record: &JobRecord, job: &QueuedJob) -> PortResult<()> {
         let mut d = Self::to_doc(record)?;
         d.insert("payload", bson::to_document(job).map_err(internal)?);
+        d.insert("partition", job.partition);
+        d.insert("placed_ms", chrono::Utc::now().timestamp_millis());
         d.insert("rev", 0i64);
         self.jobs.insert_one(d).await.map_err(unavailable)?;
         Ok(())
@@ -116,6 +125,60 @@ impl JobStore for MongoStore {
             Ok(p) => bson::from_document(p.clone()).map(Some).map_err(internal),
             Err(_) => Ok(None),
         }
+    }
+
+    async fn set_payload(&self, job: &QueuedJob) -> PortResult<()> {
+        let payload = bson::to_document(job).map_err(internal)?;
+        self.jobs
+            .update_one(
+                doc! {"_id": job.id.to_string()},
+                doc! {"$set": {
+                    "payload": payload,
+                    "partition": job.partition,
+                    "placed_ms": chrono::Utc::now().timestamp_millis(),
+                }},
+            )
+            .await
+            .map_err(unavailable)?;
+        Ok(())
+    }
+
+    async fn alive_on(
+        &self,
+        partition: i32,
+        cutoff: chrono::DateTime<chrono::Utc>,
+    ) -> PortResult<bool> {
+        let found = self
+            .jobs
+            .find_one(doc! {
+                "state": "running",
+                "partition": partition,
+                "alive_ms": {"$gte": cutoff.timestamp_millis()},
+            })
+            .await
+            .map_err(unavailable)?;
+        Ok(found.is_some())
+    }
+
+    async fn queued_on(
+        &self,
+        partition: i32,
+        cutoff: chrono::DateTime<chrono::Utc>,
+        limit: usize,
+    ) -> PortResult<Vec<JobRecord>> {
+        let cursor = self
+            .jobs
+            .find(doc! {"state": "queued", "partition": partition})
+            .limit(limit as i64)
+            .await
+            .map_err(unavailable)?;
+        let docs: Vec<Document> = cursor.try_collect().await.map_err(unavailable)?;
+        let cutoff = cutoff.timestamp_millis();
+        Ok(docs
+            .into_iter()
+            .filter(|d| d.get_i64("placed_ms").is_ok_and(|t| t < cutoff))
+            .filter_map(|d| Self::from_doc(d).ok())
+            .collect())
     }
 
     async fn stalled(
