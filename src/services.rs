@@ -127,6 +127,7 @@ pub async fn frontend(cfg: Config, shutdown: CancellationToken) -> Result<(), Up
         lease: cfg.lease(),
         period: Duration::from_secs(cfg.worker.heartbeat_secs),
         max_attempts: cfg.worker.max_attempts,
+        dead: Default::default(),
     };
     let reaper = tokio::spawn(reaper.run(shutdown.clone()));
     let projector = tokio::spawn(kumulus_kafka::projector::run_projector(

@@ -128,6 +128,7 @@ impl Standalone {
             lease: cfg.lease(),
             period: Duration::from_secs(cfg.worker.heartbeat_secs),
             max_attempts: cfg.worker.max_attempts,
+            dead: Default::default(),
         };
         // Making the worker kills what an earlier run left in its jobs'
         // cgroups and removes their folders; only then do their jobs go

@@ -173,6 +173,15 @@ pub fn apply(record: &mut JobRecord, event: &StatusEvent) -> bool {
         EventKind::Finished(o) => {
             if event.worker.is_some() {
                 record.worker = event.worker.clone();
+                // Its `started` may not have been seen (yet): the attempt
+                // that ended is on record all the same.
+                let attempt = record.current_attempt_mut();
+                attempt
+                    .worker
+                    .get_or_insert_with(|| event.worker.clone().unwrap_or_default());
+                if attempt.started_at.is_none() {
+                    attempt.started_at = o.started_at;
+                }
             }
             if record.started_at.is_none() {
                 record.started_at = o.started_at;

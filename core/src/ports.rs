@@ -73,6 +73,15 @@ pub trait JobStore: Send + Sync {
     async fn alive_on(&self, _partition: i32, _cutoff: DateTime<Utc>) -> PortResult<bool> {
         Ok(false)
     }
+    /// How far each partition of a feed (the status events) has been
+    /// applied: the next offset to read, per partition.
+    async fn positions(&self, _feed: &str) -> PortResult<Vec<(i32, i64)>> {
+        Ok(Vec::new())
+    }
+    /// Moves a feed's position forward (never back: replicas race).
+    async fn advance(&self, _feed: &str, _partition: i32, _offset: i64) -> PortResult<()> {
+        Ok(())
+    }
     /// Replaces the stored job (its new attempt, its new place).
     async fn set_payload(&self, job: &QueuedJob) -> PortResult<()>;
     /// Removes a record (used when a job could not be queued after all).

@@ -3,8 +3,9 @@
 //! worker takes it, the record moves to it, and the workers are told to
 //! stop the old one (a fence); after the last attempt the job fails as an
 //! infrastructure failure. Jobs still queued on a partition that nobody
-//! consumes (its owner died and the broker kept it assigned) are moved the
-//! same way. One replica at a time does this (a lead taken through
+//! consumes are moved the same way, once that partition's owner is known
+//! dead (an attempt from it stalled) and the broker kept it assigned: a
+//! partition that is merely behind a busy worker is never touched. One replica at a time does this (a lead taken through
 //! [`Leadership`]).
 
 use std::sync::Arc;
@@ -32,7 +33,12 @@ pub struct Reaper {
     /// Time between sweeps.
     pub period: Duration,
     pub max_attempts: u32,
+    /// Partitions whose jobs' workers stalled lately, and when.
+    pub dead: std::sync::Mutex<std::collections::HashMap<i32, std::time::Instant>>,
 }
+
+/// How long a partition stays suspect after an attempt from it stalled.
+const SUSPECT_FOR: Duration = Duration::from_secs(600);
 
 impl Reaper {
     /// Sweeps every period until `shutdown`.
@@ -63,11 +69,26 @@ impl Reaper {
         let mut given_up = 0;
         for rec in self.store.stalled(cutoff, BATCH).await? {
             let verdict = lease::judge(&rec, now, self.lease, self.max_attempts);
+            if verdict != Verdict::Alive {
+                if let Some(p) = self.store.payload(rec.id).await?.and_then(|j| j.partition) {
+                    if let Ok(mut dead) = self.dead.lock() {
+                        dead.insert(p, std::time::Instant::now());
+                    }
+                }
+            }
             given_up += usize::from(self.give_up(&rec, verdict).await?);
         }
+        let suspects: Vec<i32> = match self.dead.lock() {
+            Ok(mut dead) => {
+                dead.retain(|_, at| at.elapsed() < SUSPECT_FOR);
+                dead.keys().copied().collect()
+            }
+            Err(_) => Vec::new(),
+        };
         for partition in self.queue.stuck().await {
-            // A partition whose owner runs a long job commits nothing meanwhile.
-            if self.store.alive_on(partition, cutoff).await? {
+            // Only where a worker is known to have died; a partition whose
+            // owner runs a long job commits nothing meanwhile either.
+            if !suspects.contains(&partition) || self.store.alive_on(partition, cutoff).await? {
                 continue;
             }
             for rec in self.store.queued_on(partition, cutoff, BATCH).await? {

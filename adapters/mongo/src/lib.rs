@@ -33,6 +33,7 @@ fn internal(e: impl std::fmt::Display) -> PortError {
 pub struct MongoStore {
     jobs: Collection<Document>,
     leases: Collection<Document>,
+    positions: Collection<Document>,
 }
 
 impl MongoStore {
@@ -51,6 +52,7 @@ impl MongoStore {
         Ok(Self {
             jobs: db.collection(COLLECTION),
             leases: db.collection("leases"),
+            positions: db.collection("positions"),
         })
     }
 
@@ -141,6 +143,46 @@ impl JobStore for MongoStore {
             .await
             .map_err(unavailable)?;
         Ok(())
+    }
+
+    async fn positions(&self, feed: &str) -> PortResult<Vec<(i32, i64)>> {
+        let cursor = self
+            .positions
+            .find(doc! {"feed": feed})
+            .await
+            .map_err(unavailable)?;
+        let docs: Vec<Document> = cursor.try_collect().await.map_err(unavailable)?;
+        Ok(docs
+            .iter()
+            .filter_map(|d| {
+                let p = d
+                    .get_i64("partition")
+                    .ok()
+                    .or_else(|| d.get_i32("partition").ok().map(i64::from))?;
+                let o = d
+                    .get_i64("offset")
+                    .ok()
+                    .or_else(|| d.get_i32("offset").ok().map(i64::from))?;
+                Some((p as i32, o))
+            })
+            .collect())
+    }
+
+    async fn advance(&self, feed: &str, partition: i32, offset: i64) -> PortResult<()> {
+        let id = format!("{feed}:{partition}");
+        let result = self
+            .positions
+            .update_one(
+                doc! {"_id": &id, "$or": [{"offset": {"$lt": offset}}, {"offset": {"$exists": false}}]},
+                doc! {"$set": {"feed": feed, "partition": i64::from(partition), "offset": offset}},
+            )
+            .upsert(true)
+            .await;
+        match result {
+            // Another replica is already further.
+            Err(e) if is_duplicate_key(&e) => Ok(()),
+            other => other.map(|_| ()).map_err(unavailable),
+        }
     }
 
     async fn alive_on(
