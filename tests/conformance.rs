@@ -174,11 +174,13 @@ async fn job_store_suite(store: &dyn JobStore) {
         .from_worker("w2")
         .for_attempt(2);
     store.apply(&s2).await.expect("apply");
-    let rec = store
-        .apply(&finished(id, JobState::Failed).for_attempt(2))
-        .await
-        .expect("apply")
-        .expect("found");
+    // Attempt 2 is w2's: w1 has no say in it.
+    let from_w1 = finished(id, JobState::Succeeded).for_attempt(2);
+    let rec = store.apply(&from_w1).await.expect("apply").expect("found");
+    assert_eq!(rec.state, JobState::Running);
+    let mut done = finished(id, JobState::Failed).for_attempt(2);
+    done.worker = Some("w2".into());
+    let rec = store.apply(&done).await.expect("apply").expect("found");
     assert_eq!(rec.state, JobState::Failed);
     assert_eq!(rec.attempts.len(), 2);
     assert_eq!(store.get(id).await.expect("get").expect("found"), rec);
