@@ -31,11 +31,20 @@ impl Servers {
         });
         let text = std::fs::read_to_string(&path)
             .unwrap_or_else(|e| panic!("cannot read KUMULUS_TEST_SERVERS={path}: {e}"));
-        let vars = text
+        let mut vars: HashMap<String, String> = text
             .lines()
             .filter_map(|l| l.split_once('='))
             .map(|(k, v)| (k.trim().to_string(), v.trim().to_string()))
             .collect();
+        // The same tests on another broker (scripts/test.sh runs the
+        // cluster tests a second time, on noida-db).
+        if let (Ok(addr), Ok(kind)) = (
+            std::env::var("KUMULUS_TEST_KAFKA"),
+            std::env::var("KUMULUS_TEST_KAFKA_SERVER"),
+        ) {
+            vars.insert("KAFKA".into(), addr);
+            vars.insert("KAFKA_SERVER".into(), kind);
+        }
         Self { vars }
     }
 
