@@ -11,7 +11,9 @@ use std::sync::Arc;
 use kumulus_core::ports::Principal;
 
 use crate::error::ApiError;
+use crate::server::ClientAddr;
 use crate::AppState;
+use kumulus_core::ports::AuthError;
 
 /// The authenticated caller of an `/api` route.
 pub struct Caller(pub Principal);
@@ -38,28 +40,53 @@ impl FromRequestParts<Arc<AppState>> for Caller {
             .ok_or_else(|| {
                 ApiError::Unauthorized("the Authorization header must be `Bearer <token>`".into())
             })?;
-        let principal = state.ports.auth.verify(token).await?;
+        let principal = state.ports.auth.verify(token).await.inspect_err(|e| {
+            // The reason only: never the token.
+            if let kumulus_core::ports::AuthError::InvalidToken(reason) = e {
+                tracing::info!(%reason, "refused a bearer token");
+            }
+        })?;
         state.limits.check_user(&principal.username)?;
         Ok(Caller(principal))
     }
 }
 
+/// Logs `username` in, within the failed-login budgets of its address
+/// ([`crate::login_guard`]): a correct password is never refused because of
+/// someone else's failures.
 async fn issue(
     state: &AppState,
+    from: ClientAddr,
     username: &str,
     password: &str,
 ) -> Result<(String, u64), ApiError> {
-    state.limits.check_login(username)?;
-    let token = state.ports.auth.login(username, password).await?;
-    Ok((token.access_token, token.expires_in))
+    let now = std::time::Instant::now();
+    state
+        .logins
+        .check(from.0, username, now)
+        .map_err(|wait| ApiError::RateLimited {
+            retry_after_secs: wait.as_secs().max(1),
+        })?;
+    match state.ports.auth.login(username, password).await {
+        Ok(token) => Ok((token.access_token, token.expires_in)),
+        Err(e @ AuthError::InvalidCredentials) => {
+            let failures = state.logins.failed(from.0, username, now);
+            if failures.is_multiple_of(100) {
+                tracing::warn!(failures, "many failed logins for one user name");
+            }
+            Err(e.into())
+        }
+        Err(e) => Err(e.into()),
+    }
 }
 
 /// `POST /auth/token` with `{"username","password"}`.
 pub async fn token(
     State(state): State<Arc<AppState>>,
+    from: ClientAddr,
     body: axum::body::Body,
 ) -> Result<Json<Value>, ApiError> {
-    let body = crate::body::read(body, state.body_limit).await?;
+    let body = crate::body::read_within(body, state.body_limit, state.body_timeout).await?;
     let value = crate::body::json(&body)?;
     let field = |name: &'static str| -> Result<String, ApiError> {
         match value.get(name) {
@@ -74,7 +101,7 @@ pub async fn token(
         return Err(ApiError::Invalid("body: expected a JSON object".into()));
     }
     let (username, password) = (field("username")?, field("password")?);
-    let (access_token, expires_in) = issue(&state, &username, &password).await?;
+    let (access_token, expires_in) = issue(&state, from, &username, &password).await?;
     Ok(Json(json!({
         "access_token": access_token,
         "token_type": "Bearer",
@@ -86,8 +113,9 @@ pub async fn token(
 /// in the path: the request log shows route templates, never paths.
 pub async fn seed_login(
     State(state): State<Arc<AppState>>,
+    from: ClientAddr,
     Path((user, password)): Path<(String, String)>,
 ) -> Result<Json<Value>, ApiError> {
-    let (token, _) = issue(&state, &user, &password).await?;
+    let (token, _) = issue(&state, from, &user, &password).await?;
     Ok(Json(json!({ "token": token })))
 }

@@ -13,6 +13,17 @@ use crate::error::ApiError;
 /// past this the connection is simply closed.
 const DRAIN_MAX: usize = 64 * 1024 * 1024;
 
+/// Reads a request body of at most `limit` bytes, within `api.body_timeout_secs`.
+pub async fn read_within(
+    body: Body,
+    limit: usize,
+    within: std::time::Duration,
+) -> Result<Bytes, ApiError> {
+    tokio::time::timeout(within, read(body, limit))
+        .await
+        .map_err(|_| ApiError::RequestTimeout)?
+}
+
 /// Reads a request body of at most `limit` bytes.
 pub async fn read(body: Body, limit: usize) -> Result<Bytes, ApiError> {
     let mut stream = body.into_data_stream();

@@ -126,7 +126,7 @@ pub async fn create(
     caller: Caller,
     body: axum::body::Body,
 ) -> Result<impl IntoResponse, ApiError> {
-    let body = crate::body::read(body, state.body_limit).await?;
+    let body = crate::body::read_within(body, state.body_limit, state.body_timeout).await?;
     let rec = submit(&state, &caller.0.username, &body).await?;
     Ok((
         StatusCode::CREATED,

@@ -15,9 +15,11 @@ pub mod files;
 pub mod health;
 pub mod jobs;
 pub mod limits;
+pub mod login_guard;
 pub mod metrics;
 pub mod reaper;
 pub mod seed;
+pub mod server;
 
 use axum::extract::{DefaultBodyLimit, MatchedPath, Request, State};
 use axum::middleware::{self, Next};
@@ -52,6 +54,9 @@ pub struct AppState {
     pub submission_limits: Limits,
     pub body_limit: usize,
     pub limits: limits::RateLimits,
+    pub logins: login_guard::LoginGuard,
+    pub connections: server::ConnLimits,
+    pub body_timeout: std::time::Duration,
     pub metrics: metrics::Metrics,
 }
 
@@ -62,6 +67,9 @@ impl AppState {
             submission_limits: cfg.limits(),
             body_limit: cfg.api.body_limit_bytes,
             limits: limits::RateLimits::new(cfg.api.rate_per_sec, cfg.api.rate_burst),
+            logins: login_guard::LoginGuard::new(login_guard::Budget::default()),
+            connections: server::ConnLimits::from_config(&cfg.api),
+            body_timeout: std::time::Duration::from_secs(cfg.api.body_timeout_secs),
             metrics: metrics::Metrics::new()?,
         })
     }
@@ -86,10 +94,9 @@ pub fn router(state: Arc<AppState>) -> Router {
         .route("/health/load", get(health::load))
         .route("/metrics", get(health::metrics))
         .fallback(|| async { ApiError::NotFound })
-        .method_not_allowed_fallback(|| async {
-            ApiError::BadRequest("method not allowed on this route".into())
-        })
+        .method_not_allowed_fallback(|| async { ApiError::MethodNotAllowed })
         .layer(DefaultBodyLimit::disable())
+        .layer(middleware::from_fn(request_size))
         .layer(middleware::from_fn_with_state(state.clone(), observe))
         .with_state(state)
 }
@@ -115,13 +122,36 @@ async fn observe(State(state): State<Arc<AppState>>, req: Request, next: Next) -
     resp
 }
 
-/// Serves the API on `listener` until `shutdown`.
+/// Longest request target accepted (414 past it).
+const MAX_URI: usize = 8 * 1024;
+/// Largest request headers accepted, all together (431 past them).
+const MAX_HEADERS: usize = 32 * 1024;
+
+/// Request line and headers within their limits, answered with the JSON
+/// error like every other error.
+async fn request_size(req: Request, next: Next) -> Response {
+    use axum::response::IntoResponse;
+    if req.uri().to_string().len() > MAX_URI {
+        return ApiError::UriTooLong(MAX_URI).into_response();
+    }
+    let headers: usize = req
+        .headers()
+        .iter()
+        .map(|(k, v)| k.as_str().len() + v.len() + 4)
+        .sum();
+    if headers > MAX_HEADERS {
+        return ApiError::HeadersTooLarge(MAX_HEADERS).into_response();
+    }
+    next.run(req).await
+}
+
+/// Serves the API on `listener` until `shutdown` (see [`server`]).
 pub async fn serve(
     listener: TcpListener,
     state: Arc<AppState>,
     shutdown: CancellationToken,
 ) -> std::io::Result<()> {
-    axum::serve(listener, router(state))
-        .with_graceful_shutdown(async move { shutdown.cancelled().await })
-        .await
+    server::raise_fd_limit();
+    let limits = state.connections;
+    server::serve(listener, router(state), limits, shutdown).await
 }

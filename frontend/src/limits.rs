@@ -1,5 +1,5 @@
-//! Rate limits: per user on `/api`, and per username on login (to slow down
-//! password guessing).
+//! Rate limits per user on `/api` (logins are throttled by
+//! [`crate::login_guard`]).
 
 use governor::clock::{Clock, DefaultClock};
 use governor::{DefaultKeyedRateLimiter, Quota, RateLimiter};
@@ -9,7 +9,6 @@ use crate::error::ApiError;
 
 pub struct RateLimits {
     api: DefaultKeyedRateLimiter<String>,
-    login: DefaultKeyedRateLimiter<String>,
     clock: DefaultClock,
 }
 
@@ -24,7 +23,6 @@ impl RateLimits {
     pub fn new(per_sec: u32, burst: u32) -> Self {
         Self {
             api: RateLimiter::keyed(Quota::per_second(nz(per_sec)).allow_burst(nz(burst))),
-            login: RateLimiter::keyed(Quota::per_second(nz(2)).allow_burst(nz(20))),
             clock: DefaultClock::default(),
         }
     }
@@ -43,9 +41,5 @@ impl RateLimits {
 
     pub fn check_user(&self, username: &str) -> Result<(), ApiError> {
         self.check(&self.api, username)
-    }
-
-    pub fn check_login(&self, username: &str) -> Result<(), ApiError> {
-        self.check(&self.login, username)
     }
 }

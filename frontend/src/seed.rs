@@ -32,7 +32,7 @@ pub async fn add_job(
     caller: Caller,
     body: axum::body::Body,
 ) -> Result<Json<Value>, ApiError> {
-    let body = crate::body::read(body, state.body_limit).await?;
+    let body = crate::body::read_within(body, state.body_limit, state.body_timeout).await?;
     let rec = jobs::submit(&state, &caller.0.username, &body).await?;
     Ok(Json(json!({"jobId": rec.id})))
 }

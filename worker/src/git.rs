@@ -270,8 +270,7 @@ async fn run(
         64 * 1024,
         limits.timeout,
         &stop,
-        None,
-        None,
+        process::Confine::default(),
     )
     .await;
     watch.abort();

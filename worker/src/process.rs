@@ -22,6 +22,13 @@ pub enum Exit {
     Cancelled,
 }
 
+/// What holds a process: its limits, and the user it becomes.
+#[derive(Default, Clone, Copy)]
+pub struct Confine<'a> {
+    pub limits: Option<&'a crate::limits::Confinement>,
+    pub user: Option<crate::identity::JobUser>,
+}
+
 /// Time between SIGTERM and SIGKILL when a job is stopped.
 const KILL_GRACE: Duration = Duration::from_millis(1500);
 
@@ -35,20 +42,19 @@ pub async fn run(
     log_limit: u64,
     timeout: Duration,
     cancel: &CancellationToken,
-    confinement: Option<&crate::limits::Confinement>,
-    user: Option<crate::identity::JobUser>,
+    confine: Confine<'_>,
 ) -> std::io::Result<Exit> {
     cmd.stdin(Stdio::null())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
         .process_group(0)
         .kill_on_drop(true);
-    let held = match confinement {
+    let held = match confine.limits {
         Some(c) => c.enter_on_spawn(&mut cmd)?,
         None => Vec::new(),
     };
     // Last, after the cgroups were joined with the worker's rights.
-    crate::identity::seal(&mut cmd, user);
+    crate::identity::seal(&mut cmd, confine.user);
     let mut child = cmd.spawn()?;
     drop(held);
     let pgid = child.id().map(|id| Pid::from_raw(id as i32));
@@ -163,8 +169,7 @@ mod tests {
             1024,
             Duration::from_secs(10),
             &CancellationToken::new(),
-            None,
-            None,
+            Confine::default(),
         )
         .await
         .unwrap();
@@ -187,8 +192,7 @@ mod tests {
             1024,
             Duration::from_millis(500),
             &CancellationToken::new(),
-            None,
-            None,
+            Confine::default(),
         )
         .await
         .unwrap();
@@ -228,8 +232,7 @@ mod tests {
             1024,
             Duration::from_secs(60),
             &token,
-            None,
-            None,
+            Confine::default(),
         )
         .await
         .unwrap();

@@ -275,8 +275,10 @@ async fn prepare_and_run(
         limits.log_limit_bytes,
         Duration::from_secs(job.timeout_secs),
         cancel,
-        Some(&confinement),
-        settings.job_user,
+        process::Confine {
+            limits: Some(&confinement),
+            user: settings.job_user,
+        },
     )
     .await
     .map_err(io_failure("run the job"))?;

@@ -100,14 +100,14 @@ impl OidcAuth {
         Ok(d)
     }
 
-    /// Fetches the JWKS again, unless it was fetched moments ago.
+    /// Fetches the JWKS again, unless it was fetched moments ago. One fetch
+    /// at a time: requests that arrive during it wait for its keys (a fresh
+    /// frontend's first requests are never refused for a key that is merely
+    /// not loaded yet), and only a fetch that succeeded counts as recent.
     async fn refresh_keys(&self) -> Result<(), AuthError> {
-        {
-            let mut last = self.last_fetch.lock().await;
-            if last.is_some_and(|t| t.elapsed() < REFETCH_EVERY) {
-                return Ok(());
-            }
-            *last = Some(Instant::now());
+        let mut last = self.last_fetch.lock().await;
+        if last.is_some_and(|t| t.elapsed() < REFETCH_EVERY) {
+            return Ok(());
         }
         let d = self.discovery().await?;
         let set: JwkSet = self.get_json(&d.jwks_uri).await?;
@@ -125,6 +125,7 @@ impl OidcAuth {
         }
         tracing::debug!(keys = keys.len(), "fetched the provider's keys");
         *self.keys.write().await = keys;
+        *last = Some(Instant::now());
         Ok(())
     }
 
@@ -132,6 +133,7 @@ impl OidcAuth {
         if let Some(k) = self.keys.read().await.get(kid) {
             return Ok(k.clone());
         }
+        // Waits for a fetch in flight, or makes one.
         self.refresh_keys().await?;
         self.keys
             .read()

@@ -136,6 +136,16 @@ pub struct ApiConfig {
     pub rate_per_sec: u32,
     /// Burst of requests allowed above the steady rate.
     pub rate_burst: u32,
+    /// Connections served at once; more get a 503 and are closed.
+    pub max_connections: usize,
+    /// A request's headers must arrive within this.
+    pub header_timeout_secs: u64,
+    /// A connection with no bytes either way for this long is closed.
+    pub idle_timeout_secs: u64,
+    /// A request's body must arrive within this (408 after).
+    pub body_timeout_secs: u64,
+    /// On stop, open connections get this long to finish, then are closed.
+    pub shutdown_deadline_secs: u64,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -244,6 +254,11 @@ impl Config {
                 body_limit_bytes: 1024 * 1024,
                 rate_per_sec: 50,
                 rate_burst: 200,
+                max_connections: 1024,
+                header_timeout_secs: 10,
+                idle_timeout_secs: 60,
+                body_timeout_secs: 30,
+                shutdown_deadline_secs: 10,
             },
             worker: WorkerConfig {
                 slots: 2,
@@ -345,6 +360,19 @@ impl Config {
             }
         };
         check(w.slots >= 1, "worker.slots", "must be at least 1")?;
+        let a = &self.api;
+        check(
+            a.max_connections >= 1,
+            "api.max_connections",
+            "must be at least 1",
+        )?;
+        for (v, key) in [
+            (a.header_timeout_secs, "api.header_timeout_secs"),
+            (a.idle_timeout_secs, "api.idle_timeout_secs"),
+            (a.body_timeout_secs, "api.body_timeout_secs"),
+        ] {
+            check(v >= 1, key, "must be at least 1")?;
+        }
         check(
             w.job_uid != 0,
             "worker.job_uid",
