@@ -12,10 +12,15 @@ pub struct LocalBlobs {
     root: PathBuf,
 }
 
+/// Where files are written before they are renamed into place; what an
+/// interrupted run left there is removed at start.
+const INCOMING: &str = ".incoming";
+
 impl LocalBlobs {
     pub fn new(root: impl Into<PathBuf>) -> std::io::Result<Self> {
         let root = root.into();
-        std::fs::create_dir_all(&root)?;
+        let _ = std::fs::remove_dir_all(root.join(INCOMING));
+        std::fs::create_dir_all(root.join(INCOMING))?;
         Ok(Self { root })
     }
 
@@ -28,7 +33,11 @@ impl LocalBlobs {
 }
 
 fn io_err(e: std::io::Error) -> PortError {
-    PortError::unavailable("blob folder", e)
+    if e.raw_os_error() == Some(libc::ENOSPC) {
+        PortError::Full(format!("the job files' disk is full: {e}"))
+    } else {
+        PortError::unavailable("blob folder", e)
+    }
 }
 
 #[async_trait]
@@ -38,13 +47,20 @@ impl BlobStore for LocalBlobs {
         if let Some(parent) = dest.parent() {
             tokio::fs::create_dir_all(parent).await.map_err(io_err)?;
         }
-        // Copy beside the destination, then rename: a reader never sees half a file.
-        let tmp = dest.with_file_name(format!(
-            ".{}.part",
-            dest.file_name().and_then(|n| n.to_str()).unwrap_or("blob")
-        ));
-        tokio::fs::copy(path, &tmp).await.map_err(io_err)?;
-        tokio::fs::rename(&tmp, &dest).await.map_err(io_err)?;
+        // Copy aside, then rename: a reader never sees half a file, and a
+        // copy that fails (a full disk) leaves nothing behind.
+        let tmp = self
+            .root
+            .join(INCOMING)
+            .join(format!("{}.part", uuid::Uuid::new_v4().simple()));
+        let copied = match tokio::fs::copy(path, &tmp).await {
+            Ok(_) => tokio::fs::rename(&tmp, &dest).await,
+            Err(e) => Err(e),
+        };
+        if let Err(e) = copied {
+            let _ = tokio::fs::remove_file(&tmp).await;
+            return Err(io_err(e));
+        }
         Ok(())
     }
 
