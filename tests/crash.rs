@@ -7,7 +7,7 @@
 
 mod common;
 
-use common::{processes_with, Kumulus, Options, Repo};
+use common::{processes_with, report, Kumulus, Options, Repo};
 use serde_json::json;
 use std::time::{Duration, Instant};
 
@@ -37,9 +37,12 @@ fn random_job() -> Repo {
 async fn a_job_that_ended_never_runs_again_after_a_crash() {
     let mut k = Kumulus::start(Options::default()).await;
     let repo = random_job();
+    let mut ids = Vec::new();
+    let fault = Instant::now();
     for round in 0..3 {
         let token = k.login("ana").await;
         let id = k.submit(&token, json!({"url": repo.path()})).await;
+        ids.push(id.clone());
         // Poll as fast as a client can, and kill the moment it shows ended.
         let deadline = Instant::now() + Duration::from_secs(60);
         loop {
@@ -66,6 +69,9 @@ async fn a_job_that_ended_never_runs_again_after_a_crash() {
             "round {round}: the job ran again"
         );
     }
+    let token = k.login("ana").await;
+    let scenario = "kumulus up SIGKILLed right after a job ended (3 rounds)";
+    report(&k, &token, scenario, &ids, fault, Duration::from_secs(1)).await;
 }
 
 #[tokio::test]
@@ -89,6 +95,7 @@ async fn a_job_running_at_a_crash_never_runs_twice_at_once_and_comes_back() {
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
     let k = k.crash_and_restart().await;
+    let fault = Instant::now();
     // Nothing of the first run survives its worker; the second one is the
     // only one, so at no time do two run.
     let deadline = Instant::now() + Duration::from_secs(60);
@@ -136,4 +143,6 @@ async fn a_job_running_at_a_crash_never_runs_twice_at_once_and_comes_back() {
         })
         .unwrap_or_default();
     assert!(left.is_empty(), "left in {}: {left:?}", work.display());
+    let scenario = "kumulus up SIGKILLed right after a job's sandbox started";
+    report(&k, &token, scenario, &[id], fault, Duration::from_secs(1)).await;
 }

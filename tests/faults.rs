@@ -7,7 +7,7 @@
 mod common;
 
 use common::cluster::{kumulus, namespace, service_env, Private, Proc, Servers};
-use common::{Api, Repo};
+use common::{report, Api, Repo};
 use nix::sys::signal::Signal;
 use serde_json::{json, Value};
 use std::time::{Duration, Instant};
@@ -74,6 +74,7 @@ async fn a_killed_worker_that_nobody_replaces(kind: &str) {
     dead.signal(Signal::SIGKILL);
     let _ = dead.child.wait();
     let killed_at = chrono::Utc::now();
+    let fault = Instant::now();
 
     let jobs = wait_all(&api, &token, &ids, 180).await;
     for job in &jobs {
@@ -98,6 +99,8 @@ async fn a_killed_worker_that_nobody_replaces(kind: &str) {
     );
     let (_, out) = api.file(&token, &ids[0], "stdout.log").await;
     assert_eq!(String::from_utf8_lossy(&out), "done\n");
+    let scenario = format!("worker SIGKILLed mid-job, never replaced ({kind})");
+    report(&api, &token, &scenario, &ids, fault, Duration::from_secs(3)).await;
 }
 
 #[tokio::test]
@@ -131,6 +134,7 @@ async fn a_paused_worker_wakes_up_fenced(kind: &str) {
     let paused_id = running["worker"].as_str().unwrap().to_string();
     let paused = if paused_id == "w1" { &mut w1 } else { &mut w2 };
     paused.signal(Signal::SIGSTOP);
+    let fault = Instant::now();
     // Past its lease the job is queued again and runs on the other worker
     // (or the broker, giving up on the paused member first, hands the
     // other worker its message: then that worker takes the attempt over).
@@ -167,6 +171,8 @@ async fn a_paused_worker_wakes_up_fenced(kind: &str) {
     let (_, again) = api.file(&token, &id, "stdout.log").await;
     assert_eq!(String::from_utf8_lossy(&again), shown, "files replaced");
     assert!(shown.starts_with("ran at "), "{shown}");
+    let scenario = format!("worker SIGSTOPped past its lease, then SIGCONTed ({kind})");
+    report(&api, &token, &scenario, &[id], fault, Duration::from_secs(1)).await;
 }
 
 #[tokio::test]
@@ -194,6 +200,7 @@ async fn a_frontend_killed_during_a_burst(kind: &str) {
     let answered = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
     let mut tasks = Vec::new();
     let mut killed = false;
+    let mut fault = Instant::now();
     for _ in 0..60 {
         let (base, token, url) = (doomed.url(), token.clone(), repo.path());
         let counter = answered.clone();
@@ -218,6 +225,7 @@ async fn a_frontend_killed_during_a_burst(kind: &str) {
         if !killed && answered.load(std::sync::atomic::Ordering::SeqCst) >= 10 {
             doomed.signal(Signal::SIGKILL);
             killed = true;
+            fault = Instant::now();
         }
     }
     assert!(killed, "the burst ended before the kill");
@@ -236,6 +244,8 @@ async fn a_frontend_killed_during_a_burst(kind: &str) {
     for job in wait_all(&api, &token, &accepted, 180).await {
         assert_eq!(job["state"], "succeeded", "{job}");
     }
+    let scenario = format!("frontend SIGKILLed during a burst of submits, jobs answered 201 ({kind})");
+    report(&api, &token, &scenario, &accepted, fault, Duration::from_secs(2)).await;
 }
 
 #[tokio::test]
@@ -288,6 +298,7 @@ async fn storage_down_and_back(kind: &str, which: &str) {
     }
     api.wait_for(&token, &ids[0], &["running"], 90).await;
     store.proc.stop();
+    let fault = Instant::now();
     tokio::time::sleep(Duration::from_secs(4)).await;
     store.restart(&servers, Duration::from_millis(0));
     // Jobs may be 503 for a moment while the store comes back.
@@ -316,6 +327,13 @@ async fn storage_down_and_back(kind: &str, which: &str) {
         assert_eq!(status, 200, "{which}: {job}");
         assert_eq!(String::from_utf8_lossy(&body), format!("f{n}"));
     }
+    let what = if which == "s3" {
+        "S3 down for 4 s during uploads"
+    } else {
+        "MongoDB down for 4 s during projection"
+    };
+    let scenario = format!("{what} ({kind})");
+    report(&api, &token, &scenario, &ids, fault, Duration::from_secs(2)).await;
 }
 
 #[tokio::test]

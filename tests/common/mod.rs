@@ -547,3 +547,39 @@ pub async fn eventually(secs: u64, what: &str, mut cond: impl FnMut() -> bool) {
     }
 }
 pub mod cluster;
+
+/// One row of RELIABILITY.md, printed for `scripts/reliability.sh`: the
+/// jobs a fault scenario checked, how many ended in a terminal state, how
+/// many had one final state (unchanged when read again after `settle`),
+/// and the time from the fault to the last job's end.
+pub async fn report(
+    api: &Api,
+    token: &str,
+    scenario: &str,
+    ids: &[String],
+    fault_at: Instant,
+    settle: Duration,
+) {
+    let mut first = Vec::new();
+    for id in ids {
+        first.push(api.job(token, id).await);
+    }
+    let recovery = fault_at.elapsed();
+    tokio::time::sleep(settle).await;
+    let terminal = ["succeeded", "failed", "cancelled", "timed_out"];
+    let mut ended = 0;
+    let mut single = 0;
+    for (id, before) in ids.iter().zip(&first) {
+        if terminal.iter().any(|s| before["state"] == *s) {
+            ended += 1;
+            if api.job(token, id).await == *before {
+                single += 1;
+            }
+        }
+    }
+    eprintln!(
+        "RELIABILITY|{scenario}|{}|{ended}|{single}|{:.1}",
+        ids.len(),
+        recovery.as_secs_f64()
+    );
+}
