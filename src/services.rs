@@ -177,27 +177,42 @@ fn uuid_like() -> String {
     format!("{}-{}", host.trim(), std::process::id())
 }
 
-/// The jobs topic, through Kafka's admin API.
-struct KafkaQueue(kumulus_core::config::KafkaConfig);
+/// The jobs topic, through Kafka's admin API, and a watch of which of its
+/// partitions are consumed.
+struct KafkaQueue {
+    cfg: kumulus_core::config::KafkaConfig,
+    watch: std::sync::Mutex<kumulus_kafka::liveness::PartitionWatch>,
+    /// Work unconsumed this long on a partition marks it stuck.
+    stuck_after: Duration,
+}
 
 #[async_trait::async_trait]
 impl QueueProbe for KafkaQueue {
     async fn snapshot(&self) -> PortResult<QueueSnapshot> {
-        let cfg = self.0.clone();
+        let cfg = self.cfg.clone();
         let state = tokio::task::spawn_blocking(move || kumulus_kafka::admin::queue_state(&cfg))
             .await
             .map_err(|e| kumulus_core::ports::PortError::Internal(e.to_string()))??;
+        let now = std::time::Instant::now();
+        let stuck = match self.watch.lock() {
+            Ok(mut w) => {
+                w.observe(&state.committed, &state.lag, now);
+                w.stuck(now, self.stuck_after)
+            }
+            Err(_) => Vec::new(),
+        };
         Ok(QueueSnapshot {
             partitions: state.partitions,
             lag: state.lag,
             members: state.members,
+            stuck,
         })
     }
 
     async fn grow_partitions(&self, total: u32) -> PortResult<bool> {
         use kumulus_kafka::admin::Grow;
         Ok(!matches!(
-            kumulus_kafka::admin::grow_partitions(&self.0, total).await?,
+            kumulus_kafka::admin::grow_partitions(&self.cfg, total).await?,
             Grow::Unsupported(_)
         ))
     }
@@ -278,7 +293,11 @@ pub async fn autoscaler(cfg: Config, shutdown: CancellationToken) -> Result<(), 
     let scaler = Scaler {
         policy,
         platform: driver(&cfg),
-        queue: Arc::new(KafkaQueue(cfg.kafka.clone())),
+        queue: Arc::new(KafkaQueue {
+            cfg: cfg.kafka.clone(),
+            watch: Default::default(),
+            stuck_after: cfg.lease(),
+        }),
         observations: producer.clone() as Arc<dyn ObservationSink>,
         metrics,
     };

@@ -278,6 +278,7 @@ impl QueueProbe for LocalQueue {
             partitions: 0,
             lag: vec![waiting + claimed],
             members: None,
+            stuck: Vec::new(),
         })
     }
 

@@ -83,13 +83,21 @@ async fn a_full_disk_answers_507_and_recovers_without_a_restart() {
     let mut full = 0;
     for _ in 0..50 {
         let (status, body) = k
-            .json(Method::POST, "/api/jobs", &token, Some(json!({"url": repo.path()})))
+            .json(
+                Method::POST,
+                "/api/jobs",
+                &token,
+                Some(json!({"url": repo.path()})),
+            )
             .await;
         match status.as_u16() {
             201 => continue,
             507 => {
                 assert_eq!(body["error"]["code"], "insufficient_storage", "{body}");
-                assert!(body["error"]["message"].as_str().unwrap().contains("disk"), "{body}");
+                assert!(
+                    body["error"]["message"].as_str().unwrap().contains("disk"),
+                    "{body}"
+                );
                 full += 1;
                 break;
             }
@@ -100,7 +108,11 @@ async fn a_full_disk_answers_507_and_recovers_without_a_restart() {
     // Reading still works.
     let (status, _) = k.json(Method::GET, "/api/jobs", &token, None).await;
     assert_eq!(status, 200);
-    assert!(partial_files(&k.data).is_empty(), "{:?}", partial_files(&k.data));
+    assert!(
+        partial_files(&k.data).is_empty(),
+        "{:?}",
+        partial_files(&k.data)
+    );
 
     std::fs::remove_file(filler).unwrap();
     let id = k.submit(&token, json!({"url": repo.path()})).await;

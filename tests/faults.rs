@@ -172,7 +172,15 @@ async fn a_paused_worker_wakes_up_fenced(kind: &str) {
     assert_eq!(String::from_utf8_lossy(&again), shown, "files replaced");
     assert!(shown.starts_with("ran at "), "{shown}");
     let scenario = format!("worker SIGSTOPped past its lease, then SIGCONTed ({kind})");
-    report(&api, &token, &scenario, &[id], fault, Duration::from_secs(1)).await;
+    report(
+        &api,
+        &token,
+        &scenario,
+        &[id],
+        fault,
+        Duration::from_secs(1),
+    )
+    .await;
 }
 
 #[tokio::test]
@@ -244,8 +252,17 @@ async fn a_frontend_killed_during_a_burst(kind: &str) {
     for job in wait_all(&api, &token, &accepted, 180).await {
         assert_eq!(job["state"], "succeeded", "{job}");
     }
-    let scenario = format!("frontend SIGKILLed during a burst of submits, jobs answered 201 ({kind})");
-    report(&api, &token, &scenario, &accepted, fault, Duration::from_secs(2)).await;
+    let scenario =
+        format!("frontend SIGKILLed during a burst of submits, jobs answered 201 ({kind})");
+    report(
+        &api,
+        &token,
+        &scenario,
+        &accepted,
+        fault,
+        Duration::from_secs(2),
+    )
+    .await;
 }
 
 #[tokio::test]

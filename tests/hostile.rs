@@ -77,12 +77,16 @@ async fn half_sent_and_idle_connections_are_closed() {
     }
     // A keep-alive connection that goes quiet after its request.
     let mut s = TcpStream::connect(&a).unwrap();
-    s.write_all(b"GET /health HTTP/1.1\r\nHost: x\r\n\r\n").unwrap();
+    s.write_all(b"GET /health HTTP/1.1\r\nHost: x\r\n\r\n")
+        .unwrap();
     let mut buf = [0u8; 1024];
     s.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
     assert!(s.read(&mut buf).unwrap() > 0, "an answer first");
     assert!(closed_within(&mut s, 15), "an idle connection stayed open");
-    let (status, _) = raw(&a, "GET /health HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n");
+    let (status, _) = raw(
+        &a,
+        "GET /health HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n",
+    );
     assert_eq!(status, 200);
 }
 
@@ -104,7 +108,10 @@ async fn connections_past_the_limit_get_a_json_503() {
     drop(held);
     let deadline = Instant::now() + Duration::from_secs(10);
     loop {
-        let (status, _) = raw(&a, "GET /health HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n");
+        let (status, _) = raw(
+            &a,
+            "GET /health HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n",
+        );
         if status == 200 {
             break;
         }
@@ -196,7 +203,10 @@ async fn failed_logins_slow_the_guesser_never_the_user() {
             other => panic!("unexpected {other}"),
         }
     }
-    assert!(refused > 100, "the guesser was not slowed: {refused} refusals");
+    assert!(
+        refused > 100,
+        "the guesser was not slowed: {refused} refusals"
+    );
     // Ana, from her own address, logs in at once.
     assert_eq!(login_from(&k, "127.0.0.3", ana, password).await, 200);
     // Spraying names that do not exist is slowed the same way.

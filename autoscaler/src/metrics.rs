@@ -15,6 +15,7 @@ pub struct Metrics {
     pub queue_waiting: IntGauge,
     pub consumer_lag: IntGauge,
     pub kafka_partitions: IntGauge,
+    pub partitions_stuck: IntGauge,
     pub workers_current: IntGauge,
     pub workers_desired: IntGauge,
     pub scale_decisions: IntCounterVec,
@@ -56,6 +57,10 @@ impl Metrics {
                 "Kafka lag of the workers' group on the jobs topic",
             )?,
             kafka_partitions: gauge("kumulus_kafka_partitions", "Partitions of the jobs topic")?,
+            partitions_stuck: gauge(
+                "kumulus_partitions_stuck",
+                "Partitions of the jobs topic whose lag waits while their committed offset stands still",
+            )?,
             workers_current: gauge("kumulus_workers_current", "Workers running now")?,
             workers_desired: gauge("kumulus_workers_desired", "Workers the policy wants")?,
             scale_decisions: IntCounterVec::new(
@@ -79,6 +84,7 @@ impl Metrics {
         m.registry.register(Box::new(m.queue_waiting.clone()))?;
         m.registry.register(Box::new(m.consumer_lag.clone()))?;
         m.registry.register(Box::new(m.kafka_partitions.clone()))?;
+        m.registry.register(Box::new(m.partitions_stuck.clone()))?;
         m.registry.register(Box::new(m.workers_current.clone()))?;
         m.registry.register(Box::new(m.workers_desired.clone()))?;
         m.registry.register(Box::new(m.scale_decisions.clone()))?;

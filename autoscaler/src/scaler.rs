@@ -31,6 +31,8 @@ pub struct QueueSnapshot {
     pub lag: Vec<u64>,
     /// Members of the workers' group, where the broker tells.
     pub members: Option<u32>,
+    /// Partitions whose work waits while their committed offset stands still.
+    pub stuck: Vec<i32>,
 }
 
 /// The job queue as the autoscaler sees it.
@@ -206,6 +208,10 @@ impl Scaler {
         m.queue_waiting.set(obs.waiting() as i64);
         m.consumer_lag.set(snapshot.lag.iter().sum::<u64>() as i64);
         m.kafka_partitions.set(snapshot.partitions as i64);
+        m.partitions_stuck.set(snapshot.stuck.len() as i64);
+        if !snapshot.stuck.is_empty() {
+            tracing::warn!(partitions = ?snapshot.stuck, "partitions hold work while their committed offset stands still (a dead or hung worker the broker keeps)");
+        }
         m.workers_current.set(platform_workers as i64);
         m.workers_desired.set(decision.desired as i64);
         m.arrival_rate
