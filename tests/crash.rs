@@ -38,7 +38,7 @@ async fn a_job_that_ended_never_runs_again_after_a_crash() {
     let mut k = Kumulus::start(Options::default()).await;
     let repo = random_job();
     let mut ids = Vec::new();
-    let fault = Instant::now();
+    let fault = chrono::Utc::now();
     for round in 0..3 {
         let token = k.login("ana").await;
         let id = k.submit(&token, json!({"url": repo.path()})).await;
@@ -95,7 +95,7 @@ async fn a_job_running_at_a_crash_never_runs_twice_at_once_and_comes_back() {
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
     let k = k.crash_and_restart().await;
-    let fault = Instant::now();
+    let fault = chrono::Utc::now();
     // Nothing of the first run survives its worker; the second one is the
     // only one, so at no time do two run.
     let deadline = Instant::now() + Duration::from_secs(60);

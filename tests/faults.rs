@@ -14,6 +14,23 @@ use std::time::{Duration, Instant};
 
 const TERMINAL: [&str; 4] = ["succeeded", "failed", "cancelled", "timed_out"];
 
+/// A test module `$name` with the scenario run on each broker:
+/// `$name::on_tansu` and `$name::on_noida`.
+macro_rules! on_both_brokers {
+    ($name:ident, $scenario:ident $(, $arg:expr)?) => {
+        mod $name {
+            #[tokio::test]
+            async fn on_tansu() {
+                super::$scenario("tansu" $(, $arg)?).await;
+            }
+            #[tokio::test]
+            async fn on_noida() {
+                super::$scenario("noida" $(, $arg)?).await;
+            }
+        }
+    };
+}
+
 /// A private broker of kind `kind` and the services' settings on it, with
 /// short leases (1 s heartbeats, 3 missed) so that the tests stay short.
 fn setup(servers: &Servers, kind: &str) -> (Private, Vec<(String, String)>) {
@@ -74,7 +91,7 @@ async fn a_killed_worker_that_nobody_replaces(kind: &str) {
     dead.signal(Signal::SIGKILL);
     let _ = dead.child.wait();
     let killed_at = chrono::Utc::now();
-    let fault = Instant::now();
+    let fault = chrono::Utc::now();
 
     let jobs = wait_all(&api, &token, &ids, 180).await;
     for job in &jobs {
@@ -103,15 +120,10 @@ async fn a_killed_worker_that_nobody_replaces(kind: &str) {
     report(&api, &token, &scenario, &ids, fault, Duration::from_secs(3)).await;
 }
 
-#[tokio::test]
-async fn a_killed_worker_that_nobody_replaces_on_tansu() {
-    a_killed_worker_that_nobody_replaces("tansu").await;
-}
-
-#[tokio::test]
-async fn a_killed_worker_that_nobody_replaces_on_noida() {
-    a_killed_worker_that_nobody_replaces("noida").await;
-}
+on_both_brokers!(
+    a_killed_worker_that_nobody_replaces,
+    a_killed_worker_that_nobody_replaces
+);
 
 /// A worker paused (SIGSTOP) past its lease while it runs a job, then
 /// resumed: the job was given up and run elsewhere; the resumed worker
@@ -134,7 +146,7 @@ async fn a_paused_worker_wakes_up_fenced(kind: &str) {
     let paused_id = running["worker"].as_str().unwrap().to_string();
     let paused = if paused_id == "w1" { &mut w1 } else { &mut w2 };
     paused.signal(Signal::SIGSTOP);
-    let fault = Instant::now();
+    let fault = chrono::Utc::now();
     // Past its lease the job is queued again and runs on the other worker
     // (or the broker, giving up on the paused member first, hands the
     // other worker its message: then that worker takes the attempt over).
@@ -183,15 +195,10 @@ async fn a_paused_worker_wakes_up_fenced(kind: &str) {
     .await;
 }
 
-#[tokio::test]
-async fn a_paused_worker_wakes_up_fenced_on_tansu() {
-    a_paused_worker_wakes_up_fenced("tansu").await;
-}
-
-#[tokio::test]
-async fn a_paused_worker_wakes_up_fenced_on_noida() {
-    a_paused_worker_wakes_up_fenced("noida").await;
-}
+on_both_brokers!(
+    a_paused_worker_wakes_up_fenced,
+    a_paused_worker_wakes_up_fenced
+);
 
 /// Two frontends; one is killed in the middle of a burst of submits.
 /// Every job it answered 201 for ends, seen through the other.
@@ -208,7 +215,7 @@ async fn a_frontend_killed_during_a_burst(kind: &str) {
     let answered = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
     let mut tasks = Vec::new();
     let mut killed = false;
-    let mut fault = Instant::now();
+    let mut fault = chrono::Utc::now();
     for _ in 0..60 {
         let (base, token, url) = (doomed.url(), token.clone(), repo.path());
         let counter = answered.clone();
@@ -233,7 +240,7 @@ async fn a_frontend_killed_during_a_burst(kind: &str) {
         if !killed && answered.load(std::sync::atomic::Ordering::SeqCst) >= 10 {
             doomed.signal(Signal::SIGKILL);
             killed = true;
-            fault = Instant::now();
+            fault = chrono::Utc::now();
         }
     }
     assert!(killed, "the burst ended before the kill");
@@ -265,15 +272,10 @@ async fn a_frontend_killed_during_a_burst(kind: &str) {
     .await;
 }
 
-#[tokio::test]
-async fn a_frontend_killed_during_a_burst_on_tansu() {
-    a_frontend_killed_during_a_burst("tansu").await;
-}
-
-#[tokio::test]
-async fn a_frontend_killed_during_a_burst_on_noida() {
-    a_frontend_killed_during_a_burst("noida").await;
-}
+on_both_brokers!(
+    a_frontend_killed_during_a_burst,
+    a_frontend_killed_during_a_burst
+);
 
 /// A job that writes one output file named after its argument.
 fn writer() -> Repo {
@@ -315,7 +317,7 @@ async fn storage_down_and_back(kind: &str, which: &str) {
     }
     api.wait_for(&token, &ids[0], &["running"], 90).await;
     store.proc.stop();
-    let fault = Instant::now();
+    let fault = chrono::Utc::now();
     tokio::time::sleep(Duration::from_secs(4)).await;
     store.restart(&servers, Duration::from_millis(0));
     // Jobs may be 503 for a moment while the store comes back.
@@ -353,22 +355,10 @@ async fn storage_down_and_back(kind: &str, which: &str) {
     report(&api, &token, &scenario, &ids, fault, Duration::from_secs(2)).await;
 }
 
-#[tokio::test]
-async fn s3_down_during_uploads_on_tansu() {
-    storage_down_and_back("tansu", "s3").await;
-}
+on_both_brokers!(s3_down_during_uploads, storage_down_and_back, "s3");
 
-#[tokio::test]
-async fn s3_down_during_uploads_on_noida() {
-    storage_down_and_back("noida", "s3").await;
-}
-
-#[tokio::test]
-async fn mongodb_down_during_projection_on_tansu() {
-    storage_down_and_back("tansu", "mongo").await;
-}
-
-#[tokio::test]
-async fn mongodb_down_during_projection_on_noida() {
-    storage_down_and_back("noida", "mongo").await;
-}
+on_both_brokers!(
+    mongodb_down_during_projection,
+    storage_down_and_back,
+    "mongo"
+);

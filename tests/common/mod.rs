@@ -300,6 +300,11 @@ impl Kumulus {
     pub async fn crash_and_restart(mut self) -> Self {
         let _ = self.child.kill();
         let _ = self.child.wait();
+        self.respawn().await
+    }
+
+    /// A new process on this one's data and config (this one has ended).
+    async fn respawn(mut self) -> Self {
         let tmp = self._tmp.take();
         let mut k = Self::spawn(
             &self.data,
@@ -334,17 +339,7 @@ impl Kumulus {
     pub async fn restart(mut self) -> Self {
         let status = self.stop();
         assert!(status.success(), "clean exit on SIGTERM, got {status}");
-        let tmp = self._tmp.take();
-        let mut k = Self::spawn(
-            &self.data,
-            &self.config,
-            self.opts_env.clone(),
-            self.log_file.clone(),
-            self.cwd.clone(),
-        )
-        .await;
-        k._tmp = tmp;
-        k
+        self.respawn().await
     }
 
     pub async fn login(&self, user: &str) -> String {
@@ -551,20 +546,26 @@ pub mod cluster;
 /// One row of RELIABILITY.md, printed for `scripts/reliability.sh`: the
 /// jobs a fault scenario checked, how many ended in a terminal state, how
 /// many had one final state (unchanged when read again after `settle`),
-/// and the time from the fault to the last job's end.
+/// and the time from the fault to the last job's end (`finished_at`).
 pub async fn report(
     api: &Api,
     token: &str,
     scenario: &str,
     ids: &[String],
-    fault_at: Instant,
+    fault_at: chrono::DateTime<chrono::Utc>,
     settle: Duration,
 ) {
     let mut first = Vec::new();
     for id in ids {
         first.push(api.job(token, id).await);
     }
-    let recovery = fault_at.elapsed();
+    let last_end = first
+        .iter()
+        .filter_map(|j| j["finished_at"].as_str())
+        .filter_map(|t| t.parse::<chrono::DateTime<chrono::Utc>>().ok())
+        .max()
+        .unwrap_or(fault_at);
+    let recovery = (last_end - fault_at).to_std().unwrap_or_default();
     tokio::time::sleep(settle).await;
     let terminal = ["succeeded", "failed", "cancelled", "timed_out"];
     let mut ended = 0;
@@ -577,8 +578,9 @@ pub async fn report(
             }
         }
     }
+    // On a line of its own, whatever else is being printed.
     eprintln!(
-        "RELIABILITY|{scenario}|{}|{ended}|{single}|{:.1}",
+        "\nRELIABILITY|{scenario}|{}|{ended}|{single}|{:.1}",
         ids.len(),
         recovery.as_secs_f64()
     );

@@ -117,7 +117,8 @@ impl Sqlite {
         Ok(db)
     }
 
-    /// Runs `f` on the connection, off the async threads.
+    /// Runs `f` on the connection, off the async threads (a full disk is
+    /// reported as such).
     async fn call<R, F>(&self, f: F) -> PortResult<R>
     where
         R: Send + 'static,
@@ -128,7 +129,7 @@ impl Sqlite {
             let mut guard = conn
                 .lock()
                 .map_err(|_| internal("connection lock poisoned"))?;
-            f(&mut guard).map_err(internal)
+            f(&mut guard).map_err(sql_error)
         })
         .await
         .map_err(internal)?
@@ -148,23 +149,6 @@ impl Sqlite {
             let out = f(&tx)?;
             tx.commit().map_err(sql_error)?;
             Ok(out)
-        })
-        .await
-        .map_err(internal)?
-    }
-
-    /// [`Sqlite::call`] for writes: a full disk is reported as such.
-    async fn call_sql<R, F>(&self, f: F) -> PortResult<R>
-    where
-        R: Send + 'static,
-        F: FnOnce(&mut Connection) -> rusqlite::Result<R> + Send + 'static,
-    {
-        let conn = self.conn.clone();
-        tokio::task::spawn_blocking(move || {
-            let mut guard = conn
-                .lock()
-                .map_err(|_| internal("connection lock poisoned"))?;
-            f(&mut guard).map_err(sql_error)
         })
         .await
         .map_err(internal)?
@@ -385,7 +369,7 @@ impl JobStore for Sqlite {
             record.owner.clone(),
             record.state.as_str(),
         );
-        self.call_sql(move |c| {
+        self.call(move |c| {
             c.execute(
                 "INSERT INTO jobs (id, owner, state, record, job) VALUES (?1, ?2, ?3, ?4, ?5)",
                 params![id, owner, state, text, payload],
@@ -413,11 +397,9 @@ impl JobStore for Sqlite {
     async fn set_payload(&self, job: &QueuedJob) -> PortResult<()> {
         let text = serde_json::to_string(job).map_err(internal)?;
         let id = job.id.to_string();
-        self.call_sql(move |c| {
-            c.execute("UPDATE jobs SET job = ?2 WHERE id = ?1", params![id, text])
-        })
-        .await
-        .map(|_| ())
+        self.call(move |c| c.execute("UPDATE jobs SET job = ?2 WHERE id = ?1", params![id, text]))
+            .await
+            .map(|_| ())
     }
 
     async fn stalled(
@@ -498,7 +480,7 @@ impl JobQueue for Sqlite {
             job.attempt,
             job.not_before.map_or(0, |t| t.timestamp_millis()),
         );
-        self.call_sql(move |c| {
+        self.call(move |c| {
             c.execute(
                 "INSERT INTO queue (id, job, attempt, available_ms) VALUES (?1, ?2, ?3, ?4)
                  ON CONFLICT (id) DO UPDATE SET job = excluded.job, attempt = excluded.attempt,
@@ -536,7 +518,7 @@ impl JobSource for Sqlite {
     async fn ack(&self, delivery: &Delivery) -> PortResult<()> {
         let seq: i64 = delivery.handle.parse().map_err(internal)?;
         let attempt = delivery.job.attempt;
-        self.call_sql(move |c| {
+        self.call(move |c| {
             c.execute(
                 "DELETE FROM queue WHERE seq = ?1 AND attempt = ?2",
                 params![seq, attempt],
@@ -549,7 +531,7 @@ impl JobSource for Sqlite {
     async fn release(&self, delivery: &Delivery) -> PortResult<()> {
         let seq: i64 = delivery.handle.parse().map_err(internal)?;
         let attempt = delivery.job.attempt;
-        self.call_sql(move |c| {
+        self.call(move |c| {
             c.execute(
                 "UPDATE queue SET claimed_by = NULL, claimed_at = NULL WHERE seq = ?1 AND attempt = ?2",
                 params![seq, attempt],
