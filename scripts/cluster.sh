@@ -292,7 +292,10 @@ up)
     echo "state, logs and PIDs: $DIR (cluster.env has the above)" ;;
 restart)
     name="${2:?which one? kafka, mongo, s3, oidc, prometheus, frontend, worker-N, autoscaler}"
-    write_env; stop_one "$name"; start_one "$name" ;;
+    # write_env rewrites cluster.env: the example's line goes back in.
+    write_env
+    if [ -d "$DIR/examples/hello/.git" ]; then prepare_example; fi
+    stop_one "$name"; start_one "$name" ;;
 down)
     for s in autoscaler worker-2 worker-1 frontend prometheus oidc s3 mongo kafka; do stop_one "$s"; done
     for f in "$DIR"/*.pid; do [ -e "$f" ] && stop_one "$(basename "$f" .pid)"; done

@@ -473,3 +473,30 @@ async fn production_refuses_local_and_malicious_repositories_with_422() {
     let (_, list) = api.json(Method::GET, "/api/jobs", &token, None).await;
     assert_eq!(list["jobs"], json!([]), "{list}");
 }
+
+#[tokio::test]
+async fn a_fresh_frontends_first_requests_wait_for_the_providers_keys() {
+    let servers = Servers::load();
+    let env = service_env(&servers, &namespace());
+    let frontend = kumulus("frontend", &env, &[]);
+    let api = Api::new(frontend.url());
+    let [(u1, p1), _] = servers.users();
+    // Logging in does not load the keys; the first checks of a token do.
+    let token = api.login_with(&u1, &p1).await;
+    let mut calls = Vec::new();
+    for _ in 0..16 {
+        let (url, token) = (api.url("/api/jobs"), token.clone());
+        calls.push(tokio::spawn(async move {
+            reqwest::Client::new()
+                .get(url)
+                .bearer_auth(token)
+                .send()
+                .await
+                .unwrap()
+                .status()
+        }));
+    }
+    for call in calls {
+        assert_eq!(call.await.unwrap(), StatusCode::OK);
+    }
+}
