@@ -86,25 +86,24 @@ impl Reaper {
             Err(_) => Vec::new(),
         };
         for partition in self.queue.stuck().await {
-            // Only where a worker is known to have died; a partition whose
-            // owner runs a long job commits nothing meanwhile either.
-            if !suspects.contains(&partition) || self.store.alive_on(partition, cutoff).await? {
+            // A partition whose owner runs a long job commits nothing
+            // meanwhile: never touched while a job there renews its lease.
+            if self.store.alive_on(partition, cutoff).await? {
                 continue;
             }
+            // Where a worker is known to have died, everything waiting is
+            // moved; elsewhere only jobs this reaper queued again (a new
+            // attempt that found no taker there either).
+            let dead_owner = suspects.contains(&partition);
             for rec in self.store.queued_on(partition, cutoff, BATCH).await? {
+                if !dead_owner && rec.attempt <= 1 {
+                    continue;
+                }
                 let reason = format!(
                     "it waited on partition {partition}, which nobody consumes (its worker is gone)"
                 );
-                let verdict = if rec.attempt >= self.max_attempts {
-                    Verdict::Fail {
-                        error: format!(
-                            "infrastructure failure after {} attempts: {reason}",
-                            rec.attempt
-                        ),
-                    }
-                } else {
-                    Verdict::Requeue { reason }
-                };
+                // It never ran there: moving it costs none of its tries.
+                let verdict = Verdict::Requeue { reason };
                 given_up += usize::from(self.give_up(&rec, verdict).await?);
             }
         }
