@@ -58,8 +58,43 @@ struct Entry {
 #[derive(Default)]
 pub struct Running {
     jobs: Mutex<HashMap<JobId, Entry>>,
-    cancelled: Mutex<(HashSet<JobId>, VecDeque<JobId>)>,
+    cancelled: Mutex<Recent<JobId>>,
     superseded: Mutex<HashMap<JobId, u32>>,
+    /// Attempts this worker ended lately: the broker may deliver one again
+    /// (a rebalance before its offset was committed); it is not run twice.
+    ended: Mutex<Recent<(JobId, u32)>>,
+}
+
+/// A set that keeps the last [`REMEMBERED_CANCELLATIONS`] items it was given.
+struct Recent<T> {
+    set: HashSet<T>,
+    order: VecDeque<T>,
+}
+
+impl<T> Default for Recent<T> {
+    fn default() -> Self {
+        Self {
+            set: HashSet::new(),
+            order: VecDeque::new(),
+        }
+    }
+}
+
+impl<T: std::hash::Hash + Eq + Copy> Recent<T> {
+    fn insert(&mut self, item: T) {
+        if self.set.insert(item) {
+            self.order.push_back(item);
+            if self.order.len() > REMEMBERED_CANCELLATIONS {
+                if let Some(old) = self.order.pop_front() {
+                    self.set.remove(&old);
+                }
+            }
+        }
+    }
+
+    fn contains(&self, item: &T) -> bool {
+        self.set.contains(item)
+    }
 }
 
 const REMEMBERED_CANCELLATIONS: usize = 100_000;
@@ -85,14 +120,7 @@ impl Running {
             return;
         }
         if let Ok(mut c) = self.cancelled.lock() {
-            if c.0.insert(req.job_id) {
-                c.1.push_back(req.job_id);
-                if c.1.len() > REMEMBERED_CANCELLATIONS {
-                    if let Some(old) = c.1.pop_front() {
-                        c.0.remove(&old);
-                    }
-                }
-            }
+            c.insert(req.job_id);
         }
         if let Ok(jobs) = self.jobs.lock() {
             if let Some(entry) = jobs.get(&req.job_id) {
@@ -100,6 +128,19 @@ impl Running {
                     entry.token.cancel();
                 }
             }
+        }
+    }
+
+    fn ended_here(&self, id: JobId, attempt: u32) -> bool {
+        self.ended
+            .lock()
+            .map(|e| e.contains(&(id, attempt)))
+            .unwrap_or(false)
+    }
+
+    fn remember_ended(&self, id: JobId, attempt: u32) {
+        if let Ok(mut e) = self.ended.lock() {
+            e.insert((id, attempt));
         }
     }
 
@@ -113,7 +154,7 @@ impl Running {
     fn was_cancelled(&self, id: JobId) -> bool {
         self.cancelled
             .lock()
-            .map(|c| c.0.contains(&id))
+            .map(|c| c.contains(&id))
             .unwrap_or(false)
     }
 
@@ -178,6 +219,11 @@ async fn handle(shared: &Shared, delivery: Delivery, shutdown: &CancellationToke
     let job = &delivery.job;
     if shared.running.was_superseded(job.id, job.attempt) {
         tracing::info!("skipping a superseded attempt");
+        ack(shared, &delivery).await;
+        return;
+    }
+    if shared.running.ended_here(job.id, job.attempt) {
+        tracing::info!("skipping an attempt this worker already ended (delivered again)");
         ack(shared, &delivery).await;
         return;
     }
@@ -407,7 +453,10 @@ async fn finish(shared: &Shared, delivery: &Delivery, outcome: Outcome) {
             .finish(delivery, &event, shared.status.as_ref())
             .await
         {
-            Ok(()) => return,
+            Ok(()) => {
+                shared.running.remember_ended(job.id, job.attempt);
+                return;
+            }
             Err(e) if attempt == ATTEMPTS => {
                 tracing::error!(error = %e, "could not record the final status; handing the job back");
             }
