@@ -90,6 +90,9 @@ impl StatusEvent {
     }
 }
 
+/// Why an attempt ended when a newer one's events came first.
+const SUPERSEDED: &str = "superseded by a newer attempt";
+
 /// Applies an event to a record. Returns whether the record changed.
 ///
 /// The rule: a terminal record never changes. Events of an attempt older
@@ -100,7 +103,26 @@ impl StatusEvent {
 /// `finished` is ignored. A heartbeat renews a running attempt's lease; a
 /// `requeued` gives the attempt up and queues the next.
 pub fn apply(record: &mut JobRecord, event: &StatusEvent) -> bool {
-    if event.job_id != record.id || record.state.is_terminal() || event.attempt < record.attempt {
+    if event.job_id != record.id {
+        return false;
+    }
+    // Why an attempt was given up may arrive after a newer one took over:
+    // it is kept on that attempt's entry, and changes nothing else.
+    if let EventKind::Requeued { reason } = &event.kind {
+        if event.attempt < record.attempt {
+            let entry = record
+                .attempts
+                .iter_mut()
+                .find(|a| a.attempt == event.attempt)
+                .filter(|a| a.ended.as_deref().is_none_or(|e| e == SUPERSEDED));
+            if let Some(a) = entry {
+                a.ended = Some(reason.clone());
+                return true;
+            }
+            return false;
+        }
+    }
+    if record.state.is_terminal() || event.attempt < record.attempt {
         return false;
     }
     if event.attempt > record.attempt {
@@ -112,7 +134,7 @@ pub fn apply(record: &mut JobRecord, event: &StatusEvent) -> bool {
         record
             .current_attempt_mut()
             .ended
-            .get_or_insert_with(|| "superseded".into());
+            .get_or_insert_with(|| SUPERSEDED.into());
         record.attempt = event.attempt;
         record.state = JobState::Queued;
         record.started_at = None;
@@ -351,9 +373,21 @@ mod tests {
         let s2 = StatusEvent::new(rec.id, "ana", EventKind::Started).for_attempt(2);
         assert!(apply(&mut rec, &s2));
         assert_eq!((rec.state, rec.attempt), (JobState::Running, 2));
-        let late = StatusEvent::new(rec.id, "ana", EventKind::Requeued { reason: "x".into() });
-        assert!(!apply(&mut rec, &late));
+        let late = StatusEvent::new(
+            rec.id,
+            "ana",
+            EventKind::Requeued {
+                reason: "w1 stopped renewing its lease".into(),
+            },
+        );
+        // Only the old attempt's reason changes.
+        assert!(apply(&mut rec, &late));
         assert_eq!((rec.state, rec.attempt), (JobState::Running, 2));
+        assert_eq!(
+            rec.attempts[0].ended.as_deref(),
+            Some("w1 stopped renewing its lease")
+        );
+        assert!(!apply(&mut rec, &late), "once");
         // A heartbeat before a start moves nothing.
         let mut fresh = record();
         let beat = StatusEvent::new(fresh.id, "ana", EventKind::Heartbeat);

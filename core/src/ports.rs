@@ -68,9 +68,9 @@ pub trait JobStore: Send + Sync {
     ) -> PortResult<Vec<JobRecord>> {
         Ok(Vec::new())
     }
-    /// Whether a job placed on `partition` runs with a lease renewed since
-    /// `cutoff` (then the partition's owner is alive, only busy).
-    async fn alive_on(&self, _partition: i32, _cutoff: DateTime<Utc>) -> PortResult<bool> {
+    /// Whether a job placed on `partition` (on any, for None) runs with a
+    /// lease renewed since `cutoff`: a worker is alive there, only busy.
+    async fn alive_on(&self, _partition: Option<i32>, _cutoff: DateTime<Utc>) -> PortResult<bool> {
         Ok(false)
     }
     /// How far each partition of a feed (the status events) has been

@@ -88,17 +88,17 @@ impl Reaper {
         for partition in self.queue.stuck().await {
             // A partition whose owner runs a long job commits nothing
             // meanwhile: never touched while a job there renews its lease.
-            if self.store.alive_on(partition, cutoff).await? {
+            if self.store.alive_on(Some(partition), cutoff).await? {
                 continue;
             }
             // Where a worker is known to have died, everything waiting is
-            // moved; elsewhere only jobs this reaper queued again (a new
-            // attempt that found no taker there either).
-            let dead_owner = suspects.contains(&partition);
+            // moved. Elsewhere, only while no worker anywhere is busy: an
+            // idle live owner would have taken the work, a busy one may
+            // simply not have got to it yet.
+            if !suspects.contains(&partition) && self.store.alive_on(None, cutoff).await? {
+                continue;
+            }
             for rec in self.store.queued_on(partition, cutoff, BATCH).await? {
-                if !dead_owner && rec.attempt <= 1 {
-                    continue;
-                }
                 let reason = format!(
                     "it waited on partition {partition}, which nobody consumes (its worker is gone)"
                 );

@@ -84,16 +84,25 @@ impl PartitionWatch {
     }
 
     /// Where a new attempt should go: the least lagging partition that is
-    /// not stuck (nor on its way to being, when another has no lag).
+    /// not stuck (nor on its way to being, when another has no lag), proven
+    /// consumers first; when every one is stuck, the one a consumer was
+    /// last seen on rather than none.
     pub fn choose(&self, now: Instant, after: Duration) -> Option<i32> {
         let stuck = self.stuck(now, after);
-        self.tracks
-            .iter()
-            .enumerate()
-            .filter(|(p, _)| !stuck.contains(&(*p as i32)))
-            // Proven consumers first, then the least work waiting.
-            .min_by_key(|(_, t)| (t.frozen_since.is_some(), !t.advanced, t.lag))
-            .map(|(p, _)| p as i32)
+        let rank = |t: &Track| (t.frozen_since.is_some(), !t.advanced, t.lag);
+        let best = |candidates: &mut dyn Iterator<Item = (usize, &Track)>| {
+            candidates
+                .min_by_key(|(_, t)| rank(t))
+                .map(|(p, _)| p as i32)
+        };
+        best(
+            &mut self
+                .tracks
+                .iter()
+                .enumerate()
+                .filter(|(p, _)| !stuck.contains(&(*p as i32))),
+        )
+        .or_else(|| best(&mut self.tracks.iter().enumerate().filter(|(_, t)| t.advanced)))
     }
 }
 

@@ -187,18 +187,17 @@ impl JobStore for MongoStore {
 
     async fn alive_on(
         &self,
-        partition: i32,
+        partition: Option<i32>,
         cutoff: chrono::DateTime<chrono::Utc>,
     ) -> PortResult<bool> {
-        let found = self
-            .jobs
-            .find_one(doc! {
-                "state": "running",
-                "partition": partition,
-                "alive_ms": {"$gte": cutoff.timestamp_millis()},
-            })
-            .await
-            .map_err(unavailable)?;
+        let mut filter = doc! {
+            "state": "running",
+            "alive_ms": {"$gte": cutoff.timestamp_millis()},
+        };
+        if let Some(p) = partition {
+            filter.insert("partition", p);
+        }
+        let found = self.jobs.find_one(filter).await.map_err(unavailable)?;
         Ok(found.is_some())
     }
 
