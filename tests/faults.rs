@@ -64,18 +64,48 @@ async fn wait_all(api: &Api, token: &str, ids: &[String], secs: u64) -> Vec<Valu
     out
 }
 
+/// A private broker, a frontend, two workers `w1` and `w2`, and a user's token.
+struct Cluster {
+    _broker: Private,
+    _frontend: Proc,
+    w1: Proc,
+    w2: Proc,
+    api: Api,
+    token: String,
+}
+
+impl Cluster {
+    async fn start(kind: &str) -> Self {
+        let servers = Servers::load();
+        let (broker, env) = setup(&servers, kind);
+        let frontend = kumulus("frontend", &env, &[]);
+        let (w1, w2) = (worker(&env, "w1"), worker(&env, "w2"));
+        let api = Api::new(frontend.url());
+        let [(u1, p1), _] = servers.users();
+        let token = api.login_with(&u1, &p1).await;
+        Self {
+            _broker: broker,
+            _frontend: frontend,
+            w1,
+            w2,
+            api,
+            token,
+        }
+    }
+}
+
 /// Two workers, four jobs; the worker running the first job is killed
 /// and never replaced. Every job ends, the killed worker's ones on the
 /// survivor, each with one final state.
 async fn a_killed_worker_that_nobody_replaces(kind: &str) {
-    let servers = Servers::load();
-    let (_broker, env) = setup(&servers, kind);
-    let frontend = kumulus("frontend", &env, &[]);
-    let mut w1 = worker(&env, "w1");
-    let mut w2 = worker(&env, "w2");
-    let api = Api::new(frontend.url());
-    let [(u1, p1), _] = servers.users();
-    let token = api.login_with(&u1, &p1).await;
+    let Cluster {
+        _broker,
+        _frontend,
+        mut w1,
+        mut w2,
+        api,
+        token,
+    } = Cluster::start(kind).await;
     let repo = Repo::node("setTimeout(() => console.log('done'), 3000);");
     let mut ids = Vec::new();
     for _ in 0..4 {
@@ -129,14 +159,14 @@ on_both_brokers!(
 /// resumed: the job was given up and run elsewhere; the resumed worker
 /// stops its superseded attempt; one final state, the live attempt's files.
 async fn a_paused_worker_wakes_up_fenced(kind: &str) {
-    let servers = Servers::load();
-    let (_broker, env) = setup(&servers, kind);
-    let frontend = kumulus("frontend", &env, &[]);
-    let mut w1 = worker(&env, "w1");
-    let mut w2 = worker(&env, "w2");
-    let api = Api::new(frontend.url());
-    let [(u1, p1), _] = servers.users();
-    let token = api.login_with(&u1, &p1).await;
+    let Cluster {
+        _broker,
+        _frontend,
+        mut w1,
+        mut w2,
+        api,
+        token,
+    } = Cluster::start(kind).await;
     // Prints which attempt ran it: its worker's pid namespace hides the
     // worker, so the attempt number is what tells the runs apart.
     let repo =
