@@ -15,8 +15,9 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 use tokio::sync::Notify;
 
-use kumulus_core::event::{self, EventKind, StatusEvent};
+use kumulus_core::event::{self, StatusEvent};
 use kumulus_core::job::{JobId, JobRecord, JobState, QueuedJob};
+use kumulus_core::lease::{self, Verdict};
 use kumulus_core::ports::{
     Delivery, JobQueue, JobSource, JobStore, ListQuery, PortError, PortResult, StatusBus,
 };
@@ -212,22 +213,17 @@ impl Sqlite {
                 continue;
             };
             let reason = "the process running it stopped (kumulus up restarted)".to_string();
-            let kind = if attempt >= max_attempts {
-                EventKind::Finished(kumulus_core::event::Outcome {
-                    state: JobState::Failed,
-                    started_at: rec.started_at,
-                    elapsed_secs: None,
-                    exit_code: None,
-                    error: Some(format!(
-                        "infrastructure failure after {attempt} attempts: {reason}"
-                    )),
-                    files: Vec::new(),
-                    infrastructure: true,
-                })
+            let verdict = if attempt >= max_attempts {
+                Verdict::Fail {
+                    error: format!("infrastructure failure after {attempt} attempts: {reason}"),
+                }
             } else {
-                EventKind::Requeued { reason }
+                Verdict::Requeue { reason }
             };
-            let ev = StatusEvent::new(rec.id, rec.owner.clone(), kind).for_attempt(attempt);
+            let Some(ev) = lease::event_for(&rec, &verdict) else {
+                continue;
+            };
+            let ev = ev.for_attempt(attempt);
             event::apply(&mut rec, &ev);
             write_record(&tx, &rec)?;
             if rec.state.is_terminal() {
