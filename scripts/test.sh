@@ -30,11 +30,8 @@ PORT=$NOIDA_PORT DATA="$KUMULUS_CLUSTER_DIR/noida" KUMULUS_KAFKA_SERVER=noida \
     bash "$ROOT/scripts/cluster.sh" serve kafka >"$KUMULUS_CLUSTER_DIR/noida.log" 2>&1 &
 NOIDA_PID=$!
 for _ in $(seq 1 100); do (exec 3<>"/dev/tcp/127.0.0.1/$NOIDA_PORT") 2>/dev/null && break; sleep 0.1; done
-# Not the broker-restart test: after noida-db restarts, a job accepted
-# around the restart was once never delivered (not understood yet; see
-# RELIABILITY.md). tests/faults.rs covers every other fault on noida-db.
 KUMULUS_TEST_KAFKA="127.0.0.1:$NOIDA_PORT" KUMULUS_TEST_KAFKA_SERVER=noida \
-    cargo test --test cluster --no-fail-fast -- --skip every_accepted_job_ends_across_a_broker_restart 2>&1 | tee -a "$LOG"
+    cargo test --test cluster --no-fail-fast 2>&1 | tee -a "$LOG"
 NOIDA_STATUS=${PIPESTATUS[0]}
 [ "$STATUS" -eq 0 ] && STATUS=$NOIDA_STATUS
 set -e

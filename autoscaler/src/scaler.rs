@@ -27,7 +27,8 @@ use crate::policy::{cap_to_partitions, decide, partitions_for, History, Observed
 #[derive(Debug, Clone, Default, PartialEq)]
 pub struct QueueSnapshot {
     pub partitions: u32,
-    /// Jobs not yet committed, per partition (includes those running).
+    /// Jobs not yet committed, per partition: the jobs waiting. A worker
+    /// commits past a job when it starts, so running jobs are not in it.
     pub lag: Vec<u64>,
     /// Members of the workers' group, where the broker tells.
     pub members: Option<u32>,
@@ -41,24 +42,6 @@ pub trait QueueProbe: Send + Sync {
     async fn snapshot(&self) -> PortResult<QueueSnapshot>;
     /// Grows the jobs topic to `total` partitions; false if the broker cannot.
     async fn grow_partitions(&self, total: u32) -> PortResult<bool>;
-}
-
-/// Waiting jobs per partition: the lag less the jobs running, taken from the
-/// partitions with the most lag first (where they most likely came from).
-pub fn waiting_per_partition(lag: &[u64], running: u64) -> Vec<u64> {
-    let mut waiting = lag.to_vec();
-    let mut left = running;
-    while left > 0 {
-        let Some((i, &most)) = waiting.iter().enumerate().max_by_key(|(_, &w)| w) else {
-            break;
-        };
-        if most == 0 {
-            break;
-        }
-        waiting[i] -= 1;
-        left -= 1;
-    }
-    waiting
 }
 
 pub struct Scaler {
@@ -188,7 +171,7 @@ impl Scaler {
             now_secs,
             workers: platform_workers,
             partitions: snapshot.partitions,
-            waiting_per_partition: waiting_per_partition(&snapshot.lag, running),
+            waiting_per_partition: snapshot.lag.clone(),
             running,
             arrivals: observation.avg_rate_of_arrival as u64,
             services: observation.avg_rate_of_service as u64,
@@ -305,17 +288,4 @@ pub async fn serve_metrics(
     axum::serve(listener, app)
         .with_graceful_shutdown(async move { shutdown.cancelled().await })
         .await
-}
-
-#[cfg(test)]
-mod tests {
-    use super::waiting_per_partition;
-
-    #[test]
-    fn running_jobs_come_off_the_largest_lags() {
-        assert_eq!(waiting_per_partition(&[5, 1, 0], 3), vec![2, 1, 0]);
-        assert_eq!(waiting_per_partition(&[2, 2], 3).iter().sum::<u64>(), 1);
-        assert_eq!(waiting_per_partition(&[1, 0], 5), vec![0, 0]);
-        assert_eq!(waiting_per_partition(&[], 2), Vec::<u64>::new());
-    }
 }

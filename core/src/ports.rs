@@ -149,8 +149,18 @@ pub trait JobSource: Send + Sync {
     async fn next(&self) -> PortResult<Delivery>;
     /// The job's final status is published: it is done with for good.
     async fn ack(&self, delivery: &Delivery) -> PortResult<()>;
-    /// Hands the job back to be delivered again (shutdown in the middle of it).
+    /// Hands the job back to be delivered again (shutdown in the middle of
+    /// it). Not after [`JobSource::started`] has let go of it.
     async fn release(&self, delivery: &Delivery) -> PortResult<()>;
+    /// The job's start is published. A source whose claims can move to
+    /// another worker while the job runs (a Kafka partition handed to
+    /// another member in a rebalance) lets go of it here and answers true:
+    /// from now on the job's lease alone keeps it, and a stalled attempt is
+    /// queued again by the reaper. A source that holds its claim until the
+    /// end (a database lease) answers false.
+    async fn started(&self, _delivery: &Delivery) -> PortResult<bool> {
+        Ok(false)
+    }
     /// Publishes the job's final event and acknowledges the job: in one
     /// transaction where the adapter can, so that a job that ended is never
     /// delivered again.

@@ -266,6 +266,14 @@ async fn handle(shared: &Shared, delivery: Delivery, shutdown: &CancellationToke
         return;
     }
     tracing::info!("job started");
+    // Where the queue lets go of the job now, its lease alone keeps it.
+    let let_go = match shared.source.started(&delivery).await {
+        Ok(let_go) => let_go,
+        Err(e) => {
+            tracing::warn!(error = %e, "could not let the queue know the job started");
+            false
+        }
+    };
     let beating = CancellationToken::new();
     let renewed = Arc::new(Mutex::new(Instant::now()));
     let heart = tokio::spawn(heartbeats(
@@ -301,7 +309,11 @@ async fn handle(shared: &Shared, delivery: Delivery, shutdown: &CancellationToke
     let _ = heart.await;
     shared.running.unregister(job.id);
     let Some((result, dir)) = ran else {
-        release(shared, &delivery).await;
+        if let_go {
+            hand_back(shared, &delivery).await;
+        } else {
+            release(shared, &delivery).await;
+        }
         return;
     };
     // Woken after a pause, with the job done meanwhile: the lease may be
@@ -438,6 +450,27 @@ async fn retry(shared: &Shared, delivery: &Delivery, reason: String) -> bool {
     true
 }
 
+/// The worker stops in the middle of a job the queue let go of at its
+/// start: it is queued again at once as a new attempt, rather than wait for
+/// the reaper to find its lease lapsed.
+async fn hand_back(shared: &Shared, delivery: &Delivery) {
+    let job = &delivery.job;
+    let mut next = job.clone();
+    next.attempt += 1;
+    next.not_before = None;
+    if let Err(e) = shared.queue.requeue(&next).await {
+        tracing::warn!(error = %e, "could not hand the job back; the reaper queues it again when its lease lapses");
+        return;
+    }
+    let reason = format!("{} shut down during the attempt", shared.id);
+    let event = StatusEvent::new(job.id, job.owner.clone(), EventKind::Requeued { reason })
+        .from_worker(&shared.id)
+        .for_attempt(job.attempt);
+    if let Err(e) = publish(shared.status.as_ref(), &event).await {
+        tracing::warn!(error = %e, "could not announce the next attempt");
+    }
+}
+
 /// Publishes the final event and acknowledges the job (one transaction
 /// where the queue can); if that fails the job goes back to the queue
 /// rather than be lost.
@@ -454,6 +487,9 @@ async fn finish(shared: &Shared, delivery: &Delivery, outcome: Outcome) {
             .await
         {
             Ok(()) => {
+                if attempt > 1 {
+                    tracing::info!(attempt, "final status recorded");
+                }
                 shared.running.remember_ended(job.id, job.attempt);
                 return;
             }

@@ -36,5 +36,8 @@ pub fn client_config(cfg: &KafkaConfig) -> ClientConfig {
         .set("socket.keepalive.enable", "true")
         .set("reconnect.backoff.max.ms", "2000")
         .set("log_level", "4");
+    if !cfg.debug.is_empty() {
+        c.set("debug", &cfg.debug).set("log_level", "7");
+    }
     c
 }

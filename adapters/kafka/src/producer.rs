@@ -153,12 +153,22 @@ impl KafkaProducer {
             .read()
             .map(|p| p.clone())
             .map_err(|_| PortError::Internal("producer lock poisoned".into()))?;
-        let result = producer.send(record, Timeout::After(wait)).await;
-        match result {
-            Ok(_) => Ok(()),
-            Err((e, _)) => {
+        // The delivery report comes within the message timeout, by
+        // librdkafka's word; a broker that restarted mid-send can leave it
+        // pending for good, so the wait is bounded here too.
+        let bound = wait * 2 + Duration::from_secs(1);
+        match tokio::time::timeout(bound, producer.send(record, Timeout::After(wait))).await {
+            Ok(Ok(_)) => Ok(()),
+            Ok(Err((e, _))) => {
                 self.rebuild();
                 Err(unavailable(format!("cannot write to {topic}: {e}")))
+            }
+            Err(_) => {
+                self.rebuild();
+                Err(unavailable(format!(
+                    "cannot write to {topic}: no delivery report in {} s",
+                    bound.as_secs()
+                )))
             }
         }
     }

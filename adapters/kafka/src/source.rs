@@ -14,7 +14,7 @@ use rdkafka::{Message, Offset, TopicPartitionList};
 use std::collections::{BTreeSet, HashMap};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 use tokio::sync::{mpsc, oneshot, Mutex};
 use tokio_util::sync::CancellationToken;
 
@@ -54,6 +54,24 @@ enum Command {
     Release { partition: i32, offset: i64 },
 }
 
+/// What the pump does with a command on a partition's offsets.
+fn apply_to(st: &mut PartitionState, cmd: &Command) {
+    match *cmd {
+        Command::Ack { offset, .. } => {
+            st.in_flight.remove(&offset);
+            st.held.remove(&offset);
+            st.highest_done = Some(st.highest_done.map_or(offset, |d| d.max(offset)));
+        }
+        // Only a job still in flight goes back: one let go of at its start
+        // is committed past, and holding it would move the commit back.
+        Command::Release { offset, .. } => {
+            if st.in_flight.remove(&offset) {
+                st.held.insert(offset);
+            }
+        }
+    }
+}
+
 pub struct KafkaJobSource {
     jobs: Mutex<mpsc::Receiver<Delivery>>,
     demand: Arc<AtomicUsize>,
@@ -75,6 +93,14 @@ impl KafkaJobSource {
                 "heartbeat.interval.ms",
                 (cfg.session_timeout_ms / 4).max(250).to_string(),
             )
+            // The pump polls at least every 500 ms, paused or not, so a long
+            // poll interval buys nothing; a short one bounds how long a
+            // rebalance can wait for a member that died (some brokers wait
+            // the rebalance timeout, not the session timeout).
+            .set(
+                "max.poll.interval.ms",
+                (cfg.session_timeout_ms * 2).to_string(),
+            )
             .set("partition.assignment.strategy", "roundrobin")
             .set("topic.metadata.refresh.interval.ms", "5000")
             .create_with_context(GroupLog {
@@ -89,12 +115,15 @@ impl KafkaJobSource {
         let demand = Arc::new(AtomicUsize::new(0));
         let stop = CancellationToken::new();
         let (done_tx, done_rx) = oneshot::channel();
+        let session = Duration::from_millis(cfg.session_timeout_ms as u64);
         let pump = Pump {
             consumer,
-            topic: cfg.jobs_topic.clone(),
+            cfg: cfg.clone(),
             demand: demand.clone(),
             in_flight: HashMap::new(),
             paused: false,
+            resumed: Vec::new(),
+            unassigned: Unassigned::new(session),
         };
         tokio::spawn(pump.run(jobs_tx, cmd_rx, stop.clone(), done_tx));
         Ok(Self {
@@ -154,6 +183,14 @@ impl JobSource for KafkaJobSource {
             .map_err(|_| unavailable("the job consumer has stopped"))
     }
 
+    /// Commits past the job once its start is published: a rebalance that
+    /// moves its partition then never hands it to a second worker while it
+    /// runs. Its lease keeps it from here.
+    async fn started(&self, delivery: &Delivery) -> PortResult<bool> {
+        self.ack(delivery).await?;
+        Ok(true)
+    }
+
     async fn close(&self) {
         self.stop.cancel();
         if let Some(done) = self.stopped.lock().await.take() {
@@ -186,12 +223,67 @@ impl PartitionState {
     }
 }
 
+/// How long this worker has had free slots and no partition, and when it
+/// next asks the group again. A broker may leave a dead member holding
+/// partitions (tansu) or a rebalance hanging (noida-db); leaving and
+/// rejoining the group makes it hand them out again. It is done only while
+/// work waits unconsumed, so a worker idle for lack of partitions (more
+/// workers than partitions) does not keep the group rebalancing, and with a
+/// growing wait between tries.
+#[derive(Debug)]
+struct Unassigned {
+    since: Option<Instant>,
+    wait: Duration,
+    first_wait: Duration,
+}
+
+/// The longest wait between two rejoins.
+const MAX_REJOIN_WAIT: Duration = Duration::from_secs(300);
+
+impl Unassigned {
+    fn new(first_wait: Duration) -> Self {
+        Self {
+            since: None,
+            wait: first_wait,
+            first_wait,
+        }
+    }
+
+    /// Whether to look for waiting work now: free slots and no partition
+    /// for longer than the current wait.
+    fn due(&mut self, assigned: bool, free_slots: bool, now: Instant) -> bool {
+        if assigned {
+            self.since = None;
+            self.wait = self.first_wait;
+            return false;
+        }
+        if !free_slots {
+            self.since = None;
+            return false;
+        }
+        let since = *self.since.get_or_insert(now);
+        now.duration_since(since) >= self.wait
+    }
+
+    /// After a look: a rejoin waits longer for the next one; no work
+    /// waiting starts the count again.
+    fn looked(&mut self, rejoined: bool, now: Instant) {
+        self.since = Some(now);
+        if rejoined {
+            self.wait = (self.wait * 2).min(MAX_REJOIN_WAIT);
+        }
+    }
+}
+
 struct Pump {
     consumer: StreamConsumer<GroupLog>,
-    topic: String,
+    cfg: KafkaConfig,
     demand: Arc<AtomicUsize>,
     in_flight: HashMap<i32, PartitionState>,
     paused: bool,
+    /// The assignment last resumed.
+    resumed: Vec<i32>,
+    unassigned: Unassigned,
 }
 
 impl Pump {
@@ -238,7 +330,7 @@ impl Pump {
                     }
                 },
                 // Wake up to re-check demand and keep polling while paused.
-                _ = tick.tick() => {}
+                _ = tick.tick() => self.rejoin_if_stranded().await,
             }
         }
         // Commit what is done, then leave the group (the consumer's drop).
@@ -254,36 +346,76 @@ impl Pump {
         let _ = done.send(());
     }
 
+    /// Leaves and rejoins the group when this worker has had free slots and
+    /// no partition for a while and the jobs topic holds unconsumed work.
+    async fn rejoin_if_stranded(&mut self) {
+        let assigned = self
+            .consumer
+            .assignment()
+            .map(|a| a.count() > 0)
+            .unwrap_or(true);
+        let free = self.demand.load(Ordering::SeqCst) > 0;
+        let now = Instant::now();
+        if !self.unassigned.due(assigned, free, now) {
+            return;
+        }
+        let cfg = self.cfg.clone();
+        let waiting = tokio::task::spawn_blocking(move || crate::admin::queue_state(&cfg))
+            .await
+            .ok()
+            .and_then(Result::ok)
+            .map(|state| state.lag.iter().sum::<u64>())
+            .unwrap_or(0);
+        let rejoin = waiting > 0;
+        if rejoin {
+            tracing::warn!(
+                group = %self.cfg.worker_group,
+                waiting,
+                "no partition assigned while jobs wait unconsumed: rejoining the group"
+            );
+            self.consumer.unsubscribe();
+            if let Err(e) = self.consumer.subscribe(&[&self.cfg.jobs_topic]) {
+                tracing::warn!(error = %e, "could not rejoin the workers' group");
+            }
+        }
+        self.unassigned.looked(rejoin, Instant::now());
+    }
+
+    /// Pauses the assigned partitions while no slot is free, and resumes
+    /// them when one is. librdkafka keeps a partition's pause across a
+    /// rebalance that revokes and assigns it again, so a new assignment is
+    /// resumed explicitly, whatever was paused before.
     fn set_paused(&mut self, pause: bool) {
         let Ok(assignment) = self.consumer.assignment() else {
             return;
         };
-        if assignment.count() == 0 {
-            self.paused = false;
+        let parts: Vec<i32> = assignment
+            .elements()
+            .iter()
+            .map(|e| e.partition())
+            .collect();
+        if parts.is_empty() {
             return;
         }
-        // Partitions assigned by a rebalance start unpaused: pause again each time.
         if pause {
+            // Partitions assigned by a rebalance may start unpaused: pause each time.
             let _ = self.consumer.pause(&assignment);
-        } else if self.paused {
-            let _ = self.consumer.resume(&assignment);
+        } else if (self.paused || parts != self.resumed)
+            && self.consumer.resume(&assignment).is_ok()
+        {
+            self.resumed = parts;
         }
         self.paused = pause;
+        if pause {
+            self.resumed.clear();
+        }
     }
 
     fn apply(&mut self, cmd: Command) {
-        match cmd {
-            Command::Ack { partition, offset } => {
-                let st = self.in_flight.entry(partition).or_default();
-                st.in_flight.remove(&offset);
-                st.highest_done = Some(st.highest_done.map_or(offset, |d| d.max(offset)));
-                self.commit(partition);
-            }
-            Command::Release { partition, offset } => {
-                let st = self.in_flight.entry(partition).or_default();
-                st.in_flight.remove(&offset);
-                st.held.insert(offset);
-            }
+        let (Command::Ack { partition, .. } | Command::Release { partition, .. }) = cmd;
+        apply_to(self.in_flight.entry(partition).or_default(), &cmd);
+        if matches!(cmd, Command::Ack { .. }) {
+            self.commit(partition);
         }
     }
 
@@ -297,7 +429,7 @@ impl Pump {
         };
         let mut tpl = TopicPartitionList::new();
         if tpl
-            .add_partition_offset(&self.topic, partition, Offset::Offset(point))
+            .add_partition_offset(&self.cfg.jobs_topic, partition, Offset::Offset(point))
             .is_err()
         {
             return;
@@ -310,7 +442,86 @@ impl Pump {
 
 #[cfg(test)]
 mod tests {
-    use super::PartitionState;
+    use super::{apply_to, Command, PartitionState, Unassigned, MAX_REJOIN_WAIT};
+    use std::time::{Duration, Instant};
+
+    #[test]
+    fn a_worker_without_partitions_looks_for_work_after_a_growing_wait() {
+        let t0 = Instant::now();
+        let s = Duration::from_secs;
+        let mut u = Unassigned::new(s(6));
+        // (assigned, free slots, seconds since t0, due?)
+        let steps = [
+            (false, true, 0, false),  // the count starts
+            (false, true, 5, false),  // not yet
+            (false, true, 6, true),   // one wait without a partition
+            (true, true, 7, false),   // assigned: the count stops
+            (false, false, 8, false), // busy: no count
+            (false, true, 9, false),  // free again: the count restarts
+            (false, true, 15, true),
+        ];
+        for (assigned, free, at, due) in steps {
+            assert_eq!(u.due(assigned, free, t0 + s(at)), due, "at {at} s");
+        }
+        // A rejoin doubles the wait; a look that found no work does not.
+        u.looked(true, t0 + s(15));
+        assert!(!u.due(false, true, t0 + s(26)));
+        assert!(u.due(false, true, t0 + s(27)));
+        u.looked(false, t0 + s(27));
+        assert!(!u.due(false, true, t0 + s(38)));
+        assert!(u.due(false, true, t0 + s(39)));
+        // The wait is capped; a partition resets it.
+        for _ in 0..20 {
+            u.looked(true, t0);
+        }
+        assert_eq!(u.wait, MAX_REJOIN_WAIT);
+        u.due(true, true, t0);
+        assert_eq!(u.wait, s(6));
+    }
+
+    #[test]
+    fn a_job_let_go_of_at_its_start_is_never_held_back() {
+        let mut st = PartitionState::default();
+        st.in_flight.extend([3, 4]);
+        // 3 starts: let go of (acknowledged), so the commit moves past it.
+        apply_to(
+            &mut st,
+            &Command::Ack {
+                partition: 0,
+                offset: 3,
+            },
+        );
+        assert_eq!(st.commit_point(), Some(4));
+        // Its worker shuts down mid-job: releasing it must not hold the
+        // commit back to 3 (it is queued again as a new attempt instead).
+        apply_to(
+            &mut st,
+            &Command::Release {
+                partition: 0,
+                offset: 3,
+            },
+        );
+        assert_eq!(st.commit_point(), Some(4));
+        // 4 has not started: released, it holds the commit and comes back.
+        apply_to(
+            &mut st,
+            &Command::Release {
+                partition: 0,
+                offset: 4,
+            },
+        );
+        assert_eq!(st.commit_point(), Some(4));
+        assert!(st.held.contains(&4));
+        // Its final acknowledgement clears the hold.
+        apply_to(
+            &mut st,
+            &Command::Ack {
+                partition: 0,
+                offset: 4,
+            },
+        );
+        assert_eq!(st.commit_point(), Some(5));
+    }
 
     #[test]
     fn commits_never_pass_a_job_in_flight() {

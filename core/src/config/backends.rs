@@ -53,6 +53,9 @@ pub struct KafkaConfig {
     pub session_timeout_ms: u32,
     /// How long the frontend waits for the broker to take a job before answering 503.
     pub message_timeout_ms: u32,
+    /// librdkafka debug contexts to log (for example `cgrp,fetch`), for
+    /// troubleshooting a broker; empty for none.
+    pub debug: String,
 }
 
 impl Default for KafkaConfig {
@@ -69,6 +72,7 @@ impl Default for KafkaConfig {
             jobs_partitions: 2,
             session_timeout_ms: 10_000,
             message_timeout_ms: 5_000,
+            debug: String::new(),
         }
     }
 }
