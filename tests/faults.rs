@@ -183,7 +183,10 @@ async fn a_worker_stopped_mid_job(kind: &str) {
     let fault = chrono::Utc::now();
     gone.signal(Signal::SIGTERM);
     let status = gone.child.wait().unwrap();
-    assert!(status.success(), "the worker's stop was not clean: {status}");
+    assert!(
+        status.success(),
+        "the worker's stop was not clean: {status}"
+    );
 
     let job = api.wait_for(&token, &id, &TERMINAL, 120).await;
     assert_eq!(job["state"], "succeeded", "{job}");
@@ -198,7 +201,15 @@ async fn a_worker_stopped_mid_job(kind: &str) {
     let (_, out) = api.file(&token, &id, "stdout.log").await;
     assert_eq!(String::from_utf8_lossy(&out), "done\n");
     let scenario = format!("worker SIGTERMed mid-job, 1 s grace ({kind})");
-    report(&api, &token, &scenario, &[id], fault, Duration::from_secs(3)).await;
+    report(
+        &api,
+        &token,
+        &scenario,
+        &[id],
+        fault,
+        Duration::from_secs(3),
+    )
+    .await;
 }
 
 on_both_brokers!(a_worker_stopped_mid_job, a_worker_stopped_mid_job);

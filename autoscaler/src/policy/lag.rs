@@ -1,6 +1,9 @@
 //! KEDA's Kafka scaler: desired = ceil(total lag / lagThreshold), never more
 //! than the partitions (a consumer without a partition idles), and a
-//! scale-down waits until no decision in the cooldown asked for more.
+//! scale-down goes no lower than the largest recommendation of the cooldown
+//! window (as the HPA's stabilization window does). Recommendations are what
+//! the rule asked for, not what was decided: a held decision does not renew
+//! the hold.
 
 use super::{Decision, History, Observed, PolicyConfig};
 
@@ -13,9 +16,10 @@ pub fn decide(cfg: &PolicyConfig, history: &History, now: &Observed) -> Decision
         desired = now.partitions;
         reason = format!("{reason}; capped at {} partitions", now.partitions);
     }
+    let recommended = desired;
     if desired < now.workers {
         let since = now.now_secs - cfg.cooldown_secs;
-        let recent_max = History::max_since(&history.decisions, since);
+        let recent_max = History::max_since(&history.recommendations, since);
         if recent_max > desired {
             let held = recent_max.min(now.workers);
             reason = format!(
@@ -25,5 +29,9 @@ pub fn decide(cfg: &PolicyConfig, history: &History, now: &Observed) -> Decision
             desired = held;
         }
     }
-    Decision::new(desired, reason)
+    Decision {
+        desired,
+        recommended,
+        reason,
+    }
 }

@@ -97,6 +97,32 @@ fn lag_rule_like_keda() {
 }
 
 #[test]
+fn lag_cooldown_is_not_renewed_by_its_own_holds() {
+    // One busy decision, then quiet ones every period, each recorded as the
+    // loop records it: the holds must not keep the pool up past the cooldown.
+    let c = cfg(PolicyKind::Lag);
+    let mut h = History::default();
+    let mut workers = 4;
+    let busy = obs(0.0, workers, &[10, 10, 0, 0], 0, 0, 0);
+    let d = decide(&c, &h, &busy);
+    h.record(busy, &d);
+    let mut down_at = None;
+    for step in 1..=20 {
+        let t = step as f64 * 10.0;
+        let quiet = obs(t, workers, &[0, 0, 0, 0], 0, 0, 0);
+        let d = decide(&c, &h, &quiet);
+        if d.desired < workers && down_at.is_none() {
+            down_at = Some(t);
+        }
+        workers = d.desired;
+        h.record(quiet, &d);
+    }
+    // The cooldown is 60 s after the last recommendation of 4 (t = 0).
+    assert_eq!(down_at, Some(60.0));
+    assert_eq!(workers, 1);
+}
+
+#[test]
 fn kumulus_scales_up_for_a_burst_at_once_and_down_after_the_window() {
     let c = cfg(PolicyKind::Kumulus);
     let mut h = History::default();
