@@ -2,12 +2,14 @@
 # A one-machine Kumulus cluster with production backends, for development
 # and CI: a Kafka-protocol broker, a MongoDB-wire server, an S3 server that
 # checks signatures, an OpenID provider shaped like Keycloak, Prometheus,
-# then the Kumulus frontend, two workers and the autoscaler.
+# then the Kumulus frontend and the autoscaler, which starts and stops the
+# workers itself (the `process` driver: each worker's log is
+# logs/worker-*.log).
 #
 #   scripts/cluster.sh up             install what is missing, start everything
 #   scripts/cluster.sh servers        install and start the backing servers only
 #   scripts/cluster.sh restart NAME   restart one (kafka, mongo, s3, oidc, prometheus,
-#                                     frontend, worker-1, worker-2, autoscaler)
+#                                     frontend, autoscaler)
 #   scripts/cluster.sh down           stop everything, by PID
 #   scripts/cluster.sh status         what runs
 #   scripts/cluster.sh serve NAME     run one server in the foreground (PORT and
@@ -246,6 +248,14 @@ start_one() {
             export KUMULUS_LISTEN="127.0.0.1:${port:-0}"
             export KUMULUS_AUTOSCALER__LISTEN="127.0.0.1:$AUTOSCALER_PORT"
             export KUMULUS_WORKER__WORK_DIR="$DIR/data/$name/work"
+            if [ "$role" = autoscaler ]; then
+                # The autoscaler runs the workers: real processes, scaled
+                # by its decisions, stopped with it.
+                export KUMULUS_AUTOSCALER__DRIVER="${KUMULUS_AUTOSCALER__DRIVER:-process}"
+                export KUMULUS_AUTOSCALER__PROCESS_LOG_DIR="$DIR/logs"
+                export KUMULUS_AUTOSCALER__MIN_WORKERS="${KUMULUS_AUTOSCALER__MIN_WORKERS:-1}"
+                export KUMULUS_AUTOSCALER__MAX_WORKERS="${KUMULUS_AUTOSCALER__MAX_WORKERS:-8}"
+            fi
             exec setsid "$KUMULUS_BIN" "$role"
         ) >"$DIR/logs/$name.log" 2>&1 < /dev/null &
         ;;
@@ -263,7 +273,9 @@ stop_one() {
     local pid; pid="$(cat "$pidfile")"
     if kill -0 "$pid" 2>/dev/null; then
         kill -TERM "$pid" 2>/dev/null || true
-        for _ in $(seq 1 150); do kill -0 "$pid" 2>/dev/null || break; sleep 0.1; done
+        # The autoscaler waits for its workers to drain (their grace, and more).
+        local tries=150; [ "$name" = autoscaler ] && tries=450
+        for _ in $(seq 1 "$tries"); do kill -0 "$pid" 2>/dev/null || break; sleep 0.1; done
         if kill -0 "$pid" 2>/dev/null; then kill -KILL "$pid" 2>/dev/null || true; fi
         say "$name stopped"
     fi
@@ -271,7 +283,7 @@ stop_one() {
 }
 
 SERVERS=(kafka mongo s3 oidc prometheus)
-SERVICES=(frontend worker-1 worker-2 autoscaler)
+SERVICES=(frontend autoscaler)
 
 cmd="${1:-}"
 case "$cmd" in
@@ -291,12 +303,13 @@ up)
     echo "prometheus: http://127.0.0.1:$PROMETHEUS_PORT"
     echo "state, logs and PIDs: $DIR (cluster.env has the above)" ;;
 restart)
-    name="${2:?which one? kafka, mongo, s3, oidc, prometheus, frontend, worker-N, autoscaler}"
+    name="${2:?which one? kafka, mongo, s3, oidc, prometheus, frontend, autoscaler}"
     # write_env rewrites cluster.env: the example's line goes back in.
     write_env
     if [ -d "$DIR/examples/hello/.git" ]; then prepare_example; fi
     stop_one "$name"; start_one "$name" ;;
 down)
+    # The autoscaler first: it stops the workers it started.
     for s in autoscaler worker-2 worker-1 frontend prometheus oidc s3 mongo kafka; do stop_one "$s"; done
     for f in "$DIR"/*.pid; do [ -e "$f" ] && stop_one "$(basename "$f" .pid)"; done
     true ;;

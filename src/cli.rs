@@ -58,7 +58,38 @@ enum Command {
     /// `auth.users` in the configuration.
     HashPassword,
     /// Replay a trace through a scaling policy in a model of the system.
-    Sim(crate::sim::SimArgs),
+    Sim(crate::cmd::sim::SimArgs),
+    /// Replay a trace against a running Kumulus (open loop) and report the
+    /// live figures beside the simulator's.
+    Load(crate::cmd::load::LoadArgs),
+    /// Job history as a trace for `kumulus sim`.
+    #[command(subcommand)]
+    Trace(crate::cmd::trace::TraceCommand),
+}
+
+/// Runs a client-side command to its end: its output on stdout, or its
+/// error on stderr with exit code 1.
+fn client_command<F>(work: F) -> ExitCode
+where
+    F: std::future::Future<Output = Result<String, String>>,
+{
+    let runtime = match runtime() {
+        Ok(rt) => rt,
+        Err(code) => return code,
+    };
+    match runtime.block_on(work) {
+        Ok(out) => {
+            print!("{out}");
+            if !out.ends_with('\n') {
+                println!();
+            }
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            eprintln!("kumulus: {e}");
+            ExitCode::from(1)
+        }
+    }
 }
 
 /// Loads the configuration or says why not (exit code 2).
@@ -132,7 +163,9 @@ pub fn main() -> ExitCode {
             Err(code) => code,
         },
         Command::HashPassword => hash_password(),
-        Command::Sim(args) => match crate::sim::run(&args) {
+        Command::Load(args) => client_command(crate::cmd::load::run(&args)),
+        Command::Trace(cmd) => client_command(crate::cmd::trace::run(&cmd)),
+        Command::Sim(args) => match crate::cmd::sim::run(&args) {
             Ok(out) => {
                 println!("{out}");
                 ExitCode::SUCCESS

@@ -4,7 +4,7 @@
 //! `kumulus-autoscaler`, over the ports of `kumulus-core`.
 
 pub mod cli;
+pub mod cmd;
 pub mod example;
 pub mod services;
-pub mod sim;
 pub mod up;

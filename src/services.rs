@@ -4,14 +4,15 @@
 //! Kafka, MongoDB, S3 and the OpenID provider.
 
 use std::future::Future;
+use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 
+use kumulus_autoscaler::driver::process::{OnStop, ProcessDriver, ProcessSettings};
 use kumulus_autoscaler::driver::{CommandDriver, DryRun, KumoriDriver};
 use kumulus_autoscaler::metrics::Metrics;
-use kumulus_autoscaler::policy::{PolicyConfig, PolicyKind};
 use kumulus_autoscaler::scaler::{serve_metrics, QueueProbe, QueueSnapshot, Scaler};
 use kumulus_core::config::Config;
 use kumulus_core::observation::{ObservationFeed, ObservationSink};
@@ -218,30 +219,6 @@ impl QueueProbe for KafkaQueue {
     }
 }
 
-/// The policy settings from the configuration.
-pub fn policy_config(cfg: &Config) -> Result<PolicyConfig, UpError> {
-    let a = &cfg.autoscaler;
-    Ok(PolicyConfig {
-        policy: a
-            .policy
-            .parse::<PolicyKind>()
-            .map_err(|m| kumulus_core::config::ConfigError::new("autoscaler.policy", m))?,
-        period_secs: a.period_secs as f64,
-        slo_wait_secs: a.slo_wait_secs,
-        startup_secs: a.startup_secs,
-        min_workers: a.min_workers,
-        max_workers: a.max_workers,
-        budget_worker_secs_per_hour: a.budget_worker_secs_per_hour,
-        slots: cfg.worker.slots as u32,
-        lag_threshold: a.lag_threshold,
-        cooldown_secs: a.cooldown_secs,
-        stabilization_secs: a.stabilization_secs,
-        rebalance_secs: a.rebalance_secs,
-        idle_grace_secs: a.idle_grace_secs,
-        partition_factor: a.partition_factor,
-    })
-}
-
 /// The platform driver the configuration names.
 fn driver(cfg: &Config) -> Arc<dyn ScalingPlatform> {
     let a = &cfg.autoscaler;
@@ -267,8 +244,47 @@ fn driver(cfg: &Config) -> Arc<dyn ScalingPlatform> {
                 a.min_workers.max(1),
             ))
         }
+        "process" => match process_driver(cfg) {
+            Ok(d) => Arc::new(d),
+            Err(e) => {
+                tracing::error!(error = %e, "cannot use the process driver; only logging the decisions");
+                Arc::new(DryRun::new(a.min_workers.max(1)))
+            }
+        },
         _ => Arc::new(DryRun::new(a.min_workers.max(1))),
     }
+}
+
+/// The `process` driver: `autoscaler.process_command`, or this executable's
+/// `worker` with the autoscaler's own configuration file.
+fn process_driver(cfg: &Config) -> std::io::Result<ProcessDriver> {
+    let a = &cfg.autoscaler;
+    let (program, args) = match a.process_command.split_first() {
+        Some((p, rest)) => (PathBuf::from(p), rest.to_vec()),
+        None => {
+            let mut args = vec!["worker".to_string()];
+            if let Some(file) = &cfg.file {
+                args.push("--config".into());
+                args.push(file.display().to_string());
+            }
+            (std::env::current_exe()?, args)
+        }
+    };
+    let log_dir = if a.process_log_dir.as_os_str().is_empty() {
+        cfg.data_dir.join("workers")
+    } else {
+        a.process_log_dir.clone()
+    };
+    let log_dir = std::path::absolute(log_dir)?;
+    ProcessDriver::new(ProcessSettings {
+        program,
+        args,
+        env: Vec::new(),
+        log_dir,
+        id_prefix: format!("worker-{}", std::process::id()),
+        on_stop: a.process_on_stop.parse::<OnStop>().unwrap_or(OnStop::Stop),
+        drain: Duration::from_secs(cfg.worker.shutdown_grace_secs + 20),
+    })
 }
 
 /// `kumulus autoscaler`: observes the status events, publishes the seed's
@@ -276,7 +292,7 @@ fn driver(cfg: &Config) -> Arc<dyn ScalingPlatform> {
 /// applies the decision through the configured driver, and serves its metrics.
 pub async fn autoscaler(cfg: Config, shutdown: CancellationToken) -> Result<(), UpError> {
     topics(&cfg, &shutdown);
-    let policy = policy_config(&cfg)?;
+    let policy = kumulus_autoscaler::policy::from_config(&cfg)?;
     let producer = Arc::new(KafkaProducer::new(&cfg.kafka).map_err(backend)?);
     let metrics = Arc::new(Metrics::new().map_err(backend)?);
     let listener = TcpListener::bind(cfg.autoscaler.listen)
@@ -290,9 +306,10 @@ pub async fn autoscaler(cfg: Config, shutdown: CancellationToken) -> Result<(), 
         listener.local_addr().map_err(backend)?
     );
     let server = tokio::spawn(serve_metrics(listener, metrics.clone(), shutdown.clone()));
+    let platform = driver(&cfg);
     let scaler = Scaler {
         policy,
-        platform: driver(&cfg),
+        platform: platform.clone(),
         queue: Arc::new(KafkaQueue {
             cfg: cfg.kafka.clone(),
             watch: Default::default(),
@@ -305,6 +322,7 @@ pub async fn autoscaler(cfg: Config, shutdown: CancellationToken) -> Result<(), 
         .run(StatusBus::subscribe(producer.as_ref()), shutdown.clone())
         .await;
     shutdown.cancel();
+    platform.close().await;
     let _ = server.await;
     Ok(())
 }

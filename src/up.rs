@@ -220,7 +220,7 @@ impl Standalone {
         // Here a "worker" is one slot of the in-process pool.
         let policy = kumulus_autoscaler::policy::PolicyConfig {
             slots: 1,
-            ..crate::services::policy_config(&self.cfg)?
+            ..kumulus_autoscaler::policy::from_config(&self.cfg)?
         };
         let metrics = Arc::new(
             Metrics::new_in(self.frontend.metrics.registry.clone())

@@ -498,3 +498,111 @@ async fn a_fresh_frontends_first_requests_wait_for_the_providers_keys() {
         assert_eq!(call.await.unwrap(), StatusCode::OK);
     }
 }
+
+/// The `process` platform driver on real `kumulus worker` processes: it
+/// starts N, scaling down drains them (a running job finishes or is queued
+/// again, none is lost), and a SIGKILLed worker no longer counts and is
+/// replaced by the next apply.
+#[tokio::test]
+async fn the_process_driver_starts_drains_and_replaces_workers() {
+    use kumulus_autoscaler::driver::process::{OnStop, ProcessDriver, ProcessSettings};
+    use kumulus_core::ports::ScalingPlatform;
+
+    let servers = Servers::load();
+    let mut env = service_env(&servers, &namespace());
+    for (k, v) in [
+        ("KUMULUS_WORKER__SLOTS", "1"),
+        ("KUMULUS_WORKER__HEARTBEAT_SECS", "1"),
+        ("KUMULUS_WORKER__SHUTDOWN_GRACE_SECS", "1"),
+        ("KUMULUS_KAFKA__JOBS_PARTITIONS", "4"),
+        ("KUMULUS_LOG", "info"),
+    ] {
+        env.push((k.into(), v.into()));
+    }
+    let data = std::env::temp_dir().join("kumulus-test-data");
+    env.push(("KUMULUS_DATA_DIR".into(), data.display().to_string()));
+    let frontend = kumulus("frontend", &env, &[]);
+    let logs = tempfile::tempdir().unwrap();
+    let driver = ProcessDriver::new(ProcessSettings {
+        program: common::bin().into(),
+        args: vec!["worker".into()],
+        env: env.clone(),
+        log_dir: logs.path().to_path_buf(),
+        id_prefix: "pw".into(),
+        on_stop: OnStop::Stop,
+        drain: Duration::from_secs(20),
+    })
+    .unwrap();
+    assert!(driver.counts_running());
+    driver.apply(3).await.unwrap();
+    assert_eq!(driver.current().await.unwrap(), 3);
+    assert_eq!(driver.running(), ["pw-1", "pw-2", "pw-3"]);
+
+    let api = Api::new(frontend.url());
+    let [(u1, p1), _] = servers.users();
+    let token = api.login_with(&u1, &p1).await;
+    let repo = Repo::node("setTimeout(() => console.log('done'), 3000);");
+    let mut ids = Vec::new();
+    for _ in 0..6 {
+        ids.push(api.submit(&token, json!({"url": repo.path()})).await);
+    }
+    // Scale down while jobs run: the two newest drain.
+    let deadline = Instant::now() + Duration::from_secs(90);
+    loop {
+        let (_, list) = api.json(Method::GET, "/api/jobs", &token, None).await;
+        let running = list["jobs"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter(|j| j["state"] == "running")
+            .count();
+        if running >= 2 {
+            break;
+        }
+        assert!(Instant::now() < deadline, "the workers never ran jobs");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    driver.apply(1).await.unwrap();
+    assert_eq!(driver.current().await.unwrap(), 1);
+    assert_eq!(driver.running(), ["pw-1"]);
+    for id in &ids {
+        let job = api.wait_for(&token, id, &TERMINAL, 180).await;
+        assert_eq!(job["state"], "succeeded", "{job}");
+        let (_, out) = api.file(&token, id, "stdout.log").await;
+        assert_eq!(String::from_utf8_lossy(&out), "done\n", "{job}");
+    }
+    // The drained workers left cleanly and wrote their logs.
+    for id in ["pw-2", "pw-3"] {
+        let log = std::fs::read_to_string(logs.path().join(format!("{id}.log"))).unwrap();
+        assert!(log.contains("worker stopped"), "{id}: {log}");
+    }
+
+    // A SIGKILLed worker no longer counts; the next apply replaces it.
+    let pid = driver.pids()[0];
+    nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(pid as i32),
+        nix::sys::signal::Signal::SIGKILL,
+    )
+    .unwrap();
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while driver.current().await.unwrap() != 0 {
+        assert!(Instant::now() < deadline, "the dead worker still counts");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    driver.apply(1).await.unwrap();
+    assert_eq!(driver.running(), ["pw-4"]);
+    let id = api.submit(&token, json!({"url": repo.path()})).await;
+    let job = api.wait_for(&token, &id, &TERMINAL, 120).await;
+    assert_eq!(job["state"], "succeeded", "{job}");
+    assert_eq!(job["worker"], "pw-4", "{job}");
+
+    // The autoscaler stops: its workers stop with it.
+    let pids = driver.pids();
+    driver.close().await;
+    for pid in pids {
+        assert!(
+            !std::path::Path::new(&format!("/proc/{pid}")).exists(),
+            "worker {pid} outlived close()"
+        );
+    }
+}

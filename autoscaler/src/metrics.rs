@@ -18,6 +18,7 @@ pub struct Metrics {
     pub partitions_stuck: IntGauge,
     pub workers_current: IntGauge,
     pub workers_desired: IntGauge,
+    pub workers_requested: IntGauge,
     pub scale_decisions: IntCounterVec,
     pub arrival_rate: Gauge,
 }
@@ -33,6 +34,14 @@ impl Metrics {
 
     /// The metrics, registered in `registry` (to share one `/metrics` with
     /// the API in `kumulus up`).
+    /// `kumulus_workers_current` is exported only where the platform counts
+    /// the workers that run: a driver that only knows what it asked for
+    /// must not pass that off as the current count.
+    pub fn count_running_workers(&self) -> Result<(), prometheus::Error> {
+        self.registry
+            .register(Box::new(self.workers_current.clone()))
+    }
+
     pub fn new_in(registry: Registry) -> Result<Self, prometheus::Error> {
         let counter = |name: &str, help: &str| IntCounter::new(name, help);
         let gauge = |name: &str, help: &str| IntGauge::new(name, help);
@@ -61,7 +70,14 @@ impl Metrics {
                 "kumulus_partitions_stuck",
                 "Partitions of the jobs topic whose lag waits while their committed offset stands still",
             )?,
-            workers_current: gauge("kumulus_workers_current", "Workers running now")?,
+            workers_current: gauge(
+                "kumulus_workers_current",
+                "Workers running now (only where the platform driver can see them)",
+            )?,
+            workers_requested: gauge(
+                "kumulus_workers_requested",
+                "Workers last asked of the platform",
+            )?,
             workers_desired: gauge("kumulus_workers_desired", "Workers the policy wants")?,
             scale_decisions: IntCounterVec::new(
                 Opts::new(
@@ -85,7 +101,7 @@ impl Metrics {
         m.registry.register(Box::new(m.consumer_lag.clone()))?;
         m.registry.register(Box::new(m.kafka_partitions.clone()))?;
         m.registry.register(Box::new(m.partitions_stuck.clone()))?;
-        m.registry.register(Box::new(m.workers_current.clone()))?;
+        m.registry.register(Box::new(m.workers_requested.clone()))?;
         m.registry.register(Box::new(m.workers_desired.clone()))?;
         m.registry.register(Box::new(m.scale_decisions.clone()))?;
         m.registry.register(Box::new(m.arrival_rate.clone()))?;

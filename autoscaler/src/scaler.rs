@@ -112,6 +112,20 @@ impl Scaler {
         let mut tick = tokio::time::interval(period);
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         tick.tick().await;
+        let counts = self.platform.counts_running();
+        if counts {
+            if let Err(e) = self.metrics.count_running_workers() {
+                tracing::warn!(error = %e, "cannot export the current worker count");
+            }
+        } else {
+            tracing::info!("this platform driver cannot see the workers that run: kumulus_workers_requested says what it asked for, and there is no kumulus_workers_current");
+        }
+        if let Ok(n) = self.platform.current().await {
+            self.metrics.workers_requested.set(n as i64);
+            if counts {
+                self.metrics.workers_current.set(n as i64);
+            }
+        }
         let started = Instant::now();
         let mut tally = Tally::default();
         let mut history = History::default();
@@ -195,7 +209,9 @@ impl Scaler {
         if !snapshot.stuck.is_empty() {
             tracing::warn!(partitions = ?snapshot.stuck, "partitions hold work while their committed offset stands still (a dead or hung worker the broker keeps)");
         }
-        m.workers_current.set(platform_workers as i64);
+        if self.platform.counts_running() {
+            m.workers_current.set(platform_workers as i64);
+        }
         m.workers_desired.set(decision.desired as i64);
         m.arrival_rate
             .set(history.arrival_rate(&obs, self.policy.period_secs));
@@ -242,13 +258,23 @@ impl Scaler {
             }
         }
         let platform = self.platform.clone();
+        let metrics = self.metrics.clone();
         let flag = in_flight.clone();
         let desired = decision.desired;
         tokio::spawn(async move {
             let mut delay = Duration::from_secs(1);
             for attempt in 1..=5 {
                 match platform.apply(desired).await {
-                    Ok(()) => break,
+                    Ok(()) => {
+                        // The count after the change, not the one before it.
+                        metrics.workers_requested.set(desired as i64);
+                        if platform.counts_running() {
+                            if let Ok(n) = platform.current().await {
+                                metrics.workers_current.set(n as i64);
+                            }
+                        }
+                        break;
+                    }
                     Err(e) => {
                         tracing::warn!(error = %e, attempt, "the platform refused the change; retrying");
                         tokio::time::sleep(delay).await;

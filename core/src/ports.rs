@@ -89,6 +89,9 @@ pub trait JobStore: Send + Sync {
     async fn get(&self, id: JobId) -> PortResult<Option<JobRecord>>;
     /// The owner's jobs, newest first, at most `query.limit`.
     async fn list(&self, owner: &str, query: &ListQuery) -> PortResult<Vec<JobRecord>>;
+    /// Every owner's jobs, oldest first, from after `after` (`kumulus trace
+    /// export`): up to `limit` of them.
+    async fn history(&self, after: Option<JobId>, limit: usize) -> PortResult<Vec<JobRecord>>;
     /// Projects an event into its record with [`crate::event::apply`]; safe to
     /// call from several replicas and with repeated events. Returns the
     /// record after the event, if the job exists.
@@ -283,10 +286,18 @@ pub trait Authenticator: Send + Sync {
 /// The platform that runs worker instances (Kumori, local processes).
 #[async_trait]
 pub trait ScalingPlatform: Send + Sync {
-    /// How many workers the platform runs now.
+    /// How many workers the platform runs now (or, where it cannot see
+    /// them, how many it was last asked for: see `counts_running`).
     async fn current(&self) -> PortResult<u32>;
     /// Asks the platform to run `desired` workers.
     async fn apply(&self, desired: u32) -> PortResult<()>;
+    /// Whether `current` counts the workers that run, rather than repeat
+    /// the count last asked for.
+    fn counts_running(&self) -> bool {
+        true
+    }
+    /// The autoscaler stops.
+    async fn close(&self) {}
 }
 
 #[cfg(test)]

@@ -455,6 +455,18 @@ impl JobStore for Sqlite {
         .await
     }
 
+    async fn history(&self, after: Option<JobId>, limit: usize) -> PortResult<Vec<JobRecord>> {
+        let after = after.map(|id| id.to_string()).unwrap_or_default();
+        let limit = limit as i64;
+        self.call(move |c| {
+            let mut stmt =
+                c.prepare_cached("SELECT record FROM jobs WHERE id > ?1 ORDER BY id ASC LIMIT ?2")?;
+            let rows = stmt.query_map(params![after, limit], |r| parse_record(r.get(0)?))?;
+            rows.collect()
+        })
+        .await
+    }
+
     async fn apply(&self, ev: &StatusEvent) -> PortResult<Option<JobRecord>> {
         let ev = ev.clone();
         self.transaction(move |tx| apply_in(tx, &ev)).await

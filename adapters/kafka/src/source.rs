@@ -123,7 +123,7 @@ impl KafkaJobSource {
             in_flight: HashMap::new(),
             paused: false,
             resumed: Vec::new(),
-            unassigned: Unassigned::new(session),
+            rejoin: Rejoin::new(session),
         };
         tokio::spawn(pump.run(jobs_tx, cmd_rx, stop.clone(), done_tx));
         Ok(Self {
@@ -223,16 +223,19 @@ impl PartitionState {
     }
 }
 
-/// How long this worker has had free slots and no partition, and when it
-/// next asks the group again. A broker may leave a dead member holding
-/// partitions (tansu) or a rebalance hanging (noida-db); leaving and
-/// rejoining the group makes it hand them out again. It is done only while
-/// work waits unconsumed, so a worker idle for lack of partitions (more
-/// workers than partitions) does not keep the group rebalancing, and with a
-/// growing wait between tries.
+/// When a worker with free slots asks the group again. A broker may leave
+/// a dead member holding partitions (tansu) or a rebalance hanging
+/// (noida-db); leaving and rejoining the group makes it hand them out
+/// again. A worker with free slots looks at the jobs topic every
+/// `first_wait`; when a partition holds work whose committed offset has not
+/// moved for that long (its owner is dead, hung, or busy while this worker
+/// idles), it rejoins, waiting longer each time (up to [`MAX_REJOIN_WAIT`])
+/// while that lasts. A rebalance is cheap here: running jobs were let go of
+/// at their start, so none moves.
 #[derive(Debug)]
-struct Unassigned {
-    since: Option<Instant>,
+struct Rejoin {
+    watch: crate::liveness::PartitionWatch,
+    last: Option<Instant>,
     wait: Duration,
     first_wait: Duration,
 }
@@ -240,38 +243,36 @@ struct Unassigned {
 /// The longest wait between two rejoins.
 const MAX_REJOIN_WAIT: Duration = Duration::from_secs(300);
 
-impl Unassigned {
+impl Rejoin {
     fn new(first_wait: Duration) -> Self {
         Self {
-            since: None,
+            watch: Default::default(),
+            last: None,
             wait: first_wait,
             first_wait,
         }
     }
 
-    /// Whether to look for waiting work now: free slots and no partition
-    /// for longer than the current wait.
-    fn due(&mut self, assigned: bool, free_slots: bool, now: Instant) -> bool {
-        if assigned {
-            self.since = None;
-            self.wait = self.first_wait;
-            return false;
-        }
-        if !free_slots {
-            self.since = None;
-            return false;
-        }
-        let since = *self.since.get_or_insert(now);
-        now.duration_since(since) >= self.wait
+    /// Whether to look at the topic now.
+    fn due(&self, free_slots: bool, now: Instant) -> bool {
+        free_slots && self.last.is_none_or(|l| now.duration_since(l) >= self.wait)
     }
 
-    /// After a look: a rejoin waits longer for the next one; no work
-    /// waiting starts the count again.
-    fn looked(&mut self, rejoined: bool, now: Instant) {
-        self.since = Some(now);
-        if rejoined {
-            self.wait = (self.wait * 2).min(MAX_REJOIN_WAIT);
-        }
+    /// A look at the topic (each partition's committed offset and lag, if
+    /// it could be read): whether to rejoin.
+    fn looked(&mut self, state: Option<(&[i64], &[u64])>, now: Instant) -> bool {
+        self.last = Some(now);
+        let Some((committed, lag)) = state else {
+            return false;
+        };
+        self.watch.observe(committed, lag, now);
+        let rejoin = !self.watch.stuck(now, self.first_wait).is_empty();
+        self.wait = if rejoin {
+            (self.wait * 2).min(MAX_REJOIN_WAIT)
+        } else {
+            self.first_wait
+        };
+        rejoin
     }
 }
 
@@ -283,7 +284,7 @@ struct Pump {
     paused: bool,
     /// The assignment last resumed.
     resumed: Vec<i32>,
-    unassigned: Unassigned,
+    rejoin: Rejoin,
 }
 
 impl Pump {
@@ -346,39 +347,34 @@ impl Pump {
         let _ = done.send(());
     }
 
-    /// Leaves and rejoins the group when this worker has had free slots and
-    /// no partition for a while and the jobs topic holds unconsumed work.
+    /// Leaves and rejoins the group when this worker has free slots while
+    /// work waits unconsumed (see [`Rejoin`]).
     async fn rejoin_if_stranded(&mut self) {
-        let assigned = self
-            .consumer
-            .assignment()
-            .map(|a| a.count() > 0)
-            .unwrap_or(true);
         let free = self.demand.load(Ordering::SeqCst) > 0;
-        let now = Instant::now();
-        if !self.unassigned.due(assigned, free, now) {
+        if !self.rejoin.due(free, Instant::now()) {
             return;
         }
         let cfg = self.cfg.clone();
-        let waiting = tokio::task::spawn_blocking(move || crate::admin::queue_state(&cfg))
+        let state = tokio::task::spawn_blocking(move || crate::admin::queue_state(&cfg))
             .await
             .ok()
-            .and_then(Result::ok)
-            .map(|state| state.lag.iter().sum::<u64>())
-            .unwrap_or(0);
-        let rejoin = waiting > 0;
+            .and_then(Result::ok);
+        let now = Instant::now();
+        let rejoin = self
+            .rejoin
+            .looked(state.as_ref().map(|s| (&s.committed[..], &s.lag[..])), now);
         if rejoin {
+            let waiting: u64 = state.map(|s| s.lag.iter().sum()).unwrap_or(0);
             tracing::warn!(
                 group = %self.cfg.worker_group,
                 waiting,
-                "no partition assigned while jobs wait unconsumed: rejoining the group"
+                "jobs wait unconsumed while this worker has free slots: rejoining the group"
             );
             self.consumer.unsubscribe();
             if let Err(e) = self.consumer.subscribe(&[&self.cfg.jobs_topic]) {
                 tracing::warn!(error = %e, "could not rejoin the workers' group");
             }
         }
-        self.unassigned.looked(rejoin, Instant::now());
     }
 
     /// Pauses the assigned partitions while no slot is free, and resumes
@@ -442,41 +438,42 @@ impl Pump {
 
 #[cfg(test)]
 mod tests {
-    use super::{apply_to, Command, PartitionState, Unassigned, MAX_REJOIN_WAIT};
+    use super::{apply_to, Command, PartitionState, Rejoin, MAX_REJOIN_WAIT};
     use std::time::{Duration, Instant};
 
     #[test]
-    fn a_worker_without_partitions_looks_for_work_after_a_growing_wait() {
+    fn a_free_worker_rejoins_while_work_waits_unconsumed() {
         let t0 = Instant::now();
         let s = Duration::from_secs;
-        let mut u = Unassigned::new(s(6));
-        // (assigned, free slots, seconds since t0, due?)
-        let steps = [
-            (false, true, 0, false),  // the count starts
-            (false, true, 5, false),  // not yet
-            (false, true, 6, true),   // one wait without a partition
-            (true, true, 7, false),   // assigned: the count stops
-            (false, false, 8, false), // busy: no count
-            (false, true, 9, false),  // free again: the count restarts
-            (false, true, 15, true),
-        ];
-        for (assigned, free, at, due) in steps {
-            assert_eq!(u.due(assigned, free, t0 + s(at)), due, "at {at} s");
+        let mut r = Rejoin::new(s(6));
+        // Busy: it does not look.
+        assert!(!r.due(false, t0));
+        assert!(r.due(true, t0));
+        // Partition 0 holds 2 jobs and its committed offset stands still;
+        // partition 1 is drained.
+        let (committed, lag) = ([3i64, 5], [2u64, 0]);
+        assert!(!r.looked(Some((&committed, &lag)), t0), "not for long yet");
+        assert!(!r.due(true, t0 + s(5)));
+        assert!(r.due(true, t0 + s(6)));
+        assert!(
+            r.looked(Some((&committed, &lag)), t0 + s(6)),
+            "stuck for 6 s"
+        );
+        // It waits twice as long before the next rejoin.
+        assert!(!r.due(true, t0 + s(17)));
+        assert!(r.due(true, t0 + s(18)));
+        assert!(r.looked(Some((&committed, &lag)), t0 + s(18)));
+        assert_eq!(r.wait, s(24));
+        // The work is taken: no rejoin, and the wait is back to the first.
+        assert!(!r.looked(Some((&[5, 5], &[0, 0])), t0 + s(42)));
+        assert_eq!(r.wait, s(6));
+        // A topic it cannot read: no rejoin.
+        assert!(!r.looked(None, t0 + s(48)));
+        // The wait is capped.
+        for i in 0..20 {
+            r.looked(Some((&[5, 5], &[1, 0])), t0 + s(100 + i));
         }
-        // A rejoin doubles the wait; a look that found no work does not.
-        u.looked(true, t0 + s(15));
-        assert!(!u.due(false, true, t0 + s(26)));
-        assert!(u.due(false, true, t0 + s(27)));
-        u.looked(false, t0 + s(27));
-        assert!(!u.due(false, true, t0 + s(38)));
-        assert!(u.due(false, true, t0 + s(39)));
-        // The wait is capped; a partition resets it.
-        for _ in 0..20 {
-            u.looked(true, t0);
-        }
-        assert_eq!(u.wait, MAX_REJOIN_WAIT);
-        u.due(true, true, t0);
-        assert_eq!(u.wait, s(6));
+        assert_eq!(r.wait, MAX_REJOIN_WAIT);
     }
 
     #[test]

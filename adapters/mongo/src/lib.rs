@@ -268,6 +268,22 @@ impl JobStore for MongoStore {
         docs.into_iter().map(Self::from_doc).collect()
     }
 
+    async fn history(&self, after: Option<JobId>, limit: usize) -> PortResult<Vec<JobRecord>> {
+        let filter = match after {
+            Some(id) => doc! {"_id": {"$gt": id.to_string()}},
+            None => doc! {},
+        };
+        let cursor = self
+            .jobs
+            .find(filter)
+            .sort(doc! {"_id": 1})
+            .limit(limit as i64)
+            .await
+            .map_err(unavailable)?;
+        let docs: Vec<Document> = cursor.try_collect().await.map_err(unavailable)?;
+        docs.into_iter().map(Self::from_doc).collect()
+    }
+
     async fn apply(&self, ev: &StatusEvent) -> PortResult<Option<JobRecord>> {
         for _ in 0..16 {
             let Some(d) = self.get_doc(ev.job_id).await? else {

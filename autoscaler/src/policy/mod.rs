@@ -108,6 +108,33 @@ fn default_rebalance_secs() -> f64 {
     3.0
 }
 
+/// The policy settings of a configuration (`[autoscaler]`, and the
+/// worker's slots).
+pub fn from_config(
+    cfg: &kumulus_core::config::Config,
+) -> Result<PolicyConfig, kumulus_core::config::ConfigError> {
+    let a = &cfg.autoscaler;
+    Ok(PolicyConfig {
+        policy: a
+            .policy
+            .parse::<PolicyKind>()
+            .map_err(|m| kumulus_core::config::ConfigError::new("autoscaler.policy", m))?,
+        period_secs: a.period_secs as f64,
+        slo_wait_secs: a.slo_wait_secs,
+        startup_secs: a.startup_secs,
+        min_workers: a.min_workers,
+        max_workers: a.max_workers,
+        budget_worker_secs_per_hour: a.budget_worker_secs_per_hour,
+        slots: cfg.worker.slots as u32,
+        lag_threshold: a.lag_threshold,
+        cooldown_secs: a.cooldown_secs,
+        stabilization_secs: a.stabilization_secs,
+        rebalance_secs: a.rebalance_secs,
+        idle_grace_secs: a.idle_grace_secs,
+        partition_factor: a.partition_factor,
+    })
+}
+
 /// What the autoscaler sees at a decision.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 pub struct Observed {

@@ -71,7 +71,7 @@ pub struct AutoscalerConfig {
     pub idle_grace_secs: f64,
     /// Partitions of the jobs topic kept per worker (at least).
     pub partition_factor: u32,
-    /// `dry-run`, `command` or `kumori`.
+    /// `dry-run`, `command`, `kumori` or `process`.
     pub driver: String,
     /// `command` driver: the program and its first arguments; the desired
     /// count is appended.
@@ -81,6 +81,15 @@ pub struct AutoscalerConfig {
     pub kumori_manifest: PathBuf,
     pub kumori_deployment: String,
     pub kumori_command: Vec<String>,
+    /// `process` driver: the command that runs one worker (no shell);
+    /// empty for this executable's `worker`, with this configuration file.
+    pub process_command: Vec<String>,
+    /// `process` driver: where each worker's log goes (`<id>.log`); empty
+    /// for `<data_dir>/workers`.
+    pub process_log_dir: PathBuf,
+    /// `process` driver: `stop` the workers when the autoscaler stops, or
+    /// `leave` them running.
+    pub process_on_stop: String,
     /// Time limit of one driver call.
     pub driver_timeout_secs: u64,
     /// Where the autoscaler serves `/metrics` and `/health`.
@@ -121,6 +130,9 @@ impl Default for AutoscalerConfig {
             .iter()
             .map(|s| s.to_string())
             .collect(),
+            process_command: Vec::new(),
+            process_log_dir: PathBuf::new(),
+            process_on_stop: "stop".into(),
             driver_timeout_secs: 600,
             listen: SocketAddr::from(([127, 0, 0, 1], 9300)),
         }
@@ -501,9 +513,17 @@ impl Config {
             "must be seed, lag or kumulus",
         )?;
         check(
-            matches!(a.driver.as_str(), "dry-run" | "command" | "kumori"),
+            matches!(
+                a.driver.as_str(),
+                "dry-run" | "command" | "kumori" | "process"
+            ),
             "autoscaler.driver",
-            "must be dry-run, command or kumori",
+            "must be dry-run, command, kumori or process",
+        )?;
+        check(
+            matches!(a.process_on_stop.as_str(), "stop" | "leave"),
+            "autoscaler.process_on_stop",
+            "must be stop or leave",
         )?;
         check(
             a.driver != "command" || !a.command.is_empty(),

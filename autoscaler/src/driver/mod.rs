@@ -6,8 +6,14 @@
 //! - [`KumoriDriver`]: rewrites the worker role's `hsize` in the deployment
 //!   manifest and runs `kumorictl update deployment ...`, reading the count
 //!   back from the manifest.
+//! - [`process::ProcessDriver`]: starts and stops real worker processes on
+//!   this machine.
 //!
-//! No driver passes anything through a shell.
+//! No driver passes anything through a shell. Only the process driver sees
+//! the workers that run; the others know the count they asked for, and
+//! say so ([`ScalingPlatform::counts_running`]).
+
+pub mod process;
 
 use async_trait::async_trait;
 use std::path::PathBuf;
@@ -32,6 +38,11 @@ impl DryRun {
 
 #[async_trait]
 impl ScalingPlatform for DryRun {
+    /// It knows the count it asked for, not what runs.
+    fn counts_running(&self) -> bool {
+        false
+    }
+
     async fn current(&self) -> PortResult<u32> {
         Ok(self.current.load(Ordering::SeqCst))
     }
@@ -97,6 +108,11 @@ async fn run(program: &PathBuf, args: &[String], timeout: Duration) -> PortResul
 
 #[async_trait]
 impl ScalingPlatform for CommandDriver {
+    /// It knows the count it asked for, not what runs.
+    fn counts_running(&self) -> bool {
+        false
+    }
+
     async fn current(&self) -> PortResult<u32> {
         Ok(self.current.load(Ordering::SeqCst))
     }
@@ -174,6 +190,11 @@ pub fn read_hsize(text: &str, role: &str) -> Result<u32, String> {
 
 #[async_trait]
 impl ScalingPlatform for KumoriDriver {
+    /// It knows the count it asked for, not what runs.
+    fn counts_running(&self) -> bool {
+        false
+    }
+
     async fn current(&self) -> PortResult<u32> {
         let text = tokio::fs::read_to_string(&self.manifest)
             .await

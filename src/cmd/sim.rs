@@ -10,6 +10,19 @@ pub struct SimArgs {
     /// CSV with the header `arrival_secs,service_secs`.
     #[arg(long)]
     pub trace: PathBuf,
+    #[command(flatten)]
+    pub settings: PolicyArgs,
+    /// One JSON object instead of text.
+    #[arg(long)]
+    pub json: bool,
+    /// Draw workers, waiting jobs and waits over time into this SVG file.
+    #[arg(long)]
+    pub plot: Option<PathBuf>,
+}
+
+/// The policy's settings as flags (the defaults of `[autoscaler]` otherwise).
+#[derive(clap::Args, Debug, Clone)]
+pub struct PolicyArgs {
     #[arg(long, default_value = "kumulus")]
     pub policy: PolicyKind,
     #[arg(long)]
@@ -37,15 +50,9 @@ pub struct SimArgs {
     /// Consumption pause at each change of the group's membership.
     #[arg(long, default_value_t = 3.0)]
     pub rebalance_secs: f64,
-    /// One JSON object instead of text.
-    #[arg(long)]
-    pub json: bool,
-    /// Draw workers, waiting jobs and waits over time into this SVG file.
-    #[arg(long)]
-    pub plot: Option<PathBuf>,
 }
 
-impl SimArgs {
+impl PolicyArgs {
     /// The policy settings: the defaults, with the flags given.
     pub fn policy(&self) -> Result<PolicyConfig, String> {
         let mut p = PolicyConfig {
@@ -109,22 +116,28 @@ impl SimArgs {
         }
         Ok(p)
     }
+
+    /// The rebalance pause, checked.
+    pub fn rebalance(&self) -> Result<f64, String> {
+        if self.rebalance_secs < 0.0 || !self.rebalance_secs.is_finite() {
+            return Err("--rebalance-secs must be 0 or more".into());
+        }
+        Ok(self.rebalance_secs)
+    }
 }
 
 /// Runs the simulation; the error is one line for the user.
 pub fn run(args: &SimArgs) -> Result<String, String> {
-    let policy = args.policy()?;
+    let policy = args.settings.policy()?;
     let text = std::fs::read_to_string(&args.trace)
         .map_err(|e| format!("cannot read {}: {e}", args.trace.display()))?;
     let trace = read_trace(&text).map_err(|e| format!("{}: {e}", args.trace.display()))?;
-    if args.rebalance_secs < 0.0 || !args.rebalance_secs.is_finite() {
-        return Err("--rebalance-secs must be 0 or more".into());
-    }
+    let rebalance_secs = args.settings.rebalance()?;
     let r = simulate(
         &trace,
         &SimConfig {
             policy: policy.clone(),
-            rebalance_secs: args.rebalance_secs,
+            rebalance_secs,
         },
     );
     if let Some(path) = &args.plot {

@@ -1,0 +1,383 @@
+//! Typed calls over the Kumulus REST API: log in, submit, read, list and
+//! cancel jobs, download their files, read the metrics. The CLI, the load
+//! generator and the black-box tests use it instead of writing requests.
+//!
+//! ```no_run
+//! # async fn demo() -> Result<(), kumulus_client::ClientError> {
+//! use kumulus_client::{Client, NewJob};
+//! let client = Client::new("http://127.0.0.1:8080")?;
+//! let session = client.login("ana", "ana-password").await?;
+//! let job = session.submit(&NewJob::repo("https://example.org/repo.git")).await?;
+//! let job = session.job(&job.id).await?;
+//! println!("{} is {}", job.id, job.state);
+//! # Ok(()) }
+//! ```
+
+use chrono::{DateTime, Utc};
+use reqwest::{Method, StatusCode};
+use serde::{Deserialize, Serialize};
+use std::time::Duration;
+
+pub use kumulus_core::job::JobState;
+
+/// What went wrong with a call.
+#[derive(Debug, thiserror::Error)]
+pub enum ClientError {
+    /// The server answered with an error: its status, its `error.code` and
+    /// `error.message` where it gave them.
+    #[error("{status}: {message}")]
+    Api {
+        status: StatusCode,
+        code: String,
+        message: String,
+    },
+    /// The request did not get an answer (connection refused, timeout).
+    #[error("cannot reach the server: {0}")]
+    Transport(String),
+    /// The answer was not what the API promises.
+    #[error("unexpected answer: {0}")]
+    Decode(String),
+    #[error("bad URL: {0}")]
+    Url(String),
+}
+
+impl ClientError {
+    /// The HTTP status, if the server answered.
+    pub fn status(&self) -> Option<StatusCode> {
+        match self {
+            Self::Api { status, .. } => Some(*status),
+            _ => None,
+        }
+    }
+}
+
+pub type Result<T> = std::result::Result<T, ClientError>;
+
+/// A job to submit (`POST /api/jobs`).
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct NewJob {
+    pub url: String,
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub args: Vec<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub config: Option<serde_json::Value>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub timeout_secs: Option<u64>,
+}
+
+impl NewJob {
+    pub fn repo(url: impl Into<String>) -> Self {
+        Self {
+            url: url.into(),
+            ..Self::default()
+        }
+    }
+
+    pub fn args<I, S>(mut self, args: I) -> Self
+    where
+        I: IntoIterator<Item = S>,
+        S: Into<String>,
+    {
+        self.args = args.into_iter().map(Into::into).collect();
+        self
+    }
+}
+
+/// One attempt at running a job.
+#[derive(Debug, Clone, Deserialize, Serialize)]
+pub struct Attempt {
+    pub attempt: u32,
+    #[serde(default)]
+    pub worker: Option<String>,
+    #[serde(default)]
+    pub started_at: Option<DateTime<Utc>>,
+    #[serde(default)]
+    pub last_heartbeat: Option<DateTime<Utc>>,
+    #[serde(default)]
+    pub ended: Option<String>,
+}
+
+/// A job as the API shows it.
+#[derive(Debug, Clone, Deserialize, Serialize)]
+pub struct Job {
+    pub id: String,
+    pub owner: String,
+    pub url: String,
+    #[serde(default)]
+    pub args: Vec<String>,
+    pub state: JobState,
+    pub submitted_at: DateTime<Utc>,
+    #[serde(default)]
+    pub started_at: Option<DateTime<Utc>>,
+    #[serde(default)]
+    pub finished_at: Option<DateTime<Utc>>,
+    #[serde(default)]
+    pub elapsed_secs: Option<f64>,
+    #[serde(default)]
+    pub exit_code: Option<i32>,
+    #[serde(default)]
+    pub error: Option<String>,
+    #[serde(default)]
+    pub files: Vec<String>,
+    #[serde(default)]
+    pub worker: Option<String>,
+    #[serde(default)]
+    pub attempt: u32,
+    #[serde(default)]
+    pub attempts: Vec<Attempt>,
+}
+
+impl Job {
+    pub fn is_terminal(&self) -> bool {
+        self.state.is_terminal()
+    }
+}
+
+/// The answer to a submission (201): the new job's id and state.
+#[derive(Debug, Clone, Deserialize, Serialize)]
+pub struct Accepted {
+    pub id: String,
+    pub state: JobState,
+}
+
+/// One page of `GET /api/jobs`.
+#[derive(Debug, Clone, Deserialize)]
+pub struct Page {
+    pub jobs: Vec<Job>,
+    #[serde(default)]
+    pub next_cursor: Option<String>,
+}
+
+#[derive(Deserialize)]
+struct TokenAnswer {
+    access_token: String,
+}
+
+/// A Kumulus server.
+#[derive(Debug, Clone)]
+pub struct Client {
+    http: reqwest::Client,
+    base: String,
+}
+
+impl Client {
+    /// A client of the server at `base` (`http://host:port`), with a 30 s
+    /// limit per request.
+    pub fn new(base: &str) -> Result<Self> {
+        Self::with_timeout(base, Duration::from_secs(30))
+    }
+
+    pub fn with_timeout(base: &str, timeout: Duration) -> Result<Self> {
+        let base = base.trim_end_matches('/').to_string();
+        if !(base.starts_with("http://") || base.starts_with("https://")) {
+            return Err(ClientError::Url(format!(
+                "{base}: expected http:// or https://"
+            )));
+        }
+        let http = reqwest::Client::builder()
+            .timeout(timeout)
+            .build()
+            .map_err(|e| ClientError::Transport(e.to_string()))?;
+        Ok(Self { http, base })
+    }
+
+    pub fn base(&self) -> &str {
+        &self.base
+    }
+
+    fn url(&self, path: &str) -> String {
+        format!("{}{}", self.base, path)
+    }
+
+    /// Logs in (`POST /auth/token`): a session that sends the token.
+    pub async fn login(&self, user: &str, password: &str) -> Result<Session> {
+        let resp = self
+            .http
+            .post(self.url("/auth/token"))
+            .json(&serde_json::json!({"username": user, "password": password}))
+            .send()
+            .await
+            .map_err(transport)?;
+        let answer: TokenAnswer = decode(resp).await?;
+        Ok(Session {
+            client: self.clone(),
+            token: answer.access_token,
+        })
+    }
+
+    /// A session with a token obtained elsewhere.
+    pub fn session(&self, token: impl Into<String>) -> Session {
+        Session {
+            client: self.clone(),
+            token: token.into(),
+        }
+    }
+
+    /// The Prometheus text of `/metrics`.
+    pub async fn metrics(&self) -> Result<String> {
+        let resp = self
+            .http
+            .get(self.url("/metrics"))
+            .send()
+            .await
+            .map_err(transport)?;
+        let resp = check(resp).await?;
+        resp.text().await.map_err(transport)
+    }
+}
+
+/// A logged-in user's calls.
+#[derive(Debug, Clone)]
+pub struct Session {
+    client: Client,
+    token: String,
+}
+
+impl Session {
+    pub fn token(&self) -> &str {
+        &self.token
+    }
+
+    fn request(&self, method: Method, path: &str) -> reqwest::RequestBuilder {
+        self.client
+            .http
+            .request(method, self.client.url(path))
+            .bearer_auth(&self.token)
+    }
+
+    /// Submits a job; the answer is its id, queued.
+    pub async fn submit(&self, job: &NewJob) -> Result<Accepted> {
+        let resp = self
+            .request(Method::POST, "/api/jobs")
+            .json(job)
+            .send()
+            .await
+            .map_err(transport)?;
+        decode(resp).await
+    }
+
+    pub async fn job(&self, id: &str) -> Result<Job> {
+        let resp = self
+            .request(Method::GET, &format!("/api/jobs/{id}"))
+            .send()
+            .await
+            .map_err(transport)?;
+        decode(resp).await
+    }
+
+    /// One page of the caller's jobs, newest first.
+    pub async fn page(
+        &self,
+        state: Option<JobState>,
+        limit: usize,
+        cursor: Option<&str>,
+    ) -> Result<Page> {
+        let mut query: Vec<(&str, String)> = vec![("limit", limit.to_string())];
+        if let Some(s) = state {
+            query.push(("state", s.to_string()));
+        }
+        if let Some(c) = cursor {
+            query.push(("cursor", c.to_string()));
+        }
+        let resp = self
+            .request(Method::GET, "/api/jobs")
+            .query(&query)
+            .send()
+            .await
+            .map_err(transport)?;
+        decode(resp).await
+    }
+
+    /// Every job of the caller, newest first (all pages).
+    pub async fn jobs(&self, state: Option<JobState>) -> Result<Vec<Job>> {
+        let mut all = Vec::new();
+        let mut cursor: Option<String> = None;
+        loop {
+            let page = self.page(state, 100, cursor.as_deref()).await?;
+            all.extend(page.jobs);
+            match page.next_cursor {
+                Some(c) => cursor = Some(c),
+                None => return Ok(all),
+            }
+        }
+    }
+
+    /// Cancels a job (`DELETE /api/jobs/{id}`); the answer is the job.
+    pub async fn cancel(&self, id: &str) -> Result<Job> {
+        let resp = self
+            .request(Method::DELETE, &format!("/api/jobs/{id}"))
+            .send()
+            .await
+            .map_err(transport)?;
+        decode(resp).await
+    }
+
+    /// A file of a job (`stdout.log`, `stderr.log`, or one under output/).
+    pub async fn file(&self, id: &str, name: &str) -> Result<Vec<u8>> {
+        let resp = self
+            .request(Method::GET, &format!("/api/jobs/{id}/files/{name}"))
+            .send()
+            .await
+            .map_err(transport)?;
+        let resp = check(resp).await?;
+        Ok(resp.bytes().await.map_err(transport)?.to_vec())
+    }
+
+    /// Polls the job every `every` until it is terminal or `within` passed.
+    pub async fn wait(&self, id: &str, every: Duration, within: Duration) -> Result<Job> {
+        let deadline = std::time::Instant::now() + within;
+        loop {
+            let job = self.job(id).await?;
+            if job.is_terminal() || std::time::Instant::now() >= deadline {
+                return Ok(job);
+            }
+            tokio::time::sleep(every).await;
+        }
+    }
+}
+
+fn transport(e: reqwest::Error) -> ClientError {
+    ClientError::Transport(e.to_string())
+}
+
+/// The response if it is a success; else the API's error.
+async fn check(resp: reqwest::Response) -> Result<reqwest::Response> {
+    let status = resp.status();
+    if status.is_success() {
+        return Ok(resp);
+    }
+    let body: serde_json::Value = resp.json().await.unwrap_or(serde_json::Value::Null);
+    let code = body["error"]["code"]
+        .as_str()
+        .unwrap_or("unknown")
+        .to_string();
+    let message = body["error"]["message"]
+        .as_str()
+        .map(str::to_string)
+        .unwrap_or_else(|| status.canonical_reason().unwrap_or("error").to_string());
+    Err(ClientError::Api {
+        status,
+        code,
+        message,
+    })
+}
+
+async fn decode<T: serde::de::DeserializeOwned>(resp: reqwest::Response) -> Result<T> {
+    let resp = check(resp).await?;
+    let bytes = resp.bytes().await.map_err(transport)?;
+    serde_json::from_slice(&bytes).map_err(|e| ClientError::Decode(e.to_string()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_job_record_as_the_api_writes_it_reads_back() {
+        let text = r#"{"id":"01a23124-9c86-70f7-b3e1-24525679bb82","owner":"ana","url":"/tmp/x","args":[],"config_bytes":null,"timeout_secs":600,"state":"queued","submitted_at":"2026-12-01T10:26:52.678864930Z","started_at":null,"finished_at":null,"elapsed_secs":null,"exit_code":null,"error":null,"files":[],"worker":null,"attempt":2,"attempts":[{"attempt":1,"worker":"w1","started_at":"2026-12-01T10:26:52.910766286Z","last_heartbeat":null,"ended":"gone"}],"infrastructure_failure":false}"#;
+        let job: Job = serde_json::from_str(text).unwrap();
+        assert_eq!(job.state, JobState::Queued);
+        assert_eq!(job.attempts[0].worker.as_deref(), Some("w1"));
+        assert!(!job.is_terminal());
+    }
+}

@@ -1,0 +1,699 @@
+//! `kumulus load`: replays a trace (the simulator's CSV) against a running
+//! Kumulus, open loop, and reports what happened beside what `kumulus sim`
+//! predicts for the same trace and settings.
+//!
+//! - Each job is submitted at its arrival time (divided by `--speed`) from
+//!   its own task, whatever earlier requests are doing.
+//! - Each job is the shipped sleep job (or `--repo`), asked to run for its
+//!   `service_secs` (divided by `--speed`).
+//! - The worker count is sampled every second from `/metrics`
+//!   (`kumulus_workers_current`, else `kumulus_workers_requested`).
+//! - The figures come from the job records, read back at the end.
+
+use std::collections::BTreeMap;
+use std::io::{IsTerminal, Write};
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use chrono::{DateTime, Utc};
+use serde::Serialize;
+
+use kumulus_autoscaler::sim::{read_trace, simulate, Sample, SimConfig, SimResult, TraceJob};
+use kumulus_client::{Client, ClientError, Job, JobState, NewJob, Session};
+
+use super::sim::PolicyArgs;
+
+#[derive(clap::Args, Debug)]
+pub struct LoadArgs {
+    /// The Kumulus API (`kumulus up`, or a cluster's frontend).
+    #[arg(long)]
+    pub url: String,
+    /// A user as NAME:PASSWORD; repeat it to spread the jobs over several.
+    #[arg(long = "user", required = true)]
+    pub users: Vec<String>,
+    /// CSV with the header `arrival_secs,service_secs`.
+    #[arg(long)]
+    pub trace: PathBuf,
+    /// The job's repository; by default the shipped sleep job, made a git
+    /// repository on this machine (for `kumulus up`, or a cluster that
+    /// accepts local repositories).
+    #[arg(long)]
+    pub repo: Option<String>,
+    /// Compresses arrivals and run times alike (2 = twice as fast).
+    #[arg(long, default_value_t = 1.0)]
+    pub speed: f64,
+    /// Where `/metrics` is served, if not at `--url` (a cluster's autoscaler).
+    #[arg(long)]
+    pub metrics_url: Option<String>,
+    /// Write report.json, report.md, plot.svg and trace.csv here.
+    #[arg(long)]
+    pub report: Option<PathBuf>,
+    /// How long to wait for the last jobs after the last arrival.
+    #[arg(long, default_value_t = 600)]
+    pub drain_secs: u64,
+    /// The settings the system runs with, for the simulator's prediction
+    /// (the same flags as `kumulus sim`).
+    #[command(flatten)]
+    pub settings: PolicyArgs,
+}
+
+/// One job of the run, from its record.
+#[derive(Debug, Clone, Serialize)]
+pub struct JobRow {
+    pub id: String,
+    pub submitted_at: DateTime<Utc>,
+    pub started_at: Option<DateTime<Utc>>,
+    pub finished_at: Option<DateTime<Utc>>,
+    pub state: JobState,
+    #[serde(skip)]
+    pub elapsed_secs: Option<f64>,
+}
+
+/// The summary keys of `kumulus sim --json`.
+#[derive(Debug, Clone, Serialize)]
+pub struct Summary {
+    pub jobs: usize,
+    pub wait_p50_secs: f64,
+    pub wait_p95_secs: f64,
+    pub wait_max_secs: f64,
+    pub slo_violation_pct: f64,
+    pub worker_seconds: f64,
+    pub scale_events: u32,
+    pub max_workers: u32,
+}
+
+impl From<&SimResult> for Summary {
+    fn from(r: &SimResult) -> Self {
+        Self {
+            jobs: r.jobs,
+            wait_p50_secs: r.wait_p50_secs,
+            wait_p95_secs: r.wait_p95_secs,
+            wait_max_secs: r.wait_max_secs,
+            slo_violation_pct: r.slo_violation_pct,
+            worker_seconds: r.worker_seconds,
+            scale_events: r.scale_events,
+            max_workers: r.max_workers,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct Report {
+    pub url: String,
+    pub trace: String,
+    pub speed: f64,
+    pub policy: kumulus_autoscaler::policy::PolicyConfig,
+    pub rebalance_secs: f64,
+    pub jobs: Vec<JobRow>,
+    pub live: Summary,
+    pub sim: Summary,
+    /// live / sim, per figure (absent where the simulator's is 0).
+    pub ratios: BTreeMap<String, Option<f64>>,
+    pub wait_p99_secs: f64,
+    pub submit_latency_p50_secs: f64,
+    pub submit_latency_p99_secs: f64,
+    /// Refused submissions by status (`transport` when there was no answer).
+    pub errors: BTreeMap<String, usize>,
+    /// Jobs accepted that did not end before the drain deadline.
+    pub unfinished: usize,
+    /// (seconds since the first submit, workers) every second.
+    pub workers_over_time: Vec<(f64, u32)>,
+}
+
+/// Nearest-rank quantile over sorted values, as the simulator takes them.
+fn quantile(sorted: &[f64], f: f64) -> f64 {
+    if sorted.is_empty() {
+        return 0.0;
+    }
+    sorted[((sorted.len() as f64 - 1.0) * f).round() as usize]
+}
+
+/// What the sampler saw at one moment.
+#[derive(Debug, Clone, Copy, Default)]
+struct Seen {
+    t: f64,
+    workers: u32,
+    waiting: u64,
+    running: u64,
+}
+
+fn metric(text: &str, name: &str) -> Option<f64> {
+    text.lines()
+        .filter(|l| !l.starts_with('#'))
+        .filter_map(|l| {
+            let (key, value) = l.rsplit_once(' ')?;
+            let bare = key.split('{').next()?;
+            (bare == name).then(|| value.trim().parse::<f64>().ok())?
+        })
+        .reduce(|a, b| a + b)
+}
+
+fn parse_seen(text: &str, t: f64) -> Option<Seen> {
+    let workers = metric(text, "kumulus_workers_current")
+        .or_else(|| metric(text, "kumulus_workers_requested"))?;
+    let started = metric(text, "kumulus_jobs_started_total").unwrap_or(0.0);
+    let finished = metric(text, "kumulus_jobs_finished_total").unwrap_or(0.0);
+    Some(Seen {
+        t,
+        workers: workers.max(0.0) as u32,
+        waiting: metric(text, "kumulus_queue_waiting")
+            .unwrap_or(0.0)
+            .max(0.0) as u64,
+        running: (started - finished).max(0.0) as u64,
+    })
+}
+
+fn users(list: &[String]) -> Result<Vec<(String, String)>, String> {
+    list.iter()
+        .map(|u| {
+            u.split_once(':')
+                .filter(|(n, p)| !n.is_empty() && !p.is_empty())
+                .map(|(n, p)| (n.to_string(), p.to_string()))
+                .ok_or_else(|| format!("--user {u:?}: expected NAME:PASSWORD"))
+        })
+        .collect()
+}
+
+/// The trace with arrivals and run times divided by `speed`.
+fn compress(trace: &[TraceJob], speed: f64) -> Vec<TraceJob> {
+    trace
+        .iter()
+        .map(|j| TraceJob {
+            arrival_secs: j.arrival_secs / speed,
+            service_secs: j.service_secs / speed,
+        })
+        .collect()
+}
+
+/// Runs the load; returns the text summary.
+pub async fn run(args: &LoadArgs) -> Result<String, String> {
+    if !(args.speed.is_finite() && args.speed > 0.0) {
+        return Err("--speed must be a number above 0".into());
+    }
+    let policy = args.settings.policy()?;
+    let rebalance_secs = args.settings.rebalance()?;
+    let users = users(&args.users)?;
+    let text = std::fs::read_to_string(&args.trace)
+        .map_err(|e| format!("cannot read {}: {e}", args.trace.display()))?;
+    let trace = compress(
+        &read_trace(&text).map_err(|e| format!("{}: {e}", args.trace.display()))?,
+        args.speed,
+    );
+    let repo = match &args.repo {
+        Some(r) => r.clone(),
+        None => crate::example::prepare_sleep(&std::env::temp_dir().join("kumulus-load"))
+            .map_err(|e| format!("cannot make the sleep job's repository: {e}"))?
+            .display()
+            .to_string(),
+    };
+    let client = Client::new(&args.url).map_err(|e| format!("--url: {e}"))?;
+    let metrics = Client::new(args.metrics_url.as_deref().unwrap_or(&args.url))
+        .map_err(|e| format!("--metrics-url: {e}"))?;
+    let mut sessions = Vec::new();
+    for (name, password) in &users {
+        sessions.push(
+            client
+                .login(name, password)
+                .await
+                .map_err(|e| format!("cannot log in as {name}: {e}"))?,
+        );
+    }
+    let live = drive(&trace, &repo, &sessions, &metrics, args.drain_secs).await;
+
+    let sim = simulate(
+        &trace,
+        &SimConfig {
+            policy: policy.clone(),
+            rebalance_secs,
+        },
+    );
+    let report = build_report(args, &policy, rebalance_secs, &live, &sim);
+    if let Some(dir) = &args.report {
+        write_report(dir, &report, &live, &policy)?;
+    }
+    Ok(text_summary(&report, policy.slo_wait_secs))
+}
+
+/// What a run collected.
+struct Run {
+    rows: Vec<JobRow>,
+    /// Submit latency of every answered submission.
+    latencies: Vec<f64>,
+    errors: BTreeMap<String, usize>,
+    seen: Vec<Seen>,
+    started: DateTime<Utc>,
+    unfinished: usize,
+}
+
+async fn drive(
+    trace: &[TraceJob],
+    repo: &str,
+    sessions: &[Session],
+    metrics: &Client,
+    drain_secs: u64,
+) -> Run {
+    let started = Utc::now();
+    let t0 = tokio::time::Instant::now();
+    let seen: Arc<Mutex<Vec<Seen>>> = Arc::default();
+    let submitted = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let total = trace.len();
+    let stop = tokio_util::sync::CancellationToken::new();
+    let sampler = {
+        let (seen, metrics, stop, submitted) = (
+            seen.clone(),
+            metrics.clone(),
+            stop.clone(),
+            submitted.clone(),
+        );
+        let tty = std::io::stdout().is_terminal();
+        tokio::spawn(async move {
+            let mut tick = tokio::time::interval(Duration::from_secs(1));
+            loop {
+                tokio::select! {
+                    _ = stop.cancelled() => break,
+                    _ = tick.tick() => {}
+                }
+                let t = t0.elapsed().as_secs_f64();
+                if let Ok(text) = metrics.metrics().await {
+                    if let Some(s) = parse_seen(&text, t) {
+                        if tty {
+                            let n = submitted.load(std::sync::atomic::Ordering::SeqCst);
+                            print!(
+                                "\r{t:>6.0} s  submitted {n}/{total}  waiting {}  running {}  workers {}   ",
+                                s.waiting, s.running, s.workers
+                            );
+                            let _ = std::io::stdout().flush();
+                        }
+                        if let Ok(mut v) = seen.lock() {
+                            v.push(s);
+                        }
+                    }
+                }
+            }
+            if tty {
+                println!();
+            }
+        })
+    };
+
+    // Open loop: one task per job, each at its own arrival time.
+    let mut tasks = tokio::task::JoinSet::new();
+    for (i, job) in trace.iter().enumerate() {
+        let session = sessions[i % sessions.len()].clone();
+        let body = NewJob::repo(repo).args([format!("{:.3}", job.service_secs)]);
+        let at = t0 + Duration::from_secs_f64(job.arrival_secs);
+        let submitted = submitted.clone();
+        tasks.spawn(async move {
+            tokio::time::sleep_until(at).await;
+            let sent = Instant::now();
+            let answer = session.submit(&body).await;
+            submitted.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+            (i, sent.elapsed().as_secs_f64(), answer)
+        });
+    }
+    let mut accepted: Vec<(usize, String)> = Vec::new();
+    let mut latencies = Vec::new();
+    let mut errors: BTreeMap<String, usize> = BTreeMap::new();
+    while let Some(done) = tasks.join_next().await {
+        let Ok((i, latency, answer)) = done else {
+            continue;
+        };
+        match answer {
+            Ok(job) => {
+                latencies.push(latency);
+                accepted.push((i, job.id));
+            }
+            Err(e) => {
+                if e.status().is_some() {
+                    latencies.push(latency);
+                }
+                let key = match &e {
+                    ClientError::Api { status, .. } => status.as_u16().to_string(),
+                    ClientError::Decode(_) => "bad answer".to_string(),
+                    _ => "transport".to_string(),
+                };
+                let count = errors.entry(key).or_default();
+                if *count == 0 {
+                    eprintln!("kumulus load: a submission failed: {e}");
+                }
+                *count += 1;
+            }
+        }
+    }
+    accepted.sort();
+
+    // Wait for every accepted job to end, reading the records back.
+    let last = trace
+        .iter()
+        .map(|j| j.arrival_secs + j.service_secs)
+        .fold(0.0, f64::max);
+    let deadline = t0 + Duration::from_secs_f64(last) + Duration::from_secs(drain_secs);
+    let mut records: BTreeMap<usize, Job> = BTreeMap::new();
+    loop {
+        for (i, id) in &accepted {
+            if records.get(i).is_some_and(Job::is_terminal) {
+                continue;
+            }
+            if let Ok(job) = sessions[i % sessions.len()].job(id).await {
+                records.insert(*i, job);
+            }
+        }
+        let open = accepted.len() - records.values().filter(|j| j.is_terminal()).count();
+        if open == 0 || tokio::time::Instant::now() >= deadline {
+            break;
+        }
+        tokio::time::sleep(Duration::from_secs(1)).await;
+    }
+    stop.cancel();
+    let _ = sampler.await;
+    let rows: Vec<JobRow> = records
+        .values()
+        .map(|j| JobRow {
+            id: j.id.clone(),
+            submitted_at: j.submitted_at,
+            started_at: j.started_at,
+            finished_at: j.finished_at,
+            state: j.state,
+            elapsed_secs: j.elapsed_secs,
+        })
+        .collect();
+    let unfinished =
+        rows.iter().filter(|r| !r.state.is_terminal()).count() + (accepted.len() - records.len());
+    let seen = seen.lock().map(|v| v.clone()).unwrap_or_default();
+    Run {
+        rows,
+        latencies,
+        errors,
+        seen,
+        started,
+        unfinished,
+    }
+}
+
+/// The live run summarised as the simulator summarises its own.
+fn live_result(run: &Run, slo: f64) -> SimResult {
+    let now = Utc::now();
+    let secs = |a: DateTime<Utc>, b: DateTime<Utc>| (b - a).num_milliseconds() as f64 / 1000.0;
+    let mut waits: Vec<(f64, f64)> = run
+        .rows
+        .iter()
+        .map(|r| {
+            let start = r.started_at.unwrap_or(now);
+            (
+                secs(run.started, r.submitted_at),
+                secs(r.submitted_at, start),
+            )
+        })
+        .collect();
+    waits.sort_by(|a, b| a.0.total_cmp(&b.0));
+    let mut sorted: Vec<f64> = waits.iter().map(|w| w.1).collect();
+    sorted.sort_by(f64::total_cmp);
+    let over = sorted.iter().filter(|&&w| w > slo + 1e-9).count();
+    // Worker-seconds: the sampled count held until the next sample, up to
+    // the last job's end.
+    let end = run
+        .rows
+        .iter()
+        .filter_map(|r| r.finished_at)
+        .map(|f| secs(run.started, f))
+        .fold(0.0, f64::max);
+    let mut worker_seconds = 0.0;
+    let mut scale_events = 0;
+    for (k, s) in run.seen.iter().enumerate() {
+        let next = run
+            .seen
+            .get(k + 1)
+            .map_or(end.max(s.t), |n| n.t.min(end.max(s.t)));
+        if next > s.t {
+            worker_seconds += (next - s.t) * s.workers as f64;
+        }
+        if k > 0 && run.seen[k - 1].workers != s.workers {
+            scale_events += 1;
+        }
+    }
+    let timeline = run
+        .seen
+        .iter()
+        .map(|s| Sample {
+            t: s.t,
+            workers: s.workers,
+            ready: s.workers,
+            waiting: s.waiting,
+            running: s.running,
+            partitions: 0,
+        })
+        .collect();
+    SimResult {
+        jobs: run.rows.len(),
+        wait_p50_secs: quantile(&sorted, 0.5),
+        wait_p95_secs: quantile(&sorted, 0.95),
+        wait_max_secs: sorted.last().copied().unwrap_or(0.0),
+        slo_violation_pct: if sorted.is_empty() {
+            0.0
+        } else {
+            100.0 * over as f64 / sorted.len() as f64
+        },
+        worker_seconds,
+        scale_events,
+        max_workers: run.seen.iter().map(|s| s.workers).max().unwrap_or(0),
+        timeline,
+        waits,
+        decisions: Vec::new(),
+    }
+}
+
+fn build_report(
+    args: &LoadArgs,
+    policy: &kumulus_autoscaler::policy::PolicyConfig,
+    rebalance_secs: f64,
+    run: &Run,
+    sim: &SimResult,
+) -> Report {
+    let live_r = live_result(run, policy.slo_wait_secs);
+    let live = Summary::from(&live_r);
+    let sim_s = Summary::from(sim);
+    let ratio = |l: f64, s: f64| (s > 0.0).then(|| l / s);
+    let ratios = BTreeMap::from([
+        (
+            "wait_p95_secs".to_string(),
+            ratio(live.wait_p95_secs, sim_s.wait_p95_secs),
+        ),
+        (
+            "worker_seconds".to_string(),
+            ratio(live.worker_seconds, sim_s.worker_seconds),
+        ),
+        (
+            "slo_violation_pct".to_string(),
+            ratio(live.slo_violation_pct, sim_s.slo_violation_pct),
+        ),
+        (
+            "scale_events".to_string(),
+            ratio(live.scale_events as f64, sim_s.scale_events as f64),
+        ),
+    ]);
+    let mut waits: Vec<f64> = live_r.waits.iter().map(|w| w.1).collect();
+    waits.sort_by(f64::total_cmp);
+    let mut lat = run.latencies.clone();
+    lat.sort_by(f64::total_cmp);
+    Report {
+        url: args.url.clone(),
+        trace: args.trace.display().to_string(),
+        speed: args.speed,
+        policy: policy.clone(),
+        rebalance_secs,
+        jobs: run.rows.clone(),
+        live,
+        sim: sim_s,
+        ratios,
+        wait_p99_secs: quantile(&waits, 0.99),
+        submit_latency_p50_secs: quantile(&lat, 0.5),
+        submit_latency_p99_secs: quantile(&lat, 0.99),
+        errors: run.errors.clone(),
+        unfinished: run.unfinished,
+        workers_over_time: run.seen.iter().map(|s| (s.t, s.workers)).collect(),
+    }
+}
+
+fn row(name: &str, live: f64, sim: f64, unit: &str) -> String {
+    let ratio = if sim > 0.0 {
+        format!("{:.2}", live / sim)
+    } else {
+        "-".into()
+    };
+    format!("| {name} | {live:.1}{unit} | {sim:.1}{unit} | {ratio} |\n")
+}
+
+fn markdown(r: &Report) -> String {
+    let mut md = format!(
+        "# Load report\n\n`{}` against {}, speed {}, policy `{}` (SLO {} s, period {} s, start-up {} s, rebalance {} s, workers {}..{}).\n\n",
+        r.trace,
+        r.url,
+        r.speed,
+        r.policy.policy,
+        r.policy.slo_wait_secs,
+        r.policy.period_secs,
+        r.policy.startup_secs,
+        r.rebalance_secs,
+        r.policy.min_workers,
+        r.policy.max_workers
+    );
+    md.push_str("| figure | live | simulated | live / sim |\n| --- | --- | --- | --- |\n");
+    md.push_str(&row("jobs", r.live.jobs as f64, r.sim.jobs as f64, ""));
+    md.push_str(&row(
+        "jobs over the SLO",
+        r.live.slo_violation_pct,
+        r.sim.slo_violation_pct,
+        "%",
+    ));
+    md.push_str(&row(
+        "wait p50",
+        r.live.wait_p50_secs,
+        r.sim.wait_p50_secs,
+        " s",
+    ));
+    md.push_str(&row(
+        "wait p95",
+        r.live.wait_p95_secs,
+        r.sim.wait_p95_secs,
+        " s",
+    ));
+    md.push_str(&row(
+        "wait max",
+        r.live.wait_max_secs,
+        r.sim.wait_max_secs,
+        " s",
+    ));
+    md.push_str(&row(
+        "worker-seconds",
+        r.live.worker_seconds,
+        r.sim.worker_seconds,
+        "",
+    ));
+    md.push_str(&row(
+        "scale events",
+        r.live.scale_events as f64,
+        r.sim.scale_events as f64,
+        "",
+    ));
+    md.push_str(&row(
+        "max workers",
+        r.live.max_workers as f64,
+        r.sim.max_workers as f64,
+        "",
+    ));
+    md.push_str(&format!(
+        "\nLive only: wait p99 {:.1} s; submit latency p50 {:.3} s, p99 {:.3} s; refused submissions {:?}; unfinished {}.\n\n![workers, waiting jobs and waits](plot.svg)\n\nThe run as a trace: [trace.csv](trace.csv) (`kumulus sim --trace trace.csv` replays it).\n",
+        r.wait_p99_secs,
+        r.submit_latency_p50_secs,
+        r.submit_latency_p99_secs,
+        r.errors,
+        r.unfinished
+    ));
+    md
+}
+
+/// The run as the simulator's CSV: arrival from the first submission, the
+/// job's run time as its service time.
+fn run_trace(rows: &[JobRow]) -> String {
+    let first = rows.iter().map(|r| r.submitted_at).min();
+    let mut out = String::from("arrival_secs,service_secs\n");
+    let mut lines: Vec<(f64, f64)> = rows
+        .iter()
+        .filter_map(|r| {
+            let service = r.elapsed_secs.or_else(|| {
+                Some((r.finished_at? - r.started_at?).num_milliseconds() as f64 / 1000.0)
+            })?;
+            let arrival = (r.submitted_at - first?).num_milliseconds() as f64 / 1000.0;
+            Some((arrival, service))
+        })
+        .collect();
+    lines.sort_by(|a, b| a.0.total_cmp(&b.0));
+    for (a, s) in lines {
+        out.push_str(&format!("{a:.3},{s:.3}\n"));
+    }
+    out
+}
+
+fn write_report(
+    dir: &Path,
+    report: &Report,
+    run: &Run,
+    policy: &kumulus_autoscaler::policy::PolicyConfig,
+) -> Result<(), String> {
+    std::fs::create_dir_all(dir).map_err(|e| format!("cannot make {}: {e}", dir.display()))?;
+    let write = |name: &str, text: &str| {
+        let path = dir.join(name);
+        std::fs::write(&path, text).map_err(|e| format!("cannot write {}: {e}", path.display()))
+    };
+    write(
+        "report.json",
+        &serde_json::to_string_pretty(report).map_err(|e| e.to_string())?,
+    )?;
+    write("report.md", &markdown(report))?;
+    let live = live_result(run, policy.slo_wait_secs);
+    let title = format!("live: {} policy on {}", policy.policy, report.trace);
+    write(
+        "plot.svg",
+        &kumulus_autoscaler::plot::svg(&live, &title, policy.slo_wait_secs),
+    )?;
+    write("trace.csv", &run_trace(&run.rows))?;
+    Ok(())
+}
+
+fn text_summary(r: &Report, slo: f64) -> String {
+    format!(
+        "jobs {} (unfinished {}, refused {:?})\nlive: wait p50 {:.1} s, p95 {:.1} s, max {:.1} s; over the SLO ({slo} s) {:.1}%; worker-seconds {:.0}; scale events {}; max workers {}\nsim:  wait p50 {:.1} s, p95 {:.1} s, max {:.1} s; over the SLO {:.1}%; worker-seconds {:.0}; scale events {}; max workers {}",
+        r.live.jobs,
+        r.unfinished,
+        r.errors,
+        r.live.wait_p50_secs,
+        r.live.wait_p95_secs,
+        r.live.wait_max_secs,
+        r.live.slo_violation_pct,
+        r.live.worker_seconds,
+        r.live.scale_events,
+        r.live.max_workers,
+        r.sim.wait_p50_secs,
+        r.sim.wait_p95_secs,
+        r.sim.wait_max_secs,
+        r.sim.slo_violation_pct,
+        r.sim.worker_seconds,
+        r.sim.scale_events,
+        r.sim.max_workers
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn metrics_are_read_by_name_and_summed_over_labels() {
+        let text = "# HELP x\nkumulus_workers_requested 3\nkumulus_jobs_started_total 10\nkumulus_jobs_finished_total{state=\"succeeded\"} 4\nkumulus_jobs_finished_total{state=\"failed\"} 2\nkumulus_queue_waiting 5\n";
+        let s = parse_seen(text, 1.0).unwrap();
+        assert_eq!((s.workers, s.running, s.waiting), (3, 4, 5));
+        // The current count wins over the requested one where both exist.
+        let both = format!("{text}kumulus_workers_current 2\n");
+        assert_eq!(parse_seen(&both, 1.0).unwrap().workers, 2);
+        assert!(parse_seen("kumulus_queue_waiting 1\n", 0.0).is_none());
+    }
+
+    #[test]
+    fn users_need_a_name_and_a_password() {
+        assert_eq!(
+            users(&["ana:pw:x".into()]).unwrap(),
+            [("ana".to_string(), "pw:x".to_string())]
+        );
+        assert!(users(&["ana".into()]).is_err());
+        assert!(users(&[":pw".into()]).is_err());
+    }
+
+    #[test]
+    fn quantiles_take_the_nearest_rank() {
+        let v = [1.0, 2.0, 3.0, 4.0, 5.0];
+        assert_eq!(quantile(&v, 0.5), 3.0);
+        assert_eq!(quantile(&v, 0.95), 5.0);
+        assert_eq!(quantile(&[], 0.5), 0.0);
+    }
+}

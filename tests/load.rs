@@ -1,0 +1,194 @@
+//! `kumulus load` against `kumulus up`, as a user runs it, and `kumulus
+//! trace export` feeding `kumulus sim`: the report agrees with the job
+//! records, and the exported history replays with the same job count.
+#![allow(clippy::unwrap_used)] // tests: a panic is the failure report
+
+mod common;
+
+use common::{bin, Kumulus, Options};
+use serde_json::Value;
+use std::process::Command;
+
+fn secs(a: &str, b: &str) -> f64 {
+    let a: chrono::DateTime<chrono::Utc> = a.parse().unwrap();
+    let b: chrono::DateTime<chrono::Utc> = b.parse().unwrap();
+    (b - a).num_milliseconds() as f64 / 1000.0
+}
+
+fn quantile(sorted: &[f64], f: f64) -> f64 {
+    sorted[((sorted.len() as f64 - 1.0) * f).round() as usize]
+}
+
+#[tokio::test]
+async fn a_sped_up_trace_is_reported_as_the_records_say_and_exports_for_the_simulator() {
+    let env = |k: &str, v: &str| (k.to_string(), v.to_string());
+    let k = Kumulus::start(Options {
+        slots: 1,
+        env: vec![
+            env("KUMULUS_AUTOSCALER__PERIOD_SECS", "1"),
+            env("KUMULUS_AUTOSCALER__MIN_WORKERS", "1"),
+            env("KUMULUS_AUTOSCALER__MAX_WORKERS", "3"),
+            env("KUMULUS_AUTOSCALER__STARTUP_SECS", "0"),
+        ],
+        ..Options::default()
+    })
+    .await;
+    let dir = tempfile::tempdir().unwrap();
+    let trace = dir.path().join("trace.csv");
+    let mut csv = String::from("arrival_secs,service_secs\n");
+    for i in 0..10 {
+        csv.push_str(&format!("{},{}\n", i as f64 * 0.6, 2.0));
+    }
+    std::fs::write(&trace, csv).unwrap();
+    let report = dir.path().join("report");
+    let out = Command::new(bin())
+        .args(["load", "--url", &k.api.base])
+        .args(["--user", "ana:ana-password", "--user", "bob:bob-password"])
+        .arg("--trace")
+        .arg(&trace)
+        .args(["--speed", "2", "--slo-wait-secs", "5", "--period-secs", "1"])
+        .args(["--startup-secs", "0", "--max-workers", "3", "--slots", "1"])
+        .arg("--report")
+        .arg(&report)
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{stdout}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(stdout.contains("jobs 10"), "{stdout}");
+    // Not a terminal: no progress lines, only the summary.
+    assert!(!stdout.contains("submitted "), "{stdout}");
+
+    let r: Value =
+        serde_json::from_str(&std::fs::read_to_string(report.join("report.json")).unwrap())
+            .unwrap();
+    let jobs = r["jobs"].as_array().unwrap();
+    assert_eq!(jobs.len(), 10);
+    assert_eq!(r["live"]["jobs"], 10);
+    assert_eq!(r["sim"]["jobs"], 10);
+    assert_eq!(r["unfinished"], 0);
+    assert!(
+        r["errors"].as_object().unwrap().is_empty(),
+        "{}",
+        r["errors"]
+    );
+    for key in [
+        "wait_p50_secs",
+        "wait_p95_secs",
+        "wait_max_secs",
+        "slo_violation_pct",
+        "worker_seconds",
+        "scale_events",
+        "max_workers",
+    ] {
+        assert!(r["live"][key].is_number(), "live {key}");
+        assert!(r["sim"][key].is_number(), "sim {key}");
+    }
+    // Every job as its record says, spread over both users.
+    let ana = k.login("ana").await;
+    let bob = k.login("bob").await;
+    let mut waits = Vec::new();
+    let mut owners = std::collections::BTreeSet::new();
+    for j in jobs {
+        let id = j["id"].as_str().unwrap();
+        let (status, rec) = k
+            .json(reqwest::Method::GET, &format!("/api/jobs/{id}"), &ana, None)
+            .await;
+        let (rec, token) = if status == reqwest::StatusCode::OK {
+            (rec, &ana)
+        } else {
+            (k.job(&bob, id).await, &bob)
+        };
+        owners.insert(rec["owner"].as_str().unwrap().to_string());
+        assert_eq!(rec["state"], "succeeded", "{rec}");
+        assert_eq!(j["state"], rec["state"]);
+        for t in ["submitted_at", "started_at", "finished_at"] {
+            let (a, b) = (j[t].as_str().unwrap(), rec[t].as_str().unwrap());
+            assert!(secs(a, b).abs() < 0.001, "{t}: {a} vs {b}");
+        }
+        // Each ran for its service time at speed 2.
+        let (_, out) = k.file(token, id, "stdout.log").await;
+        assert_eq!(String::from_utf8_lossy(&out), "slept 1 s\n");
+        waits.push(secs(
+            rec["submitted_at"].as_str().unwrap(),
+            rec["started_at"].as_str().unwrap(),
+        ));
+    }
+    assert_eq!(owners.len(), 2, "{owners:?}");
+    waits.sort_by(f64::total_cmp);
+    for (key, want) in [
+        ("wait_p50_secs", quantile(&waits, 0.5)),
+        ("wait_p95_secs", quantile(&waits, 0.95)),
+        ("wait_max_secs", *waits.last().unwrap()),
+    ] {
+        let got = r["live"][key].as_f64().unwrap();
+        assert!(
+            (got - want).abs() < 0.01,
+            "{key}: report {got}, records {want}"
+        );
+    }
+    let over = waits.iter().filter(|&&w| w > 5.0).count() as f64 * 10.0;
+    assert!((r["live"]["slo_violation_pct"].as_f64().unwrap() - over).abs() < 1e-6);
+    assert!(r["live"]["max_workers"].as_u64().unwrap() >= 1);
+    for f in ["report.md", "plot.svg", "trace.csv"] {
+        assert!(report.join(f).is_file(), "{f}");
+    }
+    let md = std::fs::read_to_string(report.join("report.md")).unwrap();
+    assert!(md.contains("| wait p95 |"), "{md}");
+    let own_trace = std::fs::read_to_string(report.join("trace.csv")).unwrap();
+    assert_eq!(own_trace.lines().count(), 11, "{own_trace}");
+
+    // The store's history as a trace, through the simulator.
+    let export = Command::new(bin())
+        .args(["trace", "export", "--config"])
+        .arg(&k.config)
+        .env("KUMULUS_DATA_DIR", &k.data)
+        .output()
+        .unwrap();
+    assert!(
+        export.status.success(),
+        "{}",
+        String::from_utf8_lossy(&export.stderr)
+    );
+    let exported = String::from_utf8(export.stdout).unwrap();
+    assert!(
+        exported.starts_with("arrival_secs,service_secs\n"),
+        "{exported}"
+    );
+    let rows = exported.lines().count() - 1;
+    assert_eq!(rows, 10, "{exported}");
+    let file = dir.path().join("mine.csv");
+    std::fs::write(&file, &exported).unwrap();
+    let sim = Command::new(bin())
+        .args(["sim", "--json", "--policy", "lag", "--trace"])
+        .arg(&file)
+        .output()
+        .unwrap();
+    assert!(
+        sim.status.success(),
+        "{}",
+        String::from_utf8_lossy(&sim.stderr)
+    );
+    let s: Value = serde_json::from_slice(&sim.stdout).unwrap();
+    assert_eq!(s["jobs"], rows);
+
+    // Bad input gets a clear error and exit code 1 (no panic).
+    let bad = Command::new(bin())
+        .args(["load", "--url", &k.api.base, "--user", "ana"])
+        .arg("--trace")
+        .arg(&trace)
+        .output()
+        .unwrap();
+    assert_eq!(bad.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&bad.stderr).contains("NAME:PASSWORD"));
+    let since = Command::new(bin())
+        .args(["trace", "export", "--since", "yesterday", "--config"])
+        .arg(&k.config)
+        .output()
+        .unwrap();
+    assert_eq!(since.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&since.stderr).contains("--since"));
+}
