@@ -226,10 +226,10 @@ impl PartitionState {
 /// When a worker with free slots asks the group again. A broker may leave
 /// a dead member holding partitions (tansu) or a rebalance hanging
 /// (noida-db); leaving and rejoining the group makes it hand them out
-/// again. A worker with free slots looks at the jobs topic every
-/// `first_wait`; when a partition holds work whose committed offset has not
-/// moved for that long (its owner is dead, hung, or busy while this worker
-/// idles), it rejoins, waiting longer each time (up to [`MAX_REJOIN_WAIT`])
+/// again. A worker with free slots looks at the jobs topic every session
+/// timeout; when a partition holds work whose committed offset has not
+/// moved for three (its owner is dead, hung, or busy while this worker
+/// idles, and the broker did not sort it out), it rejoins, waiting longer each time (up to [`MAX_REJOIN_WAIT`])
 /// while that lasts. A rebalance is cheap here: running jobs were let go of
 /// at their start, so none moves.
 #[derive(Debug)]
@@ -238,18 +238,24 @@ struct Rejoin {
     last: Option<Instant>,
     wait: Duration,
     first_wait: Duration,
+    /// How long a partition's work must wait unconsumed: longer than the
+    /// broker's own recovery (a session timeout to notice a dead member,
+    /// then the rebalance timeout, twice that), so that a rejoin never
+    /// interrupts a rebalance that would have ended by itself.
+    stuck_after: Duration,
 }
 
 /// The longest wait between two rejoins.
 const MAX_REJOIN_WAIT: Duration = Duration::from_secs(300);
 
 impl Rejoin {
-    fn new(first_wait: Duration) -> Self {
+    fn new(session: Duration) -> Self {
         Self {
             watch: Default::default(),
             last: None,
-            wait: first_wait,
-            first_wait,
+            wait: session,
+            first_wait: session,
+            stuck_after: session * 3,
         }
     }
 
@@ -266,7 +272,7 @@ impl Rejoin {
             return false;
         };
         self.watch.observe(committed, lag, now);
-        let rejoin = !self.watch.stuck(now, self.first_wait).is_empty();
+        let rejoin = !self.watch.stuck(now, self.stuck_after).is_empty();
         self.wait = if rejoin {
             (self.wait * 2).min(MAX_REJOIN_WAIT)
         } else {
@@ -455,23 +461,27 @@ mod tests {
         assert!(!r.looked(Some((&committed, &lag)), t0), "not for long yet");
         assert!(!r.due(true, t0 + s(5)));
         assert!(r.due(true, t0 + s(6)));
+        // The broker may still sort it out (a rebalance waits out the dead
+        // member): not before three session timeouts.
+        assert!(!r.looked(Some((&committed, &lag)), t0 + s(6)));
+        assert!(!r.looked(Some((&committed, &lag)), t0 + s(12)));
         assert!(
-            r.looked(Some((&committed, &lag)), t0 + s(6)),
-            "stuck for 6 s"
+            r.looked(Some((&committed, &lag)), t0 + s(18)),
+            "stuck for 18 s"
         );
         // It waits twice as long before the next rejoin.
-        assert!(!r.due(true, t0 + s(17)));
-        assert!(r.due(true, t0 + s(18)));
-        assert!(r.looked(Some((&committed, &lag)), t0 + s(18)));
+        assert!(!r.due(true, t0 + s(29)));
+        assert!(r.due(true, t0 + s(30)));
+        assert!(r.looked(Some((&committed, &lag)), t0 + s(30)));
         assert_eq!(r.wait, s(24));
         // The work is taken: no rejoin, and the wait is back to the first.
-        assert!(!r.looked(Some((&[5, 5], &[0, 0])), t0 + s(42)));
+        assert!(!r.looked(Some((&[5, 5], &[0, 0])), t0 + s(54)));
         assert_eq!(r.wait, s(6));
         // A topic it cannot read: no rejoin.
-        assert!(!r.looked(None, t0 + s(48)));
+        assert!(!r.looked(None, t0 + s(60)));
         // The wait is capped.
         for i in 0..20 {
-            r.looked(Some((&[5, 5], &[1, 0])), t0 + s(100 + i));
+            r.looked(Some((&[5, 5], &[1, 0])), t0 + s(100 + 20 * i));
         }
         assert_eq!(r.wait, MAX_REJOIN_WAIT);
     }
