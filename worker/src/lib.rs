@@ -222,17 +222,24 @@ impl Worker {
     pub async fn run(self, shutdown: CancellationToken) {
         // Subscribe before taking jobs, so no cancellation slips in between.
         let mut cancels = self.cancels.subscribe();
+        // And to the status events: which attempts other workers run.
+        let mut events = self.shared.status.subscribe();
         let shared = self.shared.clone();
         let stop_listening = CancellationToken::new();
         let listening = stop_listening.clone();
         let listener = tokio::spawn(async move {
+            let mut events_open = true;
             loop {
                 tokio::select! {
                     _ = listening.cancelled() => return,
                     req = cancels.next() => match req {
                         Some(req) => shared.running.cancel(&req),
                         None => return,
-                    }
+                    },
+                    ev = events.next(), if events_open => match ev {
+                        Some(ev) => shared.running.observe(&ev, &shared.id),
+                        None => events_open = false,
+                    },
                 }
             }
         });

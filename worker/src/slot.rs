@@ -63,7 +63,13 @@ pub struct Running {
     /// Attempts this worker ended lately: the broker may deliver one again
     /// (a rebalance before its offset was committed); it is not run twice.
     ended: Mutex<Recent<(JobId, u32)>>,
+    /// Attempts other workers were seen running (their `started` and
+    /// heartbeat events), and when last.
+    elsewhere: Mutex<HashMap<(JobId, u32), (String, Instant)>>,
 }
+
+/// Attempts of other workers remembered at most.
+const REMEMBERED_ELSEWHERE: usize = 10_000;
 
 /// A set that keeps the last [`REMEMBERED_CANCELLATIONS`] items it was given.
 struct Recent<T> {
@@ -100,6 +106,38 @@ impl<T: std::hash::Hash + Eq + Copy> Recent<T> {
 const REMEMBERED_CANCELLATIONS: usize = 100_000;
 
 impl Running {
+    /// Learns from a status event which attempts other workers run.
+    pub fn observe(&self, ev: &StatusEvent, me: &str) {
+        let Ok(mut seen) = self.elsewhere.lock() else {
+            return;
+        };
+        match (&ev.kind, ev.worker.as_deref()) {
+            (EventKind::Started | EventKind::Heartbeat, Some(w)) if w != me => {
+                if seen.len() >= REMEMBERED_ELSEWHERE {
+                    let horizon = Duration::from_secs(600);
+                    seen.retain(|_, (_, at)| at.elapsed() < horizon);
+                    if seen.len() >= REMEMBERED_ELSEWHERE {
+                        seen.clear();
+                    }
+                }
+                seen.insert((ev.job_id, ev.attempt), (w.to_string(), Instant::now()));
+            }
+            (EventKind::Finished(_) | EventKind::Requeued { .. }, _) => {
+                seen.retain(|(job, attempt), _| *job != ev.job_id || *attempt > ev.attempt);
+            }
+            _ => {}
+        }
+    }
+
+    /// The worker that runs `attempt` of `job` elsewhere, if one was seen
+    /// doing so within `lease`.
+    pub fn held_elsewhere(&self, job: JobId, attempt: u32, lease: Duration) -> Option<String> {
+        let seen = self.elsewhere.lock().ok()?;
+        seen.get(&(job, attempt))
+            .filter(|(_, at)| at.elapsed() <= lease)
+            .map(|(w, _)| w.clone())
+    }
+
     /// Records a cancellation and stops the job if it runs here; or, for a
     /// fence, stops the superseded attempt.
     pub fn cancel(&self, req: &CancelRequest) {
@@ -224,6 +262,17 @@ async fn handle(shared: &Shared, delivery: Delivery, shutdown: &CancellationToke
     }
     if shared.running.ended_here(job.id, job.attempt) {
         tracing::info!("skipping an attempt this worker already ended (delivered again)");
+        ack(shared, &delivery).await;
+        return;
+    }
+    // Delivered again while another worker runs it (a rebalance moved its
+    // partition before the start's commit landed): that worker keeps it,
+    // and if it dies the reaper queues a new attempt.
+    if let Some(other) = shared
+        .running
+        .held_elsewhere(job.id, job.attempt, shared.leases.lease)
+    {
+        tracing::info!(%other, "skipping an attempt another worker runs");
         ack(shared, &delivery).await;
         return;
     }
@@ -554,5 +603,44 @@ async fn store(
                 attempt += 1;
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn an_attempt_seen_running_elsewhere_is_left_to_that_worker() {
+        let running = Running::default();
+        let job = JobId::new();
+        let lease = Duration::from_secs(3);
+        let ev = |kind: EventKind, worker: &str, attempt: u32| {
+            StatusEvent::new(job, "ana", kind)
+                .from_worker(worker)
+                .for_attempt(attempt)
+        };
+        assert_eq!(running.held_elsewhere(job, 1, lease), None);
+        // Our own start is not "elsewhere".
+        running.observe(&ev(EventKind::Started, "me", 1), "me");
+        assert_eq!(running.held_elsewhere(job, 1, lease), None);
+        running.observe(&ev(EventKind::Heartbeat, "w2", 1), "me");
+        assert_eq!(running.held_elsewhere(job, 1, lease).as_deref(), Some("w2"));
+        // Another attempt is not held.
+        assert_eq!(running.held_elsewhere(job, 2, lease), None);
+        // Past its lease, it is no longer held.
+        assert_eq!(running.held_elsewhere(job, 1, Duration::ZERO), None);
+        // Given up (queued again): forgotten.
+        running.observe(
+            &ev(
+                EventKind::Requeued {
+                    reason: "gone".into(),
+                },
+                "w2",
+                1,
+            ),
+            "me",
+        );
+        assert_eq!(running.held_elsewhere(job, 1, lease), None);
     }
 }
