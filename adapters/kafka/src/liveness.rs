@@ -66,16 +66,14 @@ impl PartitionWatch {
             .collect()
     }
 
-    /// Stuck partitions, but only while another one is consumed: with no
-    /// consumer anywhere (no worker yet, or scaled to zero) work waits
-    /// where it is rather than be moved to no better place.
+    /// Stuck partitions, but only while another one is not: with work
+    /// stuck everywhere (no worker yet, or scaled to zero) it waits where it
+    /// is rather than be moved to no better place. The other one need not
+    /// have been seen consumed: a survivor that has run nothing yet shows
+    /// nothing, and its partition is a better place than a dead member's.
     pub fn stranded(&self, now: Instant, after: Duration) -> Vec<i32> {
         let stuck = self.stuck(now, after);
-        let live = self
-            .tracks
-            .iter()
-            .enumerate()
-            .any(|(p, t)| t.advanced && !stuck.contains(&(p as i32)));
+        let live = (0..self.tracks.len()).any(|p| !stuck.contains(&(p as i32)));
         if live {
             stuck
         } else {
@@ -151,6 +149,24 @@ mod tests {
         // A worker takes partition 1: partition 0's work is stranded now.
         w.observe(&[0, 2], &[2, 1], s(12));
         assert_eq!(w.stranded(s(12), after), vec![0]);
+    }
+
+    #[test]
+    fn work_on_a_dead_members_partition_moves_to_one_that_holds_none() {
+        let t0 = Instant::now();
+        let s = |secs| t0 + Duration::from_secs(secs);
+        let after = Duration::from_secs(3);
+        let mut w = PartitionWatch::default();
+        // Partition 0's member started a job (committing it) and died;
+        // partition 1's, alive, has run nothing yet.
+        w.observe(&[0, 0], &[1, 0], s(0));
+        w.observe(&[1, 0], &[0, 0], s(1));
+        // The job queued again on partition 0 waits there, unconsumed.
+        w.observe(&[1, 0], &[1, 0], s(2));
+        w.observe(&[1, 0], &[1, 0], s(6));
+        assert_eq!(w.stuck(s(6), after), vec![0]);
+        assert_eq!(w.stranded(s(6), after), vec![0]);
+        assert_eq!(w.choose(s(6), after), Some(1));
     }
 
     #[test]

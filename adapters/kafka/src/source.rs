@@ -224,10 +224,10 @@ impl PartitionState {
 }
 
 /// When a worker with free slots asks the group again. A broker may leave
-/// a dead member holding partitions (tansu) or a rebalance hanging
-/// (noida-db); leaving and rejoining the group makes it hand them out
-/// again. A worker with free slots looks at the jobs topic every session
-/// timeout; when a partition holds work whose committed offset has not
+/// a dead or departed member holding partitions (tansu) or a rebalance
+/// hanging (noida-db); leaving and rejoining the group makes it hand them
+/// out again. A worker with free slots looks at the jobs topic every
+/// session timeout; when a partition holds work whose committed offset has not
 /// moved for three (its owner is dead, hung, or busy while this worker
 /// idles, and the broker did not sort it out), it rejoins, waiting longer each time (up to [`MAX_REJOIN_WAIT`])
 /// while that lasts. A rebalance is cheap here: running jobs were let go of
