@@ -176,6 +176,9 @@ impl Client {
         }
         let http = reqwest::Client::builder()
             .timeout(timeout)
+            // The API closes keep-alive connections idle for its header
+            // timeout (10 s by default): never reuse one that old.
+            .pool_idle_timeout(Duration::from_secs(5))
             .build()
             .map_err(|e| ClientError::Transport(e.to_string()))?;
         Ok(Self { http, base })

@@ -49,7 +49,13 @@ impl Api {
     pub fn new(base: impl Into<String>) -> Self {
         Self {
             base: base.into(),
-            http: Client::new(),
+            // The API closes a keep-alive connection idle for its header
+            // timeout (10 s); a client must not reuse one that old, or a
+            // request can race the close (README, "REST API").
+            http: Client::builder()
+                .pool_idle_timeout(Duration::from_secs(5))
+                .build()
+                .expect("an HTTP client"),
         }
     }
 
