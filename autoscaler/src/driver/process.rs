@@ -170,6 +170,20 @@ fn terminate(w: &Worker) {
     }
 }
 
+/// A driver dropped without `close` (its autoscaler panicked, a test
+/// failed) still stops its workers, if so configured: SIGTERM, no wait.
+impl Drop for ProcessDriver {
+    fn drop(&mut self) {
+        if self.settings.on_stop != OnStop::Stop {
+            return;
+        }
+        let pool = self.lock();
+        for w in pool.running.iter().chain(pool.draining.iter()) {
+            terminate(w);
+        }
+    }
+}
+
 #[async_trait]
 impl ScalingPlatform for ProcessDriver {
     async fn current(&self) -> PortResult<u32> {
