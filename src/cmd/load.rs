@@ -593,28 +593,6 @@ fn markdown(r: &Report) -> String {
     md
 }
 
-/// The run as the simulator's CSV: arrival from the first submission, the
-/// job's run time as its service time.
-fn run_trace(rows: &[JobRow]) -> String {
-    let first = rows.iter().map(|r| r.submitted_at).min();
-    let mut out = String::from("arrival_secs,service_secs\n");
-    let mut lines: Vec<(f64, f64)> = rows
-        .iter()
-        .filter_map(|r| {
-            let service = r.elapsed_secs.or_else(|| {
-                Some((r.finished_at? - r.started_at?).num_milliseconds() as f64 / 1000.0)
-            })?;
-            let arrival = (r.submitted_at - first?).num_milliseconds() as f64 / 1000.0;
-            Some((arrival, service))
-        })
-        .collect();
-    lines.sort_by(|a, b| a.0.total_cmp(&b.0));
-    for (a, s) in lines {
-        out.push_str(&format!("{a:.3},{s:.3}\n"));
-    }
-    out
-}
-
 fn write_report(
     dir: &Path,
     report: &Report,
@@ -637,7 +615,18 @@ fn write_report(
         "plot.svg",
         &kumulus_autoscaler::plot::svg(&live, &title, policy.slo_wait_secs),
     )?;
-    write("trace.csv", &run_trace(&run.rows))?;
+    // The run as the simulator's CSV, as `kumulus trace export` writes it.
+    let ran: Vec<super::trace::Ran> = run
+        .rows
+        .iter()
+        .map(|r| super::trace::Ran {
+            submitted_at: r.submitted_at,
+            started_at: r.started_at,
+            finished_at: r.finished_at,
+            elapsed_secs: r.elapsed_secs,
+        })
+        .collect();
+    write("trace.csv", &super::trace::csv(&ran))?;
     Ok(())
 }
 

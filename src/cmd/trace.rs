@@ -52,15 +52,20 @@ pub fn parse_since(text: &str, now: DateTime<Utc>) -> Result<DateTime<Utc>, Stri
     Ok(now - age)
 }
 
-/// The trace of `records` (oldest first): jobs that ran, with their run
-/// time; jobs that never started are left out (they have no service time).
-pub fn to_csv(records: &[JobRecord], since: Option<DateTime<Utc>>) -> String {
-    let kept: Vec<&JobRecord> = records
-        .iter()
-        .filter(|r| since.is_none_or(|s| r.submitted_at >= s))
-        .collect();
-    let first = kept.iter().map(|r| r.submitted_at).min();
-    let mut rows: Vec<(f64, f64)> = kept
+/// What a trace row is made of: when a job was submitted, and how long it ran.
+pub struct Ran {
+    pub submitted_at: DateTime<Utc>,
+    pub started_at: Option<DateTime<Utc>>,
+    pub finished_at: Option<DateTime<Utc>>,
+    pub elapsed_secs: Option<f64>,
+}
+
+/// The simulator's CSV of `jobs`: arrival from the first submission, the
+/// run time as the service time; jobs that never ran are left out (they
+/// have no service time).
+pub fn csv(jobs: &[Ran]) -> String {
+    let first = jobs.iter().map(|r| r.submitted_at).min();
+    let mut rows: Vec<(f64, f64)> = jobs
         .iter()
         .filter_map(|r| {
             let service = r.elapsed_secs.or_else(|| {
@@ -76,6 +81,21 @@ pub fn to_csv(records: &[JobRecord], since: Option<DateTime<Utc>>) -> String {
         out.push_str(&format!("{a:.3},{s:.3}\n"));
     }
     out
+}
+
+/// The trace of `records` submitted from `since` on.
+pub fn to_csv(records: &[JobRecord], since: Option<DateTime<Utc>>) -> String {
+    let kept: Vec<Ran> = records
+        .iter()
+        .filter(|r| since.is_none_or(|s| r.submitted_at >= s))
+        .map(|r| Ran {
+            submitted_at: r.submitted_at,
+            started_at: r.started_at,
+            finished_at: r.finished_at,
+            elapsed_secs: r.elapsed_secs,
+        })
+        .collect();
+    csv(&kept)
 }
 
 async fn all(store: &dyn JobStore) -> Result<Vec<JobRecord>, String> {
