@@ -88,7 +88,7 @@ pub async fn frontend(cfg: Config, shutdown: CancellationToken) -> Result<(), Up
     let producer = Arc::new(KafkaProducer::new(&cfg.kafka).map_err(backend)?);
     producer.watch_partitions(
         Duration::from_secs(cfg.worker.heartbeat_secs),
-        cfg.lease(),
+        cfg.unconsumed_after(),
         shutdown.clone(),
     );
     let auth = kumulus_oidc::OidcAuth::new(&cfg.oidc).map_err(backend)?;
@@ -313,7 +313,7 @@ pub async fn autoscaler(cfg: Config, shutdown: CancellationToken) -> Result<(), 
         queue: Arc::new(KafkaQueue {
             cfg: cfg.kafka.clone(),
             watch: Default::default(),
-            stuck_after: cfg.lease(),
+            stuck_after: cfg.unconsumed_after(),
         }),
         observations: producer.clone() as Arc<dyn ObservationSink>,
         metrics,

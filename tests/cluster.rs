@@ -524,6 +524,7 @@ async fn the_process_driver_starts_drains_and_replaces_workers() {
     let frontend = kumulus("frontend", &env, &[]);
     let logs = tempfile::tempdir().unwrap();
     let logs_path = logs.path().to_path_buf();
+    let _dump = common::cluster::LogsOnFailure(logs_path.clone());
     let driver = ProcessDriver::new(ProcessSettings {
         program: common::bin().into(),
         args: vec!["worker".into()],

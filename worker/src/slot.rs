@@ -176,6 +176,14 @@ impl Running {
             .unwrap_or(false)
     }
 
+    /// Whether `attempt` of `id` runs on this worker now.
+    fn runs_here(&self, id: JobId, attempt: u32) -> bool {
+        self.jobs
+            .lock()
+            .map(|j| j.get(&id).is_some_and(|e| e.attempt == attempt))
+            .unwrap_or(false)
+    }
+
     fn remember_ended(&self, id: JobId, attempt: u32) {
         if let Ok(mut e) = self.ended.lock() {
             e.insert((id, attempt));
@@ -262,6 +270,13 @@ async fn handle(shared: &Shared, delivery: Delivery, shutdown: &CancellationToke
     }
     if shared.running.ended_here(job.id, job.attempt) {
         tracing::info!("skipping an attempt this worker already ended (delivered again)");
+        ack(shared, &delivery).await;
+        return;
+    }
+    // Delivered again while it runs here (a new group member reads from
+    // the last commit): the run under way keeps it.
+    if shared.running.runs_here(job.id, job.attempt) {
+        tracing::info!("skipping an attempt this worker runs now (delivered again)");
         ack(shared, &delivery).await;
         return;
     }
@@ -609,6 +624,31 @@ async fn store(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn an_attempt_running_here_is_known_until_it_ends() {
+        let running = Running::default();
+        let job = QueuedJob {
+            id: JobId::new(),
+            owner: "ana".into(),
+            url: "https://example.com/r.git".into(),
+            args: Vec::new(),
+            config: None,
+            timeout_secs: 60,
+            limits: Default::default(),
+            submitted_at: chrono::Utc::now(),
+            attempt: 2,
+            not_before: None,
+            partition: None,
+        };
+        assert!(!running.runs_here(job.id, 2));
+        running.register(&job);
+        assert!(running.runs_here(job.id, 2));
+        // Another attempt of the same job is not this run.
+        assert!(!running.runs_here(job.id, 3));
+        running.unregister(job.id);
+        assert!(!running.runs_here(job.id, 2));
+    }
 
     #[test]
     fn an_attempt_seen_running_elsewhere_is_left_to_that_worker() {

@@ -83,33 +83,7 @@ pub struct KafkaJobSource {
 impl KafkaJobSource {
     /// Joins the workers' group on the jobs topic.
     pub fn new(cfg: &KafkaConfig) -> PortResult<Self> {
-        let consumer: StreamConsumer<GroupLog> = client_config(cfg)
-            .set("group.id", &cfg.worker_group)
-            .set("enable.auto.commit", "false")
-            .set("enable.auto.offset.store", "false")
-            .set("auto.offset.reset", "earliest")
-            .set("session.timeout.ms", cfg.session_timeout_ms.to_string())
-            .set(
-                "heartbeat.interval.ms",
-                (cfg.session_timeout_ms / 4).max(250).to_string(),
-            )
-            // The pump polls at least every 500 ms, paused or not, so a long
-            // poll interval buys nothing; a short one bounds how long a
-            // rebalance can wait for a member that died (some brokers wait
-            // the rebalance timeout, not the session timeout).
-            .set(
-                "max.poll.interval.ms",
-                (cfg.session_timeout_ms * 2).to_string(),
-            )
-            .set("partition.assignment.strategy", "roundrobin")
-            .set("topic.metadata.refresh.interval.ms", "5000")
-            .create_with_context(GroupLog {
-                group: cfg.worker_group.clone(),
-            })
-            .map_err(unavailable)?;
-        consumer
-            .subscribe(&[&cfg.jobs_topic])
-            .map_err(unavailable)?;
+        let consumer = group_member(cfg)?;
         let (jobs_tx, jobs_rx) = mpsc::channel(1);
         let (cmd_tx, cmd_rx) = mpsc::unbounded_channel();
         let demand = Arc::new(AtomicUsize::new(0));
@@ -147,6 +121,38 @@ impl KafkaJobSource {
             .map_err(|_| PortError::Internal("bad offset".into()))?;
         Ok((p, o))
     }
+}
+
+/// A new member of the workers' group, subscribed to the jobs topic.
+fn group_member(cfg: &KafkaConfig) -> PortResult<StreamConsumer<GroupLog>> {
+    let consumer: StreamConsumer<GroupLog> = client_config(cfg)
+        .set("group.id", &cfg.worker_group)
+        .set("enable.auto.commit", "false")
+        .set("enable.auto.offset.store", "false")
+        .set("auto.offset.reset", "earliest")
+        .set("session.timeout.ms", cfg.session_timeout_ms.to_string())
+        .set(
+            "heartbeat.interval.ms",
+            (cfg.session_timeout_ms / 4).max(250).to_string(),
+        )
+        // The pump polls at least every 500 ms, paused or not, so a long
+        // poll interval buys nothing; a short one bounds how long a
+        // rebalance can wait for a member that died (some brokers wait
+        // the rebalance timeout, not the session timeout).
+        .set(
+            "max.poll.interval.ms",
+            (cfg.session_timeout_ms * 2).to_string(),
+        )
+        .set("partition.assignment.strategy", "roundrobin")
+        .set("topic.metadata.refresh.interval.ms", "5000")
+        .create_with_context(GroupLog {
+            group: cfg.worker_group.clone(),
+        })
+        .map_err(unavailable)?;
+    consumer
+        .subscribe(&[&cfg.jobs_topic])
+        .map_err(unavailable)?;
+    Ok(consumer)
 }
 
 /// Decrements the demand when a waiting `next()` ends, however it ends.
@@ -225,13 +231,16 @@ impl PartitionState {
 
 /// When a worker with free slots asks the group again. A broker may leave
 /// a dead or departed member holding partitions (tansu) or a rebalance
-/// hanging (noida-db); leaving and rejoining the group makes it hand them
-/// out again. A worker with free slots looks at the jobs topic every
-/// session timeout; when a partition holds work whose committed offset has not
-/// moved for three (its owner is dead, hung, or busy while this worker
-/// idles, and the broker did not sort it out), it rejoins, waiting longer each time (up to [`MAX_REJOIN_WAIT`])
-/// while that lasts. A rebalance is cheap here: running jobs were let go of
-/// at their start, so none moves.
+/// hanging (noida-db, tansu); asking again makes it hand them out. A worker
+/// with free slots looks at the jobs topic every session timeout; when a
+/// partition holds work whose committed offset has not moved for four (its
+/// owner is dead, hung, or busy while this worker idles, and the broker did
+/// not sort it out), it rejoins as the same member. If the work is still
+/// stuck at the next look, the member itself may be wedged (a join the
+/// broker never answers): it leaves and joins as a new member, with a new
+/// consumer. It waits longer each time (up to [`MAX_REJOIN_WAIT`]) while
+/// that lasts. A rebalance is cheap here: running jobs were let go of at
+/// their start, so none moves.
 #[derive(Debug)]
 struct Rejoin {
     watch: crate::liveness::PartitionWatch,
@@ -240,9 +249,22 @@ struct Rejoin {
     first_wait: Duration,
     /// How long a partition's work must wait unconsumed: longer than the
     /// broker's own recovery (a session timeout to notice a dead member,
-    /// then the rebalance timeout, twice that), so that a rejoin never
-    /// interrupts a rebalance that would have ended by itself.
+    /// then the rebalance timeout, twice that) by one more session
+    /// timeout, so that a rejoin never interrupts a rebalance that would
+    /// have ended by itself on a slow machine.
     stuck_after: Duration,
+    /// Rejoins since the work last moved.
+    in_a_row: u32,
+}
+
+/// What a look at the jobs topic calls for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Ask {
+    Nothing,
+    /// Join again as the same member.
+    Rejoin,
+    /// Leave, and join as a new member.
+    NewMember,
 }
 
 /// The longest wait between two rejoins.
@@ -255,7 +277,8 @@ impl Rejoin {
             last: None,
             wait: session,
             first_wait: session,
-            stuck_after: session * 3,
+            stuck_after: session * 4,
+            in_a_row: 0,
         }
     }
 
@@ -265,20 +288,25 @@ impl Rejoin {
     }
 
     /// A look at the topic (each partition's committed offset and lag, if
-    /// it could be read): whether to rejoin.
-    fn looked(&mut self, state: Option<(&[i64], &[u64])>, now: Instant) -> bool {
+    /// it could be read): what to ask of the group.
+    fn looked(&mut self, state: Option<(&[i64], &[u64])>, now: Instant) -> Ask {
         self.last = Some(now);
         let Some((committed, lag)) = state else {
-            return false;
+            return Ask::Nothing;
         };
         self.watch.observe(committed, lag, now);
-        let rejoin = !self.watch.stuck(now, self.stuck_after).is_empty();
-        self.wait = if rejoin {
-            (self.wait * 2).min(MAX_REJOIN_WAIT)
+        if self.watch.stuck(now, self.stuck_after).is_empty() {
+            self.wait = self.first_wait;
+            self.in_a_row = 0;
+            return Ask::Nothing;
+        }
+        self.wait = (self.wait * 2).min(MAX_REJOIN_WAIT);
+        self.in_a_row += 1;
+        if self.in_a_row == 1 {
+            Ask::Rejoin
         } else {
-            self.first_wait
-        };
-        rejoin
+            Ask::NewMember
+        }
     }
 }
 
@@ -366,19 +394,38 @@ impl Pump {
             .ok()
             .and_then(Result::ok);
         let now = Instant::now();
-        let rejoin = self
+        let ask = self
             .rejoin
             .looked(state.as_ref().map(|s| (&s.committed[..], &s.lag[..])), now);
-        if rejoin {
-            let waiting: u64 = state.map(|s| s.lag.iter().sum()).unwrap_or(0);
-            tracing::warn!(
-                group = %self.cfg.worker_group,
-                waiting,
-                "jobs wait unconsumed while this worker has free slots: rejoining the group"
-            );
-            self.consumer.unsubscribe();
+        if ask == Ask::Nothing {
+            return;
+        }
+        let waiting: u64 = state.map(|s| s.lag.iter().sum()).unwrap_or(0);
+        let group = &self.cfg.worker_group;
+        if ask == Ask::Rejoin {
+            tracing::warn!(%group, waiting, "jobs wait unconsumed while this worker has free slots: rejoining the group");
+            // Subscribing again without unsubscribing first rejoins as the
+            // same member (librdkafka sends no LeaveGroup): a broker that
+            // still counts a dead member is not also handed a new one.
             if let Err(e) = self.consumer.subscribe(&[&self.cfg.jobs_topic]) {
                 tracing::warn!(error = %e, "could not rejoin the workers' group");
+            }
+            return;
+        }
+        tracing::warn!(%group, waiting, "jobs still wait unconsumed after a rejoin: joining the group as a new member");
+        match group_member(&self.cfg) {
+            Ok(fresh) => {
+                let old = std::mem::replace(&mut self.consumer, fresh);
+                self.resumed.clear();
+                self.paused = false;
+                // Leaving may wait on the wedged join: not here.
+                tokio::task::spawn_blocking(move || {
+                    old.unsubscribe();
+                    drop(old);
+                });
+            }
+            Err(e) => {
+                tracing::warn!(error = %e, "could not join the workers' group as a new member")
             }
         }
     }
@@ -444,7 +491,7 @@ impl Pump {
 
 #[cfg(test)]
 mod tests {
-    use super::{apply_to, Command, PartitionState, Rejoin, MAX_REJOIN_WAIT};
+    use super::{apply_to, Ask, Command, PartitionState, Rejoin, MAX_REJOIN_WAIT};
     use std::time::{Duration, Instant};
 
     #[test]
@@ -458,30 +505,39 @@ mod tests {
         // Partition 0 holds 2 jobs and its committed offset stands still;
         // partition 1 is drained.
         let (committed, lag) = ([3i64, 5], [2u64, 0]);
-        assert!(!r.looked(Some((&committed, &lag)), t0), "not for long yet");
+        let stuck = Some((&committed[..], &lag[..]));
+        assert_eq!(r.looked(stuck, t0), Ask::Nothing, "not for long yet");
         assert!(!r.due(true, t0 + s(5)));
         assert!(r.due(true, t0 + s(6)));
         // The broker may still sort it out (a rebalance waits out the dead
-        // member): not before three session timeouts.
-        assert!(!r.looked(Some((&committed, &lag)), t0 + s(6)));
-        assert!(!r.looked(Some((&committed, &lag)), t0 + s(12)));
-        assert!(
-            r.looked(Some((&committed, &lag)), t0 + s(18)),
-            "stuck for 18 s"
-        );
-        // It waits twice as long before the next rejoin.
-        assert!(!r.due(true, t0 + s(29)));
-        assert!(r.due(true, t0 + s(30)));
-        assert!(r.looked(Some((&committed, &lag)), t0 + s(30)));
+        // member): not before four session timeouts.
+        assert_eq!(r.looked(stuck, t0 + s(6)), Ask::Nothing);
+        assert_eq!(r.looked(stuck, t0 + s(12)), Ask::Nothing);
+        assert_eq!(r.looked(stuck, t0 + s(18)), Ask::Nothing);
+        assert_eq!(r.looked(stuck, t0 + s(24)), Ask::Rejoin, "stuck for 24 s");
+        // It waits twice as long before the next look; still stuck, this
+        // member may be the wedged one: a new member.
+        assert!(!r.due(true, t0 + s(35)));
+        assert!(r.due(true, t0 + s(36)));
+        assert_eq!(r.looked(stuck, t0 + s(36)), Ask::NewMember);
         assert_eq!(r.wait, s(24));
-        // The work is taken: no rejoin, and the wait is back to the first.
-        assert!(!r.looked(Some((&[5, 5], &[0, 0])), t0 + s(54)));
+        assert_eq!(r.looked(stuck, t0 + s(60)), Ask::NewMember);
+        // The work is taken: nothing, and the wait is back to the first.
+        assert_eq!(
+            r.looked(Some((&[5, 5], &[0, 0])), t0 + s(108)),
+            Ask::Nothing
+        );
         assert_eq!(r.wait, s(6));
-        // A topic it cannot read: no rejoin.
-        assert!(!r.looked(None, t0 + s(60)));
+        // Stuck again later: a rejoin first again.
+        let later = ([5i64, 5], [1u64, 0]);
+        let later = Some((&later.0[..], &later.1[..]));
+        assert_eq!(r.looked(later, t0 + s(120)), Ask::Nothing);
+        assert_eq!(r.looked(later, t0 + s(144)), Ask::Rejoin);
+        // A topic it cannot read: nothing.
+        assert_eq!(r.looked(None, t0 + s(150)), Ask::Nothing);
         // The wait is capped.
         for i in 0..20 {
-            r.looked(Some((&[5, 5], &[1, 0])), t0 + s(100 + 20 * i));
+            r.looked(later, t0 + s(200 + 20 * i));
         }
         assert_eq!(r.wait, MAX_REJOIN_WAIT);
     }

@@ -617,6 +617,18 @@ impl Config {
         )
     }
 
+    /// How long work must wait on a queue partition whose committed offset
+    /// stands still before the partition counts as unconsumed (stuck): a
+    /// lease, and never sooner than the broker could have handed the
+    /// partition to another member (a session timeout to notice a dead
+    /// one, then a rebalance of up to two more). A rebalance under way is
+    /// not a dead owner.
+    pub fn unconsumed_after(&self) -> std::time::Duration {
+        let rebalance =
+            std::time::Duration::from_millis(u64::from(self.kafka.session_timeout_ms) * 3);
+        self.lease().max(rebalance)
+    }
+
     /// Makes the data and work folders absolute (against the current
     /// folder), so that everything started later (a job's sandbox binds
     /// them) sees the same folders.
@@ -710,6 +722,28 @@ mod tests {
         Config::defaults(Mode::Production).validate().unwrap();
         assert!(Config::defaults(Mode::Standalone).worker.allow_local_repos);
         assert!(!Config::defaults(Mode::Production).worker.allow_local_repos);
+    }
+
+    #[test]
+    fn work_counts_unconsumed_after_a_lease_and_never_within_a_rebalance() {
+        let mut cfg = Config::defaults(Mode::Production);
+        let secs = std::time::Duration::from_secs;
+        // (heartbeat, missed heartbeats, session timeout ms) -> seconds
+        for (beat, missed, session, want) in [
+            (10, 3, 10_000, 30), // defaults: a lease and a rebalance alike
+            (1, 3, 6_000, 18),   // short leases wait out the rebalance
+            (20, 3, 6_000, 60),  // long leases win
+            (1, 2, 1_000, 3),
+        ] {
+            cfg.worker.heartbeat_secs = beat;
+            cfg.worker.lease_missed_heartbeats = missed;
+            cfg.kafka.session_timeout_ms = session;
+            assert_eq!(
+                cfg.unconsumed_after(),
+                secs(want),
+                "{beat} {missed} {session}"
+            );
+        }
     }
 
     #[test]
