@@ -272,11 +272,13 @@ struct LocalQueue(Sqlite);
 #[async_trait::async_trait]
 impl QueueProbe for LocalQueue {
     async fn snapshot(&self) -> PortResult<QueueSnapshot> {
-        // Waiting jobs plus those claimed (running), as a Kafka lag would be.
-        let (waiting, claimed) = self.0.queue_counts().await?;
+        // The jobs not started yet, as a Kafka lag is (a Kafka worker
+        // commits past a job at its start); running ones are counted from
+        // the status events.
+        let (waiting, _claimed) = self.0.queue_counts().await?;
         Ok(QueueSnapshot {
             partitions: 0,
-            lag: vec![waiting + claimed],
+            lag: vec![waiting],
             members: None,
             stuck: Vec::new(),
         })

@@ -58,12 +58,66 @@ pub fn read_trace(text: &str) -> Result<Vec<TraceJob>, String> {
     Ok(jobs)
 }
 
-/// The simulation's settings beyond the policy's.
+/// How jobs wait for a worker.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum QueueModel {
+    /// Kafka: a job lands on one partition and waits for that partition's
+    /// owner; each change of membership pauses consumption (a rebalance).
+    #[default]
+    Partitioned,
+    /// `kumulus up`: one queue that any free slot takes the oldest job
+    /// from; slots come and go without a pause.
+    Shared,
+}
+
+impl std::str::FromStr for QueueModel {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        match s {
+            "partitioned" => Ok(Self::Partitioned),
+            "shared" => Ok(Self::Shared),
+            other => Err(format!(
+                "unknown queue model `{other}`: use `partitioned` (Kafka) or `shared` (kumulus up)"
+            )),
+        }
+    }
+}
+
+/// The simulation's settings beyond the policy's: what the system does,
+/// where the policy's settings say what the policy assumes.
 #[derive(Debug, Clone)]
 pub struct SimConfig {
     pub policy: PolicyConfig,
-    /// Consumption stops this long whenever the group's membership changes.
+    /// Consumption stops this long whenever the group's membership changes
+    /// (partitioned queue only).
     pub rebalance_secs: f64,
+    /// Time a job holds its slot beyond its service time (clone, sandbox,
+    /// collecting its files). The policy never sees it in the run times,
+    /// as live, where `elapsed_secs` is the job's own run.
+    pub overhead_secs: f64,
+    pub queue: QueueModel,
+    /// When the first decision falls, from the trace's t=0 (the autoscaler
+    /// started before the load did); the next ones follow every period.
+    /// None: one period in.
+    pub first_decision_secs: Option<f64>,
+    /// How long a new worker takes to its first job, where the policy's
+    /// `startup_secs` is what it assumes. None: the policy's.
+    pub ready_secs: Option<f64>,
+}
+
+impl SimConfig {
+    /// The partitioned model with the policy's own assumptions.
+    pub fn new(policy: PolicyConfig, rebalance_secs: f64) -> Self {
+        Self {
+            policy,
+            rebalance_secs,
+            overhead_secs: 0.0,
+            queue: QueueModel::Partitioned,
+            first_decision_secs: None,
+            ready_secs: None,
+        }
+    }
 }
 
 /// A moment of the run, at each decision.
@@ -132,8 +186,17 @@ pub fn simulate(trace: &[TraceJob], cfg: &SimConfig) -> SimResult {
             running: Vec::new(),
         }
     };
+    let shared = cfg.queue == QueueModel::Shared;
+    let rebalance_secs = if shared { 0.0 } else { cfg.rebalance_secs.max(0.0) };
+    let ready_secs = cfg.ready_secs.unwrap_or(p.startup_secs).max(0.0);
+    let overhead = cfg.overhead_secs.max(0.0);
     let mut workers: Vec<Worker> = (0..initial).map(|_| new_worker(0.0)).collect();
-    let mut partitions = partitions_for(p, initial, 1) as usize;
+    // The shared queue is one partition that every worker reads.
+    let mut partitions = if shared {
+        1
+    } else {
+        partitions_for(p, initial, 1) as usize
+    };
     let mut queues: Vec<VecDeque<usize>> = vec![VecDeque::new(); partitions];
     let mut starts: Vec<Option<f64>> = vec![None; trace.len()];
     let mut history = History::default();
@@ -142,7 +205,7 @@ pub fn simulate(trace: &[TraceJob], cfg: &SimConfig) -> SimResult {
 
     let mut t = 0.0f64;
     let mut next_arrival = 0usize;
-    let mut next_decision = period;
+    let mut next_decision = cfg.first_decision_secs.unwrap_or(period).max(0.0);
     let mut paused_until = 0.0f64;
     // Ids of the group's members: ready, not leaving.
     let mut members: Vec<u64> = workers.iter().map(|w| w.id).collect();
@@ -200,7 +263,7 @@ pub fn simulate(trace: &[TraceJob], cfg: &SimConfig) -> SimResult {
             let obs = Observed {
                 now_secs: t,
                 workers: workers.iter().filter(|w| !w.leaving).count() as u32,
-                partitions: partitions as u32,
+                partitions: if shared { 0 } else { partitions as u32 },
                 waiting_per_partition: queues.iter().map(|q| q.len() as u64).collect(),
                 running,
                 arrivals,
@@ -222,14 +285,14 @@ pub fn simulate(trace: &[TraceJob], cfg: &SimConfig) -> SimResult {
                 scale_events += 1;
                 // Partitions first, ahead of the workers.
                 let want = partitions_for(p, d.desired, partitions as u32) as usize;
-                if want > partitions {
+                if !shared && want > partitions {
                     queues.resize(want, VecDeque::new());
                     partitions = want;
-                    paused_until = paused_until.max(t + cfg.rebalance_secs);
+                    paused_until = paused_until.max(t + rebalance_secs);
                 }
                 if d.desired > current {
                     for _ in current..d.desired {
-                        workers.push(new_worker(t + p.startup_secs));
+                        workers.push(new_worker(t + ready_secs));
                     }
                 } else {
                     shrink(&mut workers, (current - d.desired) as usize, t);
@@ -251,7 +314,7 @@ pub fn simulate(trace: &[TraceJob], cfg: &SimConfig) -> SimResult {
             .map(|w| w.id)
             .collect();
         if now_members != members {
-            paused_until = paused_until.max(t + cfg.rebalance_secs);
+            paused_until = paused_until.max(t + rebalance_secs);
             members = now_members;
         }
         let member_index: Vec<usize> = workers
@@ -260,7 +323,11 @@ pub fn simulate(trace: &[TraceJob], cfg: &SimConfig) -> SimResult {
             .filter(|(_, w)| w.ready_at <= t + EPS && !w.leaving)
             .map(|(i, _)| i)
             .collect();
-        let assignment = assign(partitions, &member_index);
+        let assignment = if shared {
+            member_index.iter().map(|&w| (w, vec![0])).collect()
+        } else {
+            assign(partitions, &member_index)
+        };
         // Free slots take the oldest job at the head of their partitions.
         if t + EPS >= paused_until {
             for (slot_owner, parts) in assignment.iter() {
@@ -275,7 +342,7 @@ pub fn simulate(trace: &[TraceJob], cfg: &SimConfig) -> SimResult {
                     starts[j] = Some(t);
                     services += 1;
                     finished_secs.push(trace[j].service_secs);
-                    w.running.push(t + trace[j].service_secs.max(EPS));
+                    w.running.push(t + (trace[j].service_secs + overhead).max(EPS));
                 }
             }
         }
@@ -364,16 +431,16 @@ mod tests {
     use crate::policy::PolicyKind;
 
     fn cfg(policy: PolicyKind) -> SimConfig {
-        SimConfig {
-            policy: PolicyConfig {
+        SimConfig::new(
+            PolicyConfig {
                 policy,
                 period_secs: 5.0,
                 slo_wait_secs: 20.0,
                 startup_secs: 5.0,
                 ..PolicyConfig::default()
             },
-            rebalance_secs: 1.0,
-        }
+            1.0,
+        )
     }
 
     #[test]
@@ -434,6 +501,107 @@ mod tests {
     }
 
     #[test]
+    fn the_model_holds_slots_for_the_overhead_and_times_decisions_as_told() {
+        // Ten 2 s jobs at once on one fixed worker: each holds it 2 s plus
+        // the overhead.
+        let trace: Vec<TraceJob> = (0..10)
+            .map(|_| TraceJob {
+                arrival_secs: 0.0,
+                service_secs: 2.0,
+            })
+            .collect();
+        let fixed = PolicyConfig {
+            policy: PolicyKind::Lag,
+            min_workers: 1,
+            max_workers: 1,
+            period_secs: 5.0,
+            ..PolicyConfig::default()
+        };
+        for (queue, overhead, last_wait) in [
+            (QueueModel::Partitioned, 0.0, 18.0),
+            (QueueModel::Partitioned, 0.5, 22.5),
+            (QueueModel::Shared, 0.5, 22.5),
+        ] {
+            let cfg = SimConfig {
+                overhead_secs: overhead,
+                queue,
+                ..SimConfig::new(fixed.clone(), 3.0)
+            };
+            let r = simulate(&trace, &cfg);
+            assert!(
+                (r.wait_max_secs - last_wait).abs() < 1e-6,
+                "{queue:?} {overhead}: {r:?}"
+            );
+        }
+        // Decisions fall every period from the first one given.
+        let cfg = SimConfig {
+            first_decision_secs: Some(1.5),
+            ..SimConfig::new(fixed.clone(), 3.0)
+        };
+        let r = simulate(&trace, &cfg);
+        let times: Vec<f64> = r.decisions.iter().map(|(t, _)| *t).take(3).collect();
+        assert_eq!(times, [1.5, 6.5, 11.5]);
+    }
+
+    #[test]
+    fn a_shared_queue_feeds_every_slot_without_a_rebalance() {
+        // A burst on two workers that the policy cannot change: with
+        // partitions the jobs split by the hash and a membership change
+        // pauses; with one shared queue the two slots just share the work.
+        let trace: Vec<TraceJob> = (0..40)
+            .map(|_| TraceJob {
+                arrival_secs: 0.0,
+                service_secs: 1.0,
+            })
+            .collect();
+        let two = PolicyConfig {
+            policy: PolicyKind::Lag,
+            min_workers: 2,
+            max_workers: 2,
+            startup_secs: 0.0,
+            ..PolicyConfig::default()
+        };
+        let shared = SimConfig {
+            queue: QueueModel::Shared,
+            ..SimConfig::new(two.clone(), 3.0)
+        };
+        let r = simulate(&trace, &shared);
+        // 40 one-second jobs on two slots: the last starts at 19 s.
+        assert!((r.wait_max_secs - 19.0).abs() < 1e-6, "{r:?}");
+        assert!(r.timeline.iter().all(|s| s.partitions == 1));
+        // A new worker in the shared model is ready after ready_secs, not
+        // the policy's assumed start-up.
+        let grow = PolicyConfig {
+            policy: PolicyKind::Lag,
+            min_workers: 1,
+            max_workers: 4,
+            lag_threshold: 1.0,
+            period_secs: 1.0,
+            startup_secs: 30.0,
+            ..PolicyConfig::default()
+        };
+        let assumed = simulate(
+            &trace,
+            &SimConfig {
+                queue: QueueModel::Shared,
+                ..SimConfig::new(grow.clone(), 0.0)
+            },
+        );
+        let instant = simulate(
+            &trace,
+            &SimConfig {
+                queue: QueueModel::Shared,
+                ready_secs: Some(0.0),
+                ..SimConfig::new(grow, 0.0)
+            },
+        );
+        assert!(
+            instant.wait_max_secs < assumed.wait_max_secs,
+            "{instant:?} vs {assumed:?}"
+        );
+    }
+
+    #[test]
     fn runs_are_deterministic() {
         let trace: Vec<TraceJob> = (0..200)
             .map(|i| TraceJob {
@@ -463,14 +631,14 @@ mod shipped_traces {
     #[test]
     fn the_kumulus_policy_meets_a_60_s_slo_on_every_shipped_trace() {
         for name in ["steady", "step", "burst", "diurnal", "heavy-tailed"] {
-            let cfg = SimConfig {
-                policy: PolicyConfig {
+            let cfg = SimConfig::new(
+                PolicyConfig {
                     policy: PolicyKind::Kumulus,
                     slo_wait_secs: 60.0,
                     ..PolicyConfig::default()
                 },
-                rebalance_secs: 3.0,
-            };
+                3.0,
+            );
             let r = simulate(&trace(name), &cfg);
             assert!(r.slo_violation_pct <= 5.0, "{name}: {r:?}");
         }
@@ -478,14 +646,14 @@ mod shipped_traces {
 
     #[test]
     fn the_seed_rule_flaps_and_misses_the_slo() {
-        let cfg = SimConfig {
-            policy: PolicyConfig {
+        let cfg = SimConfig::new(
+            PolicyConfig {
                 policy: PolicyKind::Seed,
                 slo_wait_secs: 60.0,
                 ..PolicyConfig::default()
             },
-            rebalance_secs: 3.0,
-        };
+            3.0,
+        );
         let r = simulate(&trace("steady"), &cfg);
         assert!(r.slo_violation_pct > 5.0, "{r:?}");
         assert!(r.scale_events > 50, "{r:?}");

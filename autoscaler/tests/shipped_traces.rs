@@ -11,15 +11,15 @@ use kumulus_autoscaler::sim::{read_trace, simulate, SimConfig, SimResult};
 fn run(trace: &str, slo: f64, policy: PolicyKind, lag_threshold: f64) -> SimResult {
     let path = format!("{}/traces/{trace}.csv", env!("CARGO_MANIFEST_DIR"));
     let jobs = read_trace(&std::fs::read_to_string(&path).expect("trace")).unwrap();
-    let cfg = SimConfig {
-        policy: PolicyConfig {
+    let cfg = SimConfig::new(
+        PolicyConfig {
             policy,
             slo_wait_secs: slo,
             lag_threshold,
             ..PolicyConfig::default()
         },
-        rebalance_secs: 3.0,
-    };
+        3.0,
+    );
     simulate(&jobs, &cfg)
 }
 

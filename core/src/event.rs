@@ -20,6 +20,22 @@ pub struct StatusEvent {
     pub attempt: u32,
     #[serde(flatten)]
     pub kind: EventKind,
+    /// What the sending worker measured about itself, on a `started`
+    /// event (the autoscaler's start-up and rebalance figures).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub member: Option<MemberNote>,
+}
+
+/// A worker's note about itself, carried by a `started` event.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct MemberNote {
+    /// This is the worker's first job since it started.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub first_job: bool,
+    /// How long its last rebalance kept it from consuming (partitions
+    /// revoked to partitions assigned), reported once.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub rebalance_paused_secs: Option<f64>,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -65,7 +81,16 @@ impl StatusEvent {
             worker: None,
             attempt: crate::job::first_attempt(),
             kind,
+            member: None,
         }
+    }
+
+    /// The same event, with the worker's note about itself.
+    pub fn with_member(mut self, note: MemberNote) -> Self {
+        if note != MemberNote::default() {
+            self.member = Some(note);
+        }
+        self
     }
 
     /// The same event, about attempt `attempt`.

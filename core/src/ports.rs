@@ -176,6 +176,12 @@ pub trait JobSource: Send + Sync {
         status.publish(event).await?;
         self.ack(delivery).await
     }
+    /// How long the last rebalance kept this worker from consuming, once
+    /// (the next call answers None until another one). Sources without
+    /// rebalances have none.
+    fn take_rebalance_pause(&self) -> Option<f64> {
+        None
+    }
     /// The worker is stopping: finish acknowledgements and let go (leave the group).
     async fn close(&self) {}
 }

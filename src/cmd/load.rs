@@ -9,6 +9,11 @@
 //! - The worker count is sampled every second from `/metrics`
 //!   (`kumulus_workers_current`, else `kumulus_workers_requested`).
 //! - The figures come from the job records, read back at the end.
+//! - The simulator models what was measured on the run ([`Model`]): the
+//!   queue (shared for `kumulus up`, which reports no partitions), the
+//!   per-job overhead (a job's time on its worker beyond its own run), when
+//!   the autoscaler's decisions fell, and the start-up and rebalance times
+//!   the autoscaler measured (the given settings where it measured none).
 
 use std::collections::BTreeMap;
 use std::io::{IsTerminal, Write};
@@ -19,7 +24,9 @@ use std::time::{Duration, Instant};
 use chrono::{DateTime, Utc};
 use serde::Serialize;
 
-use kumulus_autoscaler::sim::{read_trace, simulate, Sample, SimConfig, SimResult, TraceJob};
+use kumulus_autoscaler::sim::{
+    read_trace, simulate, QueueModel, Sample, SimConfig, SimResult, TraceJob,
+};
 use kumulus_client::{Client, ClientError, Job, JobState, NewJob, Session};
 
 use super::sim::PolicyArgs;
@@ -105,6 +112,8 @@ pub struct Report {
     pub speed: f64,
     pub policy: kumulus_autoscaler::policy::PolicyConfig,
     pub rebalance_secs: f64,
+    /// What the simulator modelled, as measured on this run.
+    pub model: Model,
     pub jobs: Vec<JobRow>,
     pub live: Summary,
     pub sim: Summary,
@@ -119,6 +128,99 @@ pub struct Report {
     pub unfinished: usize,
     /// (seconds since the first submit, workers) every second.
     pub workers_over_time: Vec<(f64, u32)>,
+}
+
+/// The system as measured on the run, for the simulator.
+#[derive(Debug, Clone, Serialize, PartialEq)]
+pub struct Model {
+    pub queue: QueueModel,
+    /// Mean time a job held its worker beyond its own run.
+    pub overhead_secs: f64,
+    /// When the autoscaler's first decision fell after the first submit.
+    pub first_decision_secs: Option<f64>,
+    /// Start to first job of a new worker.
+    pub ready_secs: f64,
+    /// `measured` (by the autoscaler) or `assumed` (the given setting).
+    pub ready_from: &'static str,
+    pub rebalance_secs: f64,
+    pub rebalance_from: &'static str,
+}
+
+/// A histogram's mean from its `_sum` and `_count`, if it has samples.
+fn mean_of(text: &str, name: &str) -> Option<f64> {
+    let count = metric(text, &format!("{name}_count"))?;
+    let sum = metric(text, &format!("{name}_sum"))?;
+    (count > 0.0).then(|| sum / count)
+}
+
+/// The model of the system the run measured.
+fn measure(
+    run: &Run,
+    policy: &kumulus_autoscaler::policy::PolicyConfig,
+    rebalance_secs: f64,
+) -> Model {
+    let last = run.last_metrics.as_deref().unwrap_or("");
+    // `kumulus up` has one queue and no partitions.
+    let queue = match metric(last, "kumulus_kafka_partitions") {
+        Some(p) if p < 0.5 => QueueModel::Shared,
+        _ => QueueModel::Partitioned,
+    };
+    let overheads: Vec<f64> = run
+        .rows
+        .iter()
+        .filter_map(|r| {
+            let held = (r.finished_at? - r.started_at?).num_milliseconds() as f64 / 1000.0;
+            Some((held - r.elapsed_secs?).max(0.0))
+        })
+        .collect();
+    let overhead_secs = if overheads.is_empty() {
+        0.0
+    } else {
+        overheads.iter().sum::<f64>() / overheads.len() as f64
+    };
+    // Decisions fall every period from the autoscaler's own start.
+    let first_decision_secs = run.first_decision.map(|at| {
+        let since = (at - run.started).num_milliseconds() as f64 / 1000.0;
+        let period = policy.period_secs.max(0.1);
+        let phase = since.rem_euclid(period);
+        if phase < 1e-3 {
+            period
+        } else {
+            phase
+        }
+    });
+    let (ready_secs, ready_from) = match mean_of(last, "kumulus_worker_startup_seconds") {
+        Some(v) => (v, "measured"),
+        // Slots of `kumulus up` take jobs at once.
+        None if queue == QueueModel::Shared => (0.0, "assumed"),
+        None => (policy.startup_secs, "assumed"),
+    };
+    let (rebalance_secs, rebalance_from) = match mean_of(last, "kumulus_rebalance_pause_seconds")
+    {
+        Some(v) => (v, "measured"),
+        None => (rebalance_secs, "assumed"),
+    };
+    Model {
+        queue,
+        overhead_secs,
+        first_decision_secs,
+        ready_secs,
+        ready_from,
+        rebalance_secs,
+        rebalance_from,
+    }
+}
+
+impl Model {
+    fn sim_config(&self, policy: kumulus_autoscaler::policy::PolicyConfig) -> SimConfig {
+        SimConfig {
+            overhead_secs: self.overhead_secs,
+            queue: self.queue,
+            first_decision_secs: self.first_decision_secs,
+            ready_secs: Some(self.ready_secs),
+            ..SimConfig::new(policy, self.rebalance_secs)
+        }
+    }
 }
 
 /// Nearest-rank quantile over sorted values, as the simulator takes them.
@@ -221,14 +323,9 @@ pub async fn run(args: &LoadArgs) -> Result<String, String> {
     }
     let live = drive(&trace, &repo, &sessions, &metrics, args.drain_secs).await;
 
-    let sim = simulate(
-        &trace,
-        &SimConfig {
-            policy: policy.clone(),
-            rebalance_secs,
-        },
-    );
-    let report = build_report(args, &policy, rebalance_secs, &live, &sim);
+    let model = measure(&live, &policy, rebalance_secs);
+    let sim = simulate(&trace, &model.sim_config(policy.clone()));
+    let report = build_report(args, &policy, rebalance_secs, model, &live, &sim);
     if let Some(dir) = &args.report {
         write_report(dir, &report, &live, &policy)?;
     }
@@ -244,6 +341,10 @@ struct Run {
     seen: Vec<Seen>,
     started: DateTime<Utc>,
     unfinished: usize,
+    /// The autoscaler's last decision as first seen (`/metrics`).
+    first_decision: Option<DateTime<Utc>>,
+    /// `/metrics` as last read.
+    last_metrics: Option<String>,
 }
 
 async fn drive(
@@ -256,12 +357,14 @@ async fn drive(
     let started = Utc::now();
     let t0 = tokio::time::Instant::now();
     let seen: Arc<Mutex<Vec<Seen>>> = Arc::default();
+    let texts: Arc<Mutex<(Option<DateTime<Utc>>, Option<String>)>> = Arc::default();
     let submitted = Arc::new(std::sync::atomic::AtomicUsize::new(0));
     let total = trace.len();
     let stop = tokio_util::sync::CancellationToken::new();
     let sampler = {
-        let (seen, metrics, stop, submitted) = (
+        let (seen, texts, metrics, stop, submitted) = (
             seen.clone(),
+            texts.clone(),
             metrics.clone(),
             stop.clone(),
             submitted.clone(),
@@ -276,6 +379,14 @@ async fn drive(
                 }
                 let t = t0.elapsed().as_secs_f64();
                 if let Ok(text) = metrics.metrics().await {
+                    if let Ok(mut x) = texts.lock() {
+                        if x.0.is_none() {
+                            x.0 = metric(&text, "kumulus_last_decision_timestamp_seconds")
+                                .filter(|&ts| ts > 0.0)
+                                .and_then(|ts| DateTime::from_timestamp_millis((ts * 1000.0) as i64));
+                        }
+                        x.1 = Some(text.clone());
+                    }
                     if let Some(s) = parse_seen(&text, t) {
                         if tty {
                             let n = submitted.load(std::sync::atomic::Ordering::SeqCst);
@@ -381,6 +492,7 @@ async fn drive(
     let unfinished =
         rows.iter().filter(|r| !r.state.is_terminal()).count() + (accepted.len() - records.len());
     let seen = seen.lock().map(|v| v.clone()).unwrap_or_default();
+    let (first_decision, last_metrics) = texts.lock().map(|x| x.clone()).unwrap_or_default();
     Run {
         rows,
         latencies,
@@ -388,6 +500,8 @@ async fn drive(
         seen,
         started,
         unfinished,
+        first_decision,
+        last_metrics,
     }
 }
 
@@ -467,6 +581,7 @@ fn build_report(
     args: &LoadArgs,
     policy: &kumulus_autoscaler::policy::PolicyConfig,
     rebalance_secs: f64,
+    model: Model,
     run: &Run,
     sim: &SimResult,
 ) -> Report {
@@ -502,6 +617,7 @@ fn build_report(
         speed: args.speed,
         policy: policy.clone(),
         rebalance_secs,
+        model,
         jobs: run.rows.clone(),
         live,
         sim: sim_s,
@@ -538,6 +654,21 @@ fn markdown(r: &Report) -> String {
         r.policy.min_workers,
         r.policy.max_workers
     );
+    let m = &r.model;
+    md.push_str(&format!(
+        "The simulator modelled what this run measured: a {} queue, {:.2} s of overhead per job, the first decision {} s in, new workers ready in {:.1} s ({}), rebalances of {:.1} s ({}).\n\n",
+        match m.queue {
+            QueueModel::Shared => "shared",
+            QueueModel::Partitioned => "partitioned",
+        },
+        m.overhead_secs,
+        m.first_decision_secs
+            .map_or("one period".to_string(), |s| format!("{s:.1}")),
+        m.ready_secs,
+        m.ready_from,
+        m.rebalance_secs,
+        m.rebalance_from
+    ));
     md.push_str("| figure | live | simulated | live / sim |\n| --- | --- | --- | --- |\n");
     md.push_str(&row("jobs", r.live.jobs as f64, r.sim.jobs as f64, ""));
     md.push_str(&row(
@@ -666,6 +797,56 @@ mod tests {
         let both = format!("{text}kumulus_workers_current 2\n");
         assert_eq!(parse_seen(&both, 1.0).unwrap().workers, 2);
         assert!(parse_seen("kumulus_queue_waiting 1\n", 0.0).is_none());
+    }
+
+    #[test]
+    fn the_model_is_what_the_run_measured() {
+        let policy = kumulus_autoscaler::policy::PolicyConfig {
+            period_secs: 5.0,
+            startup_secs: 10.0,
+            ..Default::default()
+        };
+        let t0: DateTime<Utc> = "2026-01-01T00:00:00Z".parse().unwrap();
+        let at = |s: f64| t0 + chrono::Duration::milliseconds((s * 1000.0) as i64);
+        let job = |start: f64, end: f64, elapsed: f64| JobRow {
+            id: "j".into(),
+            submitted_at: t0,
+            started_at: Some(at(start)),
+            finished_at: Some(at(end)),
+            state: JobState::Succeeded,
+            elapsed_secs: Some(elapsed),
+        };
+        let mut run = Run {
+            rows: vec![job(1.0, 3.5, 2.0), job(2.0, 3.3, 1.0)],
+            latencies: Vec::new(),
+            errors: BTreeMap::new(),
+            seen: Vec::new(),
+            started: t0,
+            unfinished: 0,
+            // A decision 13 s before the first submit: the phase is 2 s.
+            first_decision: Some(at(-13.0)),
+            last_metrics: Some(
+                "kumulus_kafka_partitions 0\nkumulus_worker_startup_seconds_sum 0\nkumulus_worker_startup_seconds_count 0\n".into(),
+            ),
+        };
+        let m = measure(&run, &policy, 3.0);
+        assert_eq!(m.queue, QueueModel::Shared);
+        assert!((m.overhead_secs - 0.4).abs() < 1e-9, "{m:?}");
+        assert!((m.first_decision_secs.unwrap() - 2.0).abs() < 1e-9);
+        // No start-up measured: slots of a shared queue start at once.
+        assert_eq!((m.ready_secs, m.ready_from), (0.0, "assumed"));
+        assert_eq!((m.rebalance_secs, m.rebalance_from), (3.0, "assumed"));
+        // A cluster whose autoscaler measured both.
+        run.last_metrics = Some(
+            "kumulus_kafka_partitions 8\nkumulus_worker_startup_seconds_sum 9\nkumulus_worker_startup_seconds_count 3\nkumulus_rebalance_pause_seconds_sum 4\nkumulus_rebalance_pause_seconds_count 2\n".into(),
+        );
+        let m = measure(&run, &policy, 3.0);
+        assert_eq!(m.queue, QueueModel::Partitioned);
+        assert_eq!((m.ready_secs, m.ready_from), (3.0, "measured"));
+        assert_eq!((m.rebalance_secs, m.rebalance_from), (2.0, "measured"));
+        // Nothing measured on a cluster: the policy's own assumption.
+        run.last_metrics = Some("kumulus_kafka_partitions 8\n".into());
+        assert_eq!(measure(&run, &policy, 3.0).ready_secs, 10.0);
     }
 
     #[test]

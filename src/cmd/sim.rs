@@ -3,7 +3,7 @@
 use std::path::PathBuf;
 
 use kumulus_autoscaler::policy::{PolicyConfig, PolicyKind};
-use kumulus_autoscaler::sim::{read_trace, simulate, SimConfig};
+use kumulus_autoscaler::sim::{read_trace, simulate, QueueModel, SimConfig};
 
 #[derive(clap::Args, Debug)]
 pub struct SimArgs {
@@ -12,6 +12,8 @@ pub struct SimArgs {
     pub trace: PathBuf,
     #[command(flatten)]
     pub settings: PolicyArgs,
+    #[command(flatten)]
+    pub model: ModelArgs,
     /// One JSON object instead of text.
     #[arg(long)]
     pub json: bool,
@@ -126,6 +128,53 @@ impl PolicyArgs {
     }
 }
 
+/// What the system does, where the policy's settings say what the policy
+/// assumes (`kumulus load` measures these on the run it compares).
+#[derive(clap::Args, Debug, Clone)]
+pub struct ModelArgs {
+    /// `partitioned` (Kafka: a job waits for its partition's owner) or
+    /// `shared` (`kumulus up`: any free slot takes the oldest job).
+    #[arg(long, default_value = "partitioned")]
+    pub queue: QueueModel,
+    /// Seconds a job holds its slot beyond its run (clone, sandbox, files).
+    #[arg(long, default_value_t = 0.0)]
+    pub overhead_secs: f64,
+    /// When the first decision falls, from the trace's start (default: one
+    /// period in).
+    #[arg(long)]
+    pub first_decision_secs: Option<f64>,
+    /// How long a new worker takes to its first job (default: the policy's
+    /// --startup-secs).
+    #[arg(long)]
+    pub ready_secs: Option<f64>,
+}
+
+impl ModelArgs {
+    /// The model, checked.
+    pub fn config(&self, policy: PolicyConfig, rebalance_secs: f64) -> Result<SimConfig, String> {
+        let non_negative = |v: f64, name: &str| {
+            if v.is_finite() && v >= 0.0 {
+                Ok(v)
+            } else {
+                Err(format!("--{name} must be 0 or more"))
+            }
+        };
+        Ok(SimConfig {
+            overhead_secs: non_negative(self.overhead_secs, "overhead-secs")?,
+            queue: self.queue,
+            first_decision_secs: self
+                .first_decision_secs
+                .map(|v| non_negative(v, "first-decision-secs"))
+                .transpose()?,
+            ready_secs: self
+                .ready_secs
+                .map(|v| non_negative(v, "ready-secs"))
+                .transpose()?,
+            ..SimConfig::new(policy, rebalance_secs)
+        })
+    }
+}
+
 /// Runs the simulation; the error is one line for the user.
 pub fn run(args: &SimArgs) -> Result<String, String> {
     let policy = args.settings.policy()?;
@@ -133,13 +182,7 @@ pub fn run(args: &SimArgs) -> Result<String, String> {
         .map_err(|e| format!("cannot read {}: {e}", args.trace.display()))?;
     let trace = read_trace(&text).map_err(|e| format!("{}: {e}", args.trace.display()))?;
     let rebalance_secs = args.settings.rebalance()?;
-    let r = simulate(
-        &trace,
-        &SimConfig {
-            policy: policy.clone(),
-            rebalance_secs,
-        },
-    );
+    let r = simulate(&trace, &args.model.config(policy.clone(), rebalance_secs)?);
     if let Some(path) = &args.plot {
         let title = format!(
             "{} policy on {} (SLO {} s)",

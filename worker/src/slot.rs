@@ -13,7 +13,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 use tokio_util::sync::CancellationToken;
 
-use kumulus_core::event::{EventKind, Outcome, StatusEvent};
+use kumulus_core::event::{EventKind, MemberNote, Outcome, StatusEvent};
 use kumulus_core::job::{JobId, JobState, QueuedJob};
 use kumulus_core::ports::{
     blob_name, BlobStore, CancelRequest, Delivery, JobQueue, JobSource, PortError, StatusBus,
@@ -66,6 +66,8 @@ pub struct Running {
     /// Attempts other workers were seen running (their `started` and
     /// heartbeat events), and when last.
     elsewhere: Mutex<HashMap<(JobId, u32), (String, Instant)>>,
+    /// A job has started here since the worker started.
+    started_any: AtomicBool,
 }
 
 /// Attempts of other workers remembered at most.
@@ -174,6 +176,11 @@ impl Running {
             .lock()
             .map(|e| e.contains(&(id, attempt)))
             .unwrap_or(false)
+    }
+
+    /// Whether this is the worker's first start of a job (asked once per start).
+    fn first_start(&self) -> bool {
+        !self.started_any.swap(true, Ordering::SeqCst)
     }
 
     /// Whether `attempt` of `id` runs on this worker now.
@@ -321,7 +328,11 @@ async fn handle(shared: &Shared, delivery: Delivery, shutdown: &CancellationToke
     let (token, fenced) = shared.running.register(job);
     let started = StatusEvent::new(job.id, job.owner.clone(), EventKind::Started)
         .from_worker(&shared.id)
-        .for_attempt(job.attempt);
+        .for_attempt(job.attempt)
+        .with_member(MemberNote {
+            first_job: shared.running.first_start(),
+            rebalance_paused_secs: shared.source.take_rebalance_pause(),
+        });
     let started_at = started.at;
     if let Err(e) = publish(shared.status.as_ref(), &started).await {
         tracing::warn!(error = %e, "could not announce the start; handing the job back");

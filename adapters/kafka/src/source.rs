@@ -24,9 +24,31 @@ use kumulus_core::ports::{Delivery, JobSource, PortError, PortResult};
 
 use crate::{client_config, unavailable};
 
-/// Logs the group's decisions about this worker.
+/// Logs the group's decisions about this worker, and times how long a
+/// rebalance keeps it from consuming.
 struct GroupLog {
     group: String,
+    pauses: Arc<std::sync::Mutex<PauseClock>>,
+}
+
+/// Partitions revoked to partitions assigned, measured once per rebalance.
+#[derive(Debug, Default)]
+struct PauseClock {
+    revoked_at: Option<Instant>,
+    /// The last pause, not yet reported.
+    unreported: Option<f64>,
+}
+
+impl PauseClock {
+    fn revoked(&mut self, now: Instant) {
+        self.revoked_at.get_or_insert(now);
+    }
+
+    fn assigned(&mut self, now: Instant) {
+        if let Some(at) = self.revoked_at.take() {
+            self.unreported = Some(now.duration_since(at).as_secs_f64());
+        }
+    }
 }
 
 impl ClientContext for GroupLog {}
@@ -37,10 +59,18 @@ impl ConsumerContext for GroupLog {
             Rebalance::Assign(tpl) => {
                 let parts: Vec<i32> = tpl.elements().iter().map(|e| e.partition()).collect();
                 tracing::info!(group = %self.group, partitions = ?parts, "partitions assigned");
+                if let Ok(mut p) = self.pauses.lock() {
+                    p.assigned(Instant::now());
+                }
             }
             Rebalance::Revoke(tpl) => {
                 let parts: Vec<i32> = tpl.elements().iter().map(|e| e.partition()).collect();
                 tracing::info!(group = %self.group, partitions = ?parts, "partitions revoked");
+                if !parts.is_empty() {
+                    if let Ok(mut p) = self.pauses.lock() {
+                        p.revoked(Instant::now());
+                    }
+                }
             }
             Rebalance::Error(e) => {
                 tracing::warn!(group = %self.group, error = %e, "rebalance failed")
@@ -74,6 +104,7 @@ fn apply_to(st: &mut PartitionState, cmd: &Command) {
 
 pub struct KafkaJobSource {
     jobs: Mutex<mpsc::Receiver<Delivery>>,
+    pauses: Arc<std::sync::Mutex<PauseClock>>,
     demand: Arc<AtomicUsize>,
     commands: mpsc::UnboundedSender<Command>,
     stop: CancellationToken,
@@ -83,7 +114,8 @@ pub struct KafkaJobSource {
 impl KafkaJobSource {
     /// Joins the workers' group on the jobs topic.
     pub fn new(cfg: &KafkaConfig) -> PortResult<Self> {
-        let consumer = group_member(cfg)?;
+        let pauses: Arc<std::sync::Mutex<PauseClock>> = Arc::default();
+        let consumer = group_member(cfg, pauses.clone())?;
         let (jobs_tx, jobs_rx) = mpsc::channel(1);
         let (cmd_tx, cmd_rx) = mpsc::unbounded_channel();
         let demand = Arc::new(AtomicUsize::new(0));
@@ -95,6 +127,7 @@ impl KafkaJobSource {
             cfg: cfg.clone(),
             demand: demand.clone(),
             in_flight: HashMap::new(),
+            pauses: pauses.clone(),
             paused: false,
             resumed: Vec::new(),
             rejoin: Rejoin::new(session),
@@ -102,6 +135,7 @@ impl KafkaJobSource {
         tokio::spawn(pump.run(jobs_tx, cmd_rx, stop.clone(), done_tx));
         Ok(Self {
             jobs: Mutex::new(jobs_rx),
+            pauses,
             demand,
             commands: cmd_tx,
             stop,
@@ -124,7 +158,10 @@ impl KafkaJobSource {
 }
 
 /// A new member of the workers' group, subscribed to the jobs topic.
-fn group_member(cfg: &KafkaConfig) -> PortResult<StreamConsumer<GroupLog>> {
+fn group_member(
+    cfg: &KafkaConfig,
+    pauses: Arc<std::sync::Mutex<PauseClock>>,
+) -> PortResult<StreamConsumer<GroupLog>> {
     let consumer: StreamConsumer<GroupLog> = client_config(cfg)
         .set("group.id", &cfg.worker_group)
         .set("enable.auto.commit", "false")
@@ -147,6 +184,7 @@ fn group_member(cfg: &KafkaConfig) -> PortResult<StreamConsumer<GroupLog>> {
         .set("topic.metadata.refresh.interval.ms", "5000")
         .create_with_context(GroupLog {
             group: cfg.worker_group.clone(),
+            pauses,
         })
         .map_err(unavailable)?;
     consumer
@@ -195,6 +233,10 @@ impl JobSource for KafkaJobSource {
     async fn started(&self, delivery: &Delivery) -> PortResult<bool> {
         self.ack(delivery).await?;
         Ok(true)
+    }
+
+    fn take_rebalance_pause(&self) -> Option<f64> {
+        self.pauses.lock().ok()?.unreported.take()
     }
 
     async fn close(&self) {
@@ -315,6 +357,7 @@ struct Pump {
     cfg: KafkaConfig,
     demand: Arc<AtomicUsize>,
     in_flight: HashMap<i32, PartitionState>,
+    pauses: Arc<std::sync::Mutex<PauseClock>>,
     paused: bool,
     /// The assignment last resumed.
     resumed: Vec<i32>,
@@ -413,7 +456,7 @@ impl Pump {
             return;
         }
         tracing::warn!(%group, waiting, "jobs still wait unconsumed after a rejoin: joining the group as a new member");
-        match group_member(&self.cfg) {
+        match group_member(&self.cfg, self.pauses.clone()) {
             Ok(fresh) => {
                 let old = std::mem::replace(&mut self.consumer, fresh);
                 self.resumed.clear();
@@ -491,8 +534,23 @@ impl Pump {
 
 #[cfg(test)]
 mod tests {
-    use super::{apply_to, Ask, Command, PartitionState, Rejoin, MAX_REJOIN_WAIT};
+    use super::{apply_to, Ask, Command, PartitionState, PauseClock, Rejoin, MAX_REJOIN_WAIT};
     use std::time::{Duration, Instant};
+
+    #[test]
+    fn a_rebalance_pause_runs_from_the_revoke_to_the_next_assignment() {
+        let t0 = Instant::now();
+        let mut c = PauseClock::default();
+        // The first assignment ends no pause.
+        c.assigned(t0);
+        assert_eq!(c.unreported.take(), None);
+        // Revoked (twice: the first counts), then assigned 2.5 s later.
+        c.revoked(t0 + Duration::from_secs(10));
+        c.revoked(t0 + Duration::from_secs(11));
+        c.assigned(t0 + Duration::from_millis(12_500));
+        assert_eq!(c.unreported.take(), Some(2.5));
+        assert_eq!(c.unreported.take(), None);
+    }
 
     #[test]
     fn a_free_worker_rejoins_while_work_waits_unconsumed() {

@@ -81,6 +81,13 @@ pub struct PolicyConfig {
     pub idle_grace_secs: f64,
     /// Kafka partitions kept per worker.
     pub partition_factor: u32,
+    /// `startup_secs` is measured on the running system (the loop updates
+    /// it); `startup_secs` holds the value in use.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub measure_startup: bool,
+    /// `rebalance_secs` is measured likewise.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub measure_rebalance: bool,
 }
 
 impl Default for PolicyConfig {
@@ -100,6 +107,8 @@ impl Default for PolicyConfig {
             rebalance_secs: default_rebalance_secs(),
             idle_grace_secs: 300.0,
             partition_factor: 2,
+            measure_startup: false,
+            measure_rebalance: false,
         }
     }
 }
@@ -121,7 +130,7 @@ pub fn from_config(
             .map_err(|m| kumulus_core::config::ConfigError::new("autoscaler.policy", m))?,
         period_secs: a.period_secs as f64,
         slo_wait_secs: a.slo_wait_secs,
-        startup_secs: a.startup_secs,
+        startup_secs: a.startup_secs.or(kumulus_core::config::DEFAULT_STARTUP_SECS),
         min_workers: a.min_workers,
         max_workers: a.max_workers,
         budget_worker_secs_per_hour: a.budget_worker_secs_per_hour,
@@ -129,9 +138,13 @@ pub fn from_config(
         lag_threshold: a.lag_threshold,
         cooldown_secs: a.cooldown_secs,
         stabilization_secs: a.stabilization_secs,
-        rebalance_secs: a.rebalance_secs,
+        rebalance_secs: a
+            .rebalance_secs
+            .or(kumulus_core::config::DEFAULT_REBALANCE_SECS),
         idle_grace_secs: a.idle_grace_secs,
         partition_factor: a.partition_factor,
+        measure_startup: a.startup_secs.is_measured(),
+        measure_rebalance: a.rebalance_secs.is_measured(),
     })
 }
 

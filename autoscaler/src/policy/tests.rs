@@ -18,6 +18,8 @@ fn cfg(policy: PolicyKind) -> PolicyConfig {
         rebalance_secs: 0.0,
         idle_grace_secs: 60.0,
         partition_factor: 2,
+        measure_startup: false,
+        measure_rebalance: false,
     }
 }
 

@@ -12,7 +12,9 @@ use std::path::{Path, PathBuf};
 use crate::submission::{Limits, RepoPolicy};
 
 mod backends;
+mod seconds;
 pub use backends::{KafkaConfig, MongoConfig, OidcConfig, S3Config, Secret};
+pub use seconds::Seconds;
 
 /// Which deployment the process is part of; it picks some defaults.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -52,8 +54,9 @@ pub struct AutoscalerConfig {
     pub policy: String,
     /// 95% of jobs should wait at most this long to start.
     pub slo_wait_secs: f64,
-    /// Time from asking the platform for a worker to its first job.
-    pub startup_secs: f64,
+    /// Time from asking the platform for a worker to its first job, or
+    /// `"measured"`: learnt from the workers it starts (10 s until then).
+    pub startup_secs: Seconds,
     pub min_workers: u32,
     pub max_workers: u32,
     /// Worker-seconds allowed in any hour (absent: no budget).
@@ -65,8 +68,9 @@ pub struct AutoscalerConfig {
     /// `kumulus`: scale-down stabilization window.
     pub stabilization_secs: f64,
     /// `kumulus`: how long the workers stop when one joins or leaves (a
-    /// Kafka rebalance); adding a worker must be worth that.
-    pub rebalance_secs: f64,
+    /// Kafka rebalance); adding a worker must be worth that. Or
+    /// `"measured"`: learnt from the workers' own pauses (3 s until then).
+    pub rebalance_secs: Seconds,
     /// With `min_workers = 0`: idle this long before scaling to zero.
     pub idle_grace_secs: f64,
     /// Partitions of the jobs topic kept per worker (at least).
@@ -96,20 +100,25 @@ pub struct AutoscalerConfig {
     pub listen: SocketAddr,
 }
 
+/// The start-up time assumed until one is measured.
+pub const DEFAULT_STARTUP_SECS: f64 = 10.0;
+/// The rebalance pause assumed until one is measured.
+pub const DEFAULT_REBALANCE_SECS: f64 = 3.0;
+
 impl Default for AutoscalerConfig {
     fn default() -> Self {
         Self {
             period_secs: 10,
             policy: "kumulus".into(),
             slo_wait_secs: 30.0,
-            startup_secs: 10.0,
+            startup_secs: Seconds::Fixed(DEFAULT_STARTUP_SECS),
             min_workers: 1,
             max_workers: 10,
             budget_worker_secs_per_hour: None,
             lag_threshold: 5.0,
             cooldown_secs: 300.0,
             stabilization_secs: 30.0,
-            rebalance_secs: 3.0,
+            rebalance_secs: Seconds::Fixed(DEFAULT_REBALANCE_SECS),
             idle_grace_secs: 300.0,
             partition_factor: 2,
             driver: "dry-run".into(),
@@ -541,10 +550,10 @@ impl Config {
             "slo_wait_secs and lag_threshold must be above 0",
         )?;
         check(
-            a.startup_secs >= 0.0
+            a.startup_secs.is_valid()
                 && a.cooldown_secs >= 0.0
                 && a.stabilization_secs >= 0.0
-                && a.rebalance_secs >= 0.0
+                && a.rebalance_secs.is_valid()
                 && a.idle_grace_secs >= 0.0,
             "autoscaler.startup_secs",
             "times must not be negative",
