@@ -6,6 +6,7 @@ source "$(dirname "$0")/lib/common.sh"
 cd "$ROOT"
 need_runtime
 N="${1:-20}"
+own_build
 cargo build --quiet --release --bin kumulus
 BIN="$CARGO_TARGET_DIR/release/kumulus"
 WORK="$(mktemp -d "${TMPDIR:-/tmp}/kumulus-bench.XXXXXX")"

@@ -20,6 +20,7 @@ POLICY="${3:?policy: kumulus, lag or seed}"
 LAG="${4:-5}"
 # KUMULUS_BENCH_PROFILE=debug reuses the test build instead of a release one.
 PROFILE="${KUMULUS_BENCH_PROFILE:-release}"
+own_build
 if [ "$PROFILE" = release ]; then cargo build --quiet --release --bin kumulus; else cargo build --quiet --bin kumulus; fi
 BIN="$CARGO_TARGET_DIR/$PROFILE/kumulus"
 WORK="$(mktemp -d "${TMPDIR:-/tmp}/kumulus-load.XXXXXX")"

@@ -241,7 +241,7 @@ start_one() {
         PORT="$port" DATA="$DIR/data/$name" setsid "$0" serve "$name" >"$DIR/logs/$name.log" 2>&1 < /dev/null &
         ;;
     frontend|worker-*|autoscaler)
-        [ -x "$KUMULUS_BIN" ] || { say "building kumulus"; (cd "$ROOT" && cargo build --quiet --bin kumulus); }
+        [ -x "$KUMULUS_BIN" ] || { say "building kumulus"; own_build; (cd "$ROOT" && cargo build --quiet --bin kumulus); }
         local role="${name%%-*}"
         (
             set -a; source "$DIR/kumulus.env"; set +a
@@ -295,6 +295,7 @@ servers)
     say "servers are up; their addresses are in $DIR/servers.env" ;;
 up)
     install_all; write_env
+    own_build
     (cd "$ROOT" && cargo build --quiet --bin kumulus)
     prepare_example
     for s in "${SERVERS[@]}" "${SERVICES[@]}"; do start_one "$s"; done

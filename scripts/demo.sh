@@ -11,6 +11,7 @@ KEEP=0
 [ "${1:-}" = "--keep" ] && KEEP=1
 
 say "building kumulus"
+own_build
 cargo build --quiet --bin kumulus
 
 DATA="$(mktemp -d "${TMPDIR:-/tmp}/kumulus-demo.XXXXXX")"

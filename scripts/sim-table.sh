@@ -7,6 +7,7 @@ set -euo pipefail
 source "$(dirname "$0")/lib/common.sh"
 cd "$ROOT"
 SLO="${1:-60}"
+own_build
 cargo build --quiet --bin kumulus
 sim() { "$KUMULUS_BIN" sim --slo-wait-secs "$SLO" --json "$@"; }
 row() { jq -r '"p95 \(.wait_p95_secs*10|floor/10) s, \(.slo_violation_pct*10|floor/10)% over, \(.worker_seconds|floor) worker-s"'; }

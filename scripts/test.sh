@@ -8,6 +8,7 @@ set -euo pipefail
 source "$(dirname "$0")/lib/common.sh"
 cd "$ROOT"
 need_runtime
+own_build
 
 source "$ROOT/scripts/lib/test-servers.sh"
 

@@ -62,7 +62,8 @@ async fn a_burst_scales_the_workers_up_and_back_down() {
             && metric(&text, "kumulus_workers_desired") == Some(1.0)
         {
             assert!(
-                metric(&text, "kumulus_scale_decisions_total{direction=\"down\"}").unwrap_or(0.0)
+                common::metric_where(&text, "kumulus_scale_decisions_total", "direction=\"down\"")
+                    .unwrap_or(0.0)
                     >= 1.0
             );
             break;

@@ -420,7 +420,7 @@ async fn the_autoscaler_decides_from_the_lag_and_caps_at_the_partitions() {
             .await
             .unwrap();
         let lag = metric(&text, "kumulus_consumer_lag");
-        let up = metric(&text, "kumulus_scale_decisions_total{direction=\"up\"}");
+        let up = common::metric_where(&text, "kumulus_scale_decisions_total", "direction=\"up\"");
         let desired = metric(&text, "kumulus_workers_desired");
         let partitions = metric(&text, "kumulus_kafka_partitions");
         // KEDA's rule: ceil(12 / 2) = 6, within max_workers = 5; never more
@@ -613,4 +613,137 @@ async fn the_process_driver_starts_drains_and_replaces_workers() {
             "worker {pid} outlived close()"
         );
     }
+}
+
+/// Every panel query of `grafana/kumulus.json`.
+fn dashboard_queries() -> Vec<(String, String)> {
+    let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("grafana/kumulus.json");
+    let dash: Value = serde_json::from_str(&std::fs::read_to_string(path).unwrap()).unwrap();
+    dash["panels"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .flat_map(|p| {
+            let title = p["title"].as_str().unwrap_or("").to_string();
+            p["targets"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .map(move |t| (title.clone(), t["expr"].as_str().unwrap().to_string()))
+        })
+        .collect()
+}
+
+#[tokio::test]
+async fn every_dashboard_query_returns_data_from_a_loaded_cluster() {
+    let servers = Servers::load();
+    let mut env = service_env(&servers, &namespace());
+    for (k, v) in [
+        ("KUMULUS_WORKER__SLOTS", "1"),
+        ("KUMULUS_WORKER__HEARTBEAT_SECS", "1"),
+        ("KUMULUS_KAFKA__JOBS_PARTITIONS", "4"),
+    ] {
+        env.push((k.into(), v.into()));
+    }
+    let frontend = kumulus("frontend", &env, &[]);
+    let frontend_port = frontend.url().rsplit(':').next().unwrap().to_string();
+    let autoscaler_port = common::cluster::free_port().to_string();
+    let logs = tempfile::tempdir().unwrap();
+    let _dump = common::cluster::LogsOnFailure(logs.path().to_path_buf());
+    let listen = format!("127.0.0.1:{autoscaler_port}");
+    let log_dir = logs.path().display().to_string();
+    // The autoscaler scales real worker processes (the process driver)
+    // from one up to three, on a short period, measuring their start-up.
+    let mut autoscaler = kumulus(
+        "autoscaler",
+        &env,
+        &[
+            ("KUMULUS_AUTOSCALER__LISTEN", listen.as_str()),
+            ("KUMULUS_AUTOSCALER__DRIVER", "process"),
+            ("KUMULUS_AUTOSCALER__PROCESS_LOG_DIR", log_dir.as_str()),
+            ("KUMULUS_AUTOSCALER__PROCESS_ON_STOP", "stop"),
+            ("KUMULUS_AUTOSCALER__POLICY", "lag"),
+            ("KUMULUS_AUTOSCALER__LAG_THRESHOLD", "2"),
+            ("KUMULUS_AUTOSCALER__MIN_WORKERS", "1"),
+            ("KUMULUS_AUTOSCALER__MAX_WORKERS", "3"),
+            ("KUMULUS_AUTOSCALER__COOLDOWN_SECS", "5"),
+            ("KUMULUS_AUTOSCALER__STARTUP_SECS", "measured"),
+            ("KUMULUS_AUTOSCALER__REBALANCE_SECS", "measured"),
+            ("KUMULUS_LOG", "info"),
+        ],
+    );
+    let prometheus = Private::start(
+        &servers,
+        "prometheus",
+        &[
+            ("FRONTEND_PORT", frontend_port.as_str()),
+            ("AUTOSCALER_PORT", autoscaler_port.as_str()),
+        ],
+    );
+    let prom = format!("http://127.0.0.1:{}", prometheus.port);
+
+    let api = Api::new(frontend.url());
+    let [(u1, p1), _] = servers.users();
+    let token = api.login_with(&u1, &p1).await;
+    let repo = Repo::node("setTimeout(() => console.log('done'), 2000);");
+    let queries = dashboard_queries();
+    assert!(queries.len() >= 15, "{queries:?}");
+    // Waves of jobs keep the cluster loaded (and scaling) until every
+    // query has answered with a number, or the deadline.
+    let deadline = Instant::now() + Duration::from_secs(240);
+    let mut answered: BTreeSet<String> = BTreeSet::new();
+    let mut ids = Vec::new();
+    loop {
+        if ids.len() < 120 {
+            for _ in 0..6 {
+                ids.push(api.submit(&token, json!({"url": repo.path()})).await);
+            }
+        }
+        for (_, expr) in &queries {
+            if answered.contains(expr) {
+                continue;
+            }
+            let Ok(resp) = api
+                .http
+                .get(format!("{prom}/api/v1/query"))
+                .query(&[("query", expr.as_str())])
+                .send()
+                .await
+            else {
+                continue;
+            };
+            let body: Value = resp.json().await.unwrap_or(Value::Null);
+            assert_ne!(body["status"], "error", "{expr}: {body}");
+            let has_number = body["data"]["result"].as_array().is_some_and(|r| {
+                r.iter().any(|s| {
+                    s["value"][1]
+                        .as_str()
+                        .and_then(|v| v.parse::<f64>().ok())
+                        .is_some_and(f64::is_finite)
+                })
+            });
+            if has_number {
+                answered.insert(expr.clone());
+            }
+        }
+        if answered.len() == queries.len() {
+            break;
+        }
+        let missing: Vec<&(String, String)> = queries
+            .iter()
+            .filter(|(_, e)| !answered.contains(e))
+            .collect();
+        assert!(
+            Instant::now() < deadline,
+            "panel queries without data from the live Prometheus: {missing:?}"
+        );
+        tokio::time::sleep(Duration::from_secs(3)).await;
+    }
+    // The load also went through: the jobs end.
+    for id in ids.iter().take(6) {
+        let job = api.wait_for(&token, id, &TERMINAL, 240).await;
+        assert_eq!(job["state"], "succeeded", "{job}");
+    }
+    autoscaler.signal(nix::sys::signal::Signal::SIGTERM);
+    let _ = autoscaler.child.wait();
 }

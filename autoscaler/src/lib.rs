@@ -4,6 +4,7 @@
 //!   the status events seen in it, and the loop that publishes one every period.
 
 pub mod driver;
+pub mod measure;
 pub mod metrics;
 pub mod observe;
 pub mod plot;

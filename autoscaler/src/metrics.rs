@@ -21,6 +21,11 @@ pub struct Metrics {
     pub workers_requested: IntGauge,
     pub scale_decisions: IntCounterVec,
     pub arrival_rate: Gauge,
+    pub worker_startup: Histogram,
+    pub rebalance_pause: Histogram,
+    pub policy_startup: Gauge,
+    pub policy_rebalance: Gauge,
+    pub last_decision: Gauge,
 }
 
 const BUCKETS: [f64; 14] = [
@@ -82,13 +87,33 @@ impl Metrics {
             scale_decisions: IntCounterVec::new(
                 Opts::new(
                     "kumulus_scale_decisions_total",
-                    "Scaling decisions, by direction",
+                    "Scaling decisions, by direction and by the rule that set the count",
                 ),
-                &["direction"],
+                &["direction", "rule"],
             )?,
             arrival_rate: Gauge::new(
                 "kumulus_arrival_rate",
                 "Jobs arriving per second (smoothed)",
+            )?,
+            worker_startup: hist(
+                "kumulus_worker_startup_seconds",
+                "Time from asking the platform for a worker to that worker's first job",
+            )?,
+            rebalance_pause: hist(
+                "kumulus_rebalance_pause_seconds",
+                "How long a rebalance kept a worker from consuming (partitions revoked to assigned)",
+            )?,
+            policy_startup: Gauge::new(
+                "kumulus_policy_startup_seconds",
+                "The start-up time the policy assumes (measured or configured)",
+            )?,
+            policy_rebalance: Gauge::new(
+                "kumulus_policy_rebalance_seconds",
+                "The rebalance pause the policy assumes (measured or configured)",
+            )?,
+            last_decision: Gauge::new(
+                "kumulus_last_decision_timestamp_seconds",
+                "When the last scaling decision was taken (Unix time)",
             )?,
             registry,
         };
@@ -105,6 +130,11 @@ impl Metrics {
         m.registry.register(Box::new(m.workers_desired.clone()))?;
         m.registry.register(Box::new(m.scale_decisions.clone()))?;
         m.registry.register(Box::new(m.arrival_rate.clone()))?;
+        m.registry.register(Box::new(m.worker_startup.clone()))?;
+        m.registry.register(Box::new(m.rebalance_pause.clone()))?;
+        m.registry.register(Box::new(m.policy_startup.clone()))?;
+        m.registry.register(Box::new(m.policy_rebalance.clone()))?;
+        m.registry.register(Box::new(m.last_decision.clone()))?;
         Ok(m)
     }
 

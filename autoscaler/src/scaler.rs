@@ -19,6 +19,7 @@ use kumulus_core::job::JobId;
 use kumulus_core::observation::ObservationSink;
 use kumulus_core::ports::{PortResult, ScalingPlatform};
 
+use crate::measure::Measurements;
 use crate::metrics::Metrics;
 use crate::observe::observe;
 use crate::policy::{cap_to_partitions, decide, partitions_for, History, Observed, PolicyConfig};
@@ -58,12 +59,20 @@ struct Tally {
     events: Vec<StatusEvent>,
     submitted: HashMap<JobId, chrono::DateTime<chrono::Utc>>,
     running: HashSet<JobId>,
+    measured: Measurements,
 }
 
 const REMEMBERED: usize = 100_000;
 
 impl Tally {
     fn see(&mut self, ev: StatusEvent, m: &Metrics) {
+        let learnt = self.measured.saw(&ev);
+        if let Some(s) = learnt.startup_secs {
+            m.worker_startup.observe(s);
+        }
+        if let Some(s) = learnt.rebalance_secs {
+            m.rebalance_pause.observe(s);
+        }
         match &ev.kind {
             EventKind::Queued { submitted_at } => {
                 m.jobs_submitted.inc();
@@ -126,6 +135,10 @@ impl Scaler {
                 self.metrics.workers_current.set(n as i64);
             }
         }
+        self.metrics.policy_startup.set(self.policy.startup_secs);
+        self.metrics
+            .policy_rebalance
+            .set(self.policy.rebalance_secs);
         let started = Instant::now();
         let mut tally = Tally::default();
         let mut history = History::default();
@@ -140,7 +153,7 @@ impl Scaler {
                 },
                 _ = tick.tick() => {
                     let seen = std::mem::take(&mut tally.events);
-                    self.step(&seen, &tally, started.elapsed().as_secs_f64(), &mut history, &in_flight, &mut can_grow).await;
+                    self.step(&seen, &mut tally, started.elapsed().as_secs_f64(), &mut history, &in_flight, &mut can_grow).await;
                 }
             }
         }
@@ -149,7 +162,7 @@ impl Scaler {
     async fn step(
         &self,
         seen: &[StatusEvent],
-        tally: &Tally,
+        tally: &mut Tally,
         now_secs: f64,
         history: &mut History,
         in_flight: &Arc<AtomicBool>,
@@ -192,7 +205,19 @@ impl Scaler {
             finished: observation.avg_rate_of_finished as u64,
             service_secs,
         };
-        let mut decision = decide(&self.policy, history, &obs);
+        // Where the policy is to use measured times, the latest measures.
+        let mut policy = self.policy.clone();
+        if policy.measure_startup {
+            if let Some(v) = tally.measured.startup_secs() {
+                policy.startup_secs = v;
+            }
+        }
+        if policy.measure_rebalance {
+            if let Some(v) = tally.measured.rebalance_secs() {
+                policy.rebalance_secs = v;
+            }
+        }
+        let mut decision = decide(&policy, history, &obs);
         let capped = cap_to_partitions(decision.desired, snapshot.partitions, *can_grow);
         if capped < decision.desired {
             decision.reason = format!(
@@ -200,8 +225,13 @@ impl Scaler {
                 decision.reason, snapshot.partitions
             );
             decision.desired = capped;
+            decision.rule = "partitions".into();
         }
         let m = &self.metrics;
+        m.policy_startup.set(policy.startup_secs);
+        m.policy_rebalance.set(policy.rebalance_secs);
+        m.last_decision
+            .set(chrono::Utc::now().timestamp_millis() as f64 / 1000.0);
         m.queue_waiting.set(obs.waiting() as i64);
         m.consumer_lag.set(snapshot.lag.iter().sum::<u64>() as i64);
         m.kafka_partitions.set(snapshot.partitions as i64);
@@ -220,12 +250,15 @@ impl Scaler {
             std::cmp::Ordering::Less => "down",
             std::cmp::Ordering::Equal => "none",
         };
-        m.scale_decisions.with_label_values(&[direction]).inc();
+        m.scale_decisions
+            .with_label_values(&[direction, decision.rule.as_str()])
+            .inc();
         tracing::info!(
             workers = platform_workers,
             desired = decision.desired,
             members = ?snapshot.members,
             direction,
+            rule = %decision.rule,
             reason = %decision.reason,
             "scaling decision"
         );
@@ -257,6 +290,9 @@ impl Scaler {
                 }
             }
         }
+        tally
+            .measured
+            .asked(platform_workers, decision.desired, chrono::Utc::now());
         let platform = self.platform.clone();
         let metrics = self.metrics.clone();
         let flag = in_flight.clone();

@@ -187,7 +187,11 @@ pub fn simulate(trace: &[TraceJob], cfg: &SimConfig) -> SimResult {
         }
     };
     let shared = cfg.queue == QueueModel::Shared;
-    let rebalance_secs = if shared { 0.0 } else { cfg.rebalance_secs.max(0.0) };
+    let rebalance_secs = if shared {
+        0.0
+    } else {
+        cfg.rebalance_secs.max(0.0)
+    };
     let ready_secs = cfg.ready_secs.unwrap_or(p.startup_secs).max(0.0);
     let overhead = cfg.overhead_secs.max(0.0);
     let mut workers: Vec<Worker> = (0..initial).map(|_| new_worker(0.0)).collect();
@@ -342,7 +346,8 @@ pub fn simulate(trace: &[TraceJob], cfg: &SimConfig) -> SimResult {
                     starts[j] = Some(t);
                     services += 1;
                     finished_secs.push(trace[j].service_secs);
-                    w.running.push(t + (trace[j].service_secs + overhead).max(EPS));
+                    w.running
+                        .push(t + (trace[j].service_secs + overhead).max(EPS));
                 }
             }
         }

@@ -8,6 +8,21 @@ KUMULUS_BIN="$CARGO_TARGET_DIR/debug/kumulus"
 
 say() { printf '==> %s\n' "$*" >&2; }
 
+# The cache may hold another clone's build of these crates (cargo keys a
+# workspace's crates by their path inside it, not by the clone's place),
+# which cargo would take as fresh. When the last build in the cache came
+# from another clone, the sources are touched so that cargo rebuilds this
+# clone's own crates (the dependencies stay cached).
+own_build() {
+    local mark="$CARGO_TARGET_DIR/.kumulus-clone"
+    mkdir -p "$CARGO_TARGET_DIR"
+    if [ "$(cat "$mark" 2>/dev/null)" != "$ROOT" ]; then
+        find "$ROOT" -path "$ROOT/target" -prune -o -path "$ROOT/.git" -prune -o \
+            \( -name '*.rs' -o -name 'Cargo.toml' \) -print0 | xargs -0 touch
+        printf '%s\n' "$ROOT" >"$mark"
+    fi
+}
+
 # need COMMAND DEBIAN-PACKAGE...: installs the packages when COMMAND is missing.
 need() {
     local cmd="$1"; shift

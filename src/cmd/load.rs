@@ -195,8 +195,7 @@ fn measure(
         None if queue == QueueModel::Shared => (0.0, "assumed"),
         None => (policy.startup_secs, "assumed"),
     };
-    let (rebalance_secs, rebalance_from) = match mean_of(last, "kumulus_rebalance_pause_seconds")
-    {
+    let (rebalance_secs, rebalance_from) = match mean_of(last, "kumulus_rebalance_pause_seconds") {
         Some(v) => (v, "measured"),
         None => (rebalance_secs, "assumed"),
     };
@@ -332,6 +331,9 @@ pub async fn run(args: &LoadArgs) -> Result<String, String> {
     Ok(text_summary(&report, policy.slo_wait_secs))
 }
 
+/// The autoscaler's last decision as first seen, and `/metrics` as last read.
+type MetricsSeen = (Option<DateTime<Utc>>, Option<String>);
+
 /// What a run collected.
 struct Run {
     rows: Vec<JobRow>,
@@ -357,7 +359,7 @@ async fn drive(
     let started = Utc::now();
     let t0 = tokio::time::Instant::now();
     let seen: Arc<Mutex<Vec<Seen>>> = Arc::default();
-    let texts: Arc<Mutex<(Option<DateTime<Utc>>, Option<String>)>> = Arc::default();
+    let texts: Arc<Mutex<MetricsSeen>> = Arc::default();
     let submitted = Arc::new(std::sync::atomic::AtomicUsize::new(0));
     let total = trace.len();
     let stop = tokio_util::sync::CancellationToken::new();
@@ -383,7 +385,9 @@ async fn drive(
                         if x.0.is_none() {
                             x.0 = metric(&text, "kumulus_last_decision_timestamp_seconds")
                                 .filter(|&ts| ts > 0.0)
-                                .and_then(|ts| DateTime::from_timestamp_millis((ts * 1000.0) as i64));
+                                .and_then(|ts| {
+                                    DateTime::from_timestamp_millis((ts * 1000.0) as i64)
+                                });
                         }
                         x.1 = Some(text.clone());
                     }

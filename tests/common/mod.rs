@@ -539,6 +539,20 @@ pub fn metric(text: &str, name: &str) -> Option<f64> {
         .and_then(|v| v.parse().ok())
 }
 
+/// The sum of the series of `name` whose labels include `label` (such as
+/// `direction="down"`), if any.
+pub fn metric_where(text: &str, name: &str, label: &str) -> Option<f64> {
+    text.lines()
+        .filter_map(|l| {
+            let (labels, value) = l.strip_prefix(name)?.strip_prefix('{')?.split_once("} ")?;
+            labels
+                .split(',')
+                .any(|kv| kv == label)
+                .then(|| value.trim().parse::<f64>().ok())?
+        })
+        .reduce(|a, b| a + b)
+}
+
 /// Waits until `cond` holds; panics after `secs`.
 pub async fn eventually(secs: u64, what: &str, mut cond: impl FnMut() -> bool) {
     let deadline = Instant::now() + Duration::from_secs(secs);

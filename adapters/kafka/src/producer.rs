@@ -143,32 +143,53 @@ impl KafkaProducer {
         value: &T,
     ) -> PortResult<()> {
         let payload = serde_json::to_vec(value).map_err(|e| PortError::Internal(e.to_string()))?;
-        let mut record = FutureRecord::to(topic).key(key).payload(&payload);
-        if let Some(p) = partition {
-            record = record.partition(p);
-        }
         let wait = Duration::from_millis(self.cfg.message_timeout_ms as u64);
-        let producer = self
-            .producer
-            .read()
-            .map(|p| p.clone())
-            .map_err(|_| PortError::Internal("producer lock poisoned".into()))?;
-        // The delivery report comes within the message timeout, by
-        // librdkafka's word; a broker that restarted mid-send can leave it
-        // pending for good, so the wait is bounded here too.
-        let bound = wait * 2 + Duration::from_secs(1);
-        match tokio::time::timeout(bound, producer.send(record, Timeout::After(wait))).await {
-            Ok(Ok(_)) => Ok(()),
-            Ok(Err((e, _))) => {
-                self.rebuild();
-                Err(unavailable(format!("cannot write to {topic}: {e}")))
+        // A partition added moments ago (the autoscaler grows the topic) may
+        // be unknown to this producer until its metadata is refreshed: it is
+        // refreshed and the send tried once more.
+        let mut refreshed = false;
+        loop {
+            let mut record = FutureRecord::to(topic).key(key).payload(&payload);
+            if let Some(p) = partition {
+                record = record.partition(p);
             }
-            Err(_) => {
-                self.rebuild();
-                Err(unavailable(format!(
-                    "cannot write to {topic}: no delivery report in {} s",
-                    bound.as_secs()
-                )))
+            let producer = self
+                .producer
+                .read()
+                .map(|p| p.clone())
+                .map_err(|_| PortError::Internal("producer lock poisoned".into()))?;
+            // The delivery report comes within the message timeout, by
+            // librdkafka's word; a broker that restarted mid-send can leave it
+            // pending for good, so the wait is bounded here too.
+            let bound = wait * 2 + Duration::from_secs(1);
+            match tokio::time::timeout(bound, producer.send(record, Timeout::After(wait))).await {
+                Ok(Ok(_)) => return Ok(()),
+                Ok(Err((e, _)))
+                    if !refreshed
+                        && partition.is_some()
+                        && e.rdkafka_error_code()
+                            == Some(rdkafka::types::RDKafkaErrorCode::UnknownPartition) =>
+                {
+                    refreshed = true;
+                    let topic = topic.to_string();
+                    let _ = tokio::task::spawn_blocking(move || {
+                        rdkafka::producer::Producer::client(producer.as_ref())
+                            .fetch_metadata(Some(&topic), Timeout::After(wait))
+                            .map(|_| ())
+                    })
+                    .await;
+                }
+                Ok(Err((e, _))) => {
+                    self.rebuild();
+                    return Err(unavailable(format!("cannot write to {topic}: {e}")));
+                }
+                Err(_) => {
+                    self.rebuild();
+                    return Err(unavailable(format!(
+                        "cannot write to {topic}: no delivery report in {} s",
+                        bound.as_secs()
+                    )));
+                }
             }
         }
     }

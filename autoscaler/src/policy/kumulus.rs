@@ -119,6 +119,7 @@ pub fn decide(cfg: &PolicyConfig, history: &History, now: &Observed) -> Decision
         desired,
         recommended,
         reason,
+        rule: "policy".into(),
     }
 }
 

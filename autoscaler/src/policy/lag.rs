@@ -33,5 +33,6 @@ pub fn decide(cfg: &PolicyConfig, history: &History, now: &Observed) -> Decision
         desired,
         recommended,
         reason,
+        rule: "policy".into(),
     }
 }

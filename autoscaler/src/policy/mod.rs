@@ -130,7 +130,9 @@ pub fn from_config(
             .map_err(|m| kumulus_core::config::ConfigError::new("autoscaler.policy", m))?,
         period_secs: a.period_secs as f64,
         slo_wait_secs: a.slo_wait_secs,
-        startup_secs: a.startup_secs.or(kumulus_core::config::DEFAULT_STARTUP_SECS),
+        startup_secs: a
+            .startup_secs
+            .or(kumulus_core::config::DEFAULT_STARTUP_SECS),
         min_workers: a.min_workers,
         max_workers: a.max_workers,
         budget_worker_secs_per_hour: a.budget_worker_secs_per_hour,
@@ -183,6 +185,16 @@ pub struct Decision {
     /// What the policy's own rule asked for, before stabilization and bounds.
     pub recommended: u32,
     pub reason: String,
+    /// Which rule set the count, as a metric label: `policy` (its own
+    /// rule), `hold` (a stabilization window or cooldown kept more),
+    /// `idle`, `woken`, `min_workers`, `max_workers`, `budget`, or
+    /// `partitions` (the loop capped it).
+    #[serde(default = "policy_rule")]
+    pub rule: String,
+}
+
+fn policy_rule() -> String {
+    "policy".into()
 }
 
 impl Decision {
@@ -191,6 +203,7 @@ impl Decision {
             desired,
             recommended: desired,
             reason: reason.into(),
+            rule: policy_rule(),
         }
     }
 }
@@ -311,6 +324,11 @@ pub fn decide(cfg: &PolicyConfig, history: &History, now: &Observed) -> Decision
 fn bound(cfg: &PolicyConfig, history: &History, now: &Observed, d: Decision) -> Decision {
     let mut desired = d.desired;
     let mut reason = d.reason.clone();
+    let mut rule = if d.desired == d.recommended {
+        "policy"
+    } else {
+        "hold"
+    };
     // With min_workers 0, every policy scales to zero once idle for the
     // grace period (the seed's rule alone never goes below one), and not before.
     if cfg.min_workers == 0 {
@@ -318,22 +336,27 @@ fn bound(cfg: &PolicyConfig, history: &History, now: &Observed, d: Decision) -> 
         let idle_for = now.now_secs - idle_since;
         if idle_for >= cfg.idle_grace_secs && desired > 0 {
             desired = 0;
+            rule = "idle";
             reason = format!("{reason}; idle for {idle_for:.0} s: scale to zero");
         } else if desired == 0 && now.workers > 0 && idle_for < cfg.idle_grace_secs {
             desired = 1;
+            rule = "idle";
             reason = format!("{reason}; kept 1 until idle for {} s", cfg.idle_grace_secs);
         }
     }
     if desired == 0 && (now.waiting() > 0 || now.arrivals > 0 || now.running > 0) {
         desired = 1;
+        rule = "woken";
         reason = format!("{reason}; woken: jobs are waiting");
     }
     if desired < cfg.min_workers {
         desired = cfg.min_workers;
+        rule = "min_workers";
         reason = format!("{reason}; raised to min_workers {}", cfg.min_workers);
     }
     if desired > cfg.max_workers {
         desired = cfg.max_workers;
+        rule = "max_workers";
         reason = format!("{reason}; capped at max_workers {}", cfg.max_workers);
     }
     if let Some(budget) = cfg.budget_worker_secs_per_hour {
@@ -347,6 +370,7 @@ fn bound(cfg: &PolicyConfig, history: &History, now: &Observed, d: Decision) -> 
                 .max(cfg.min_workers);
             if desired > cap {
                 desired = cap;
+                rule = "budget";
                 reason = format!("{reason}; held to {cap} by the budget ({spent:.0} of {budget:.0} worker-s this hour)");
             }
         }
@@ -355,6 +379,7 @@ fn bound(cfg: &PolicyConfig, history: &History, now: &Observed, d: Decision) -> 
         desired,
         recommended: d.recommended,
         reason,
+        rule: rule.into(),
     }
 }
 
