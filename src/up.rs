@@ -275,7 +275,7 @@ impl QueueProbe for LocalQueue {
         // The jobs not started yet, as a Kafka lag is (a Kafka worker
         // commits past a job at its start); running ones are counted from
         // the status events.
-        let (waiting, _claimed) = self.0.queue_counts().await?;
+        let waiting = self.0.waiting().await?;
         Ok(QueueSnapshot {
             partitions: 0,
             lag: vec![waiting],

@@ -615,25 +615,6 @@ async fn the_process_driver_starts_drains_and_replaces_workers() {
     }
 }
 
-/// Every panel query of `grafana/kumulus.json`.
-fn dashboard_queries() -> Vec<(String, String)> {
-    let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("grafana/kumulus.json");
-    let dash: Value = serde_json::from_str(&std::fs::read_to_string(path).unwrap()).unwrap();
-    dash["panels"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .flat_map(|p| {
-            let title = p["title"].as_str().unwrap_or("").to_string();
-            p["targets"]
-                .as_array()
-                .unwrap()
-                .iter()
-                .map(move |t| (title.clone(), t["expr"].as_str().unwrap().to_string()))
-        })
-        .collect()
-}
-
 #[tokio::test]
 async fn every_dashboard_query_returns_data_from_a_loaded_cluster() {
     let servers = Servers::load();
@@ -686,7 +667,7 @@ async fn every_dashboard_query_returns_data_from_a_loaded_cluster() {
     let [(u1, p1), _] = servers.users();
     let token = api.login_with(&u1, &p1).await;
     let repo = Repo::node("setTimeout(() => console.log('done'), 2000);");
-    let queries = dashboard_queries();
+    let queries = common::dashboard_queries();
     assert!(queries.len() >= 15, "{queries:?}");
     // Waves of jobs keep the cluster loaded (and scaling) until every
     // query has answered with a number, or the deadline.

@@ -10,14 +10,9 @@ use std::collections::BTreeSet;
 use std::time::{Duration, Instant};
 
 fn queries() -> Vec<String> {
-    let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("grafana/kumulus.json");
-    let dash: Value = serde_json::from_str(&std::fs::read_to_string(path).unwrap()).unwrap();
-    dash["panels"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .flat_map(|p| p["targets"].as_array().unwrap().iter())
-        .map(|t| t["expr"].as_str().unwrap().to_string())
+    common::dashboard_queries()
+        .into_iter()
+        .map(|(_, expr)| expr)
         .collect()
 }
 

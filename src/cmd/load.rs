@@ -77,34 +77,6 @@ pub struct JobRow {
     pub elapsed_secs: Option<f64>,
 }
 
-/// The summary keys of `kumulus sim --json`.
-#[derive(Debug, Clone, Serialize)]
-pub struct Summary {
-    pub jobs: usize,
-    pub wait_p50_secs: f64,
-    pub wait_p95_secs: f64,
-    pub wait_max_secs: f64,
-    pub slo_violation_pct: f64,
-    pub worker_seconds: f64,
-    pub scale_events: u32,
-    pub max_workers: u32,
-}
-
-impl From<&SimResult> for Summary {
-    fn from(r: &SimResult) -> Self {
-        Self {
-            jobs: r.jobs,
-            wait_p50_secs: r.wait_p50_secs,
-            wait_p95_secs: r.wait_p95_secs,
-            wait_max_secs: r.wait_max_secs,
-            slo_violation_pct: r.slo_violation_pct,
-            worker_seconds: r.worker_seconds,
-            scale_events: r.scale_events,
-            max_workers: r.max_workers,
-        }
-    }
-}
-
 #[derive(Debug, Clone, Serialize)]
 pub struct Report {
     pub url: String,
@@ -115,8 +87,10 @@ pub struct Report {
     /// What the simulator modelled, as measured on this run.
     pub model: Model,
     pub jobs: Vec<JobRow>,
-    pub live: Summary,
-    pub sim: Summary,
+    /// The live run and the simulator's, each serialized with the key
+    /// names of `kumulus sim --json`.
+    pub live: SimResult,
+    pub sim: SimResult,
     /// live / sim, per figure (absent where the simulator's is 0).
     pub ratios: BTreeMap<String, Option<f64>>,
     pub wait_p99_secs: f64,
@@ -324,9 +298,9 @@ pub async fn run(args: &LoadArgs) -> Result<String, String> {
 
     let model = measure(&live, &policy, rebalance_secs);
     let sim = simulate(&trace, &model.sim_config(policy.clone()));
-    let report = build_report(args, &policy, rebalance_secs, model, &live, &sim);
+    let report = build_report(args, &policy, rebalance_secs, model, &live, sim);
     if let Some(dir) = &args.report {
-        write_report(dir, &report, &live, &policy)?;
+        write_report(dir, &report)?;
     }
     Ok(text_summary(&report, policy.slo_wait_secs))
 }
@@ -587,11 +561,10 @@ fn build_report(
     rebalance_secs: f64,
     model: Model,
     run: &Run,
-    sim: &SimResult,
+    sim: SimResult,
 ) -> Report {
-    let live_r = live_result(run, policy.slo_wait_secs);
-    let live = Summary::from(&live_r);
-    let sim_s = Summary::from(sim);
+    let live = live_result(run, policy.slo_wait_secs);
+    let sim_s = sim;
     let ratio = |l: f64, s: f64| (s > 0.0).then(|| l / s);
     let ratios = BTreeMap::from([
         (
@@ -611,7 +584,7 @@ fn build_report(
             ratio(live.scale_events as f64, sim_s.scale_events as f64),
         ),
     ]);
-    let mut waits: Vec<f64> = live_r.waits.iter().map(|w| w.1).collect();
+    let mut waits: Vec<f64> = live.waits.iter().map(|w| w.1).collect();
     waits.sort_by(f64::total_cmp);
     let mut lat = run.latencies.clone();
     lat.sort_by(f64::total_cmp);
@@ -728,12 +701,7 @@ fn markdown(r: &Report) -> String {
     md
 }
 
-fn write_report(
-    dir: &Path,
-    report: &Report,
-    run: &Run,
-    policy: &kumulus_autoscaler::policy::PolicyConfig,
-) -> Result<(), String> {
+fn write_report(dir: &Path, report: &Report) -> Result<(), String> {
     std::fs::create_dir_all(dir).map_err(|e| format!("cannot make {}: {e}", dir.display()))?;
     let write = |name: &str, text: &str| {
         let path = dir.join(name);
@@ -744,15 +712,15 @@ fn write_report(
         &serde_json::to_string_pretty(report).map_err(|e| e.to_string())?,
     )?;
     write("report.md", &markdown(report))?;
-    let live = live_result(run, policy.slo_wait_secs);
-    let title = format!("live: {} policy on {}", policy.policy, report.trace);
+    let slo = report.policy.slo_wait_secs;
+    let title = format!("live: {} policy on {}", report.policy.policy, report.trace);
     write(
         "plot.svg",
-        &kumulus_autoscaler::plot::svg(&live, &title, policy.slo_wait_secs),
+        &kumulus_autoscaler::plot::svg(&report.live, &title, slo),
     )?;
     // The run as the simulator's CSV, as `kumulus trace export` writes it.
-    let ran: Vec<super::trace::Ran> = run
-        .rows
+    let ran: Vec<super::trace::Ran> = report
+        .jobs
         .iter()
         .map(|r| super::trace::Ran {
             submitted_at: r.submitted_at,

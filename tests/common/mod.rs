@@ -553,6 +553,22 @@ pub fn metric_where(text: &str, name: &str, label: &str) -> Option<f64> {
         .reduce(|a, b| a + b)
 }
 
+/// Every panel query of `grafana/kumulus.json`: (panel title, PromQL).
+pub fn dashboard_queries() -> Vec<(String, String)> {
+    let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("grafana/kumulus.json");
+    let text = std::fs::read_to_string(path).expect("grafana/kumulus.json");
+    let dash: serde_json::Value = serde_json::from_str(&text).expect("the dashboard is JSON");
+    let mut queries = Vec::new();
+    for panel in dash["panels"].as_array().expect("panels") {
+        let title = panel["title"].as_str().unwrap_or("");
+        for target in panel["targets"].as_array().expect("targets") {
+            let expr = target["expr"].as_str().expect("expr");
+            queries.push((title.to_string(), expr.to_string()));
+        }
+    }
+    queries
+}
+
 /// Waits until `cond` holds; panics after `secs`.
 pub async fn eventually(secs: u64, what: &str, mut cond: impl FnMut() -> bool) {
     let deadline = Instant::now() + Duration::from_secs(secs);

@@ -259,20 +259,6 @@ impl Sqlite {
         .map(|n| n.max(0) as u64)
     }
 
-    /// Jobs waiting and jobs claimed (running), together.
-    pub async fn queue_counts(&self) -> PortResult<(u64, u64)> {
-        self.call(|c| {
-            c.query_row(
-                "SELECT COUNT(*) FILTER (WHERE claimed_by IS NULL),
-                        COUNT(*) FILTER (WHERE claimed_by IS NOT NULL) FROM queue",
-                [],
-                |r| Ok((r.get::<_, i64>(0)?, r.get::<_, i64>(1)?)),
-            )
-        })
-        .await
-        .map(|(w, c)| (w.max(0) as u64, c.max(0) as u64))
-    }
-
     /// Takes a job out of the queue if nobody has claimed it yet; returns
     /// whether it did. Used to cancel a queued job.
     pub async fn withdraw(&self, id: JobId) -> PortResult<bool> {

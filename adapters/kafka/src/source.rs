@@ -352,6 +352,15 @@ impl Rejoin {
     }
 }
 
+/// Leaves the group and closes the consumer, off the runtime's threads
+/// (closing blocks until librdkafka is done).
+fn leave(consumer: StreamConsumer<GroupLog>) -> tokio::task::JoinHandle<()> {
+    tokio::task::spawn_blocking(move || {
+        consumer.unsubscribe();
+        drop(consumer);
+    })
+}
+
 struct Pump {
     consumer: StreamConsumer<GroupLog>,
     cfg: KafkaConfig,
@@ -415,12 +424,7 @@ impl Pump {
         while let Ok(cmd) = commands.try_recv() {
             self.apply(cmd);
         }
-        let consumer = self.consumer;
-        let _ = tokio::task::spawn_blocking(move || {
-            consumer.unsubscribe();
-            drop(consumer);
-        })
-        .await;
+        let _ = leave(self.consumer).await;
         let _ = done.send(());
     }
 
@@ -461,11 +465,8 @@ impl Pump {
                 let old = std::mem::replace(&mut self.consumer, fresh);
                 self.resumed.clear();
                 self.paused = false;
-                // Leaving may wait on the wedged join: not here.
-                tokio::task::spawn_blocking(move || {
-                    old.unsubscribe();
-                    drop(old);
-                });
+                // Leaving may wait on the wedged join: not awaited.
+                drop(leave(old));
             }
             Err(e) => {
                 tracing::warn!(error = %e, "could not join the workers' group as a new member")
