@@ -126,6 +126,7 @@ pub async fn frontend(cfg: Config, shutdown: CancellationToken) -> Result<(), Up
         leader: store.clone() as Arc<dyn kumulus_core::ports::Leadership>,
         holder: format!("frontend-{}", uuid_like()),
         lease: cfg.lease(),
+        unconsumed_after: cfg.unconsumed_after(),
         period: Duration::from_secs(cfg.worker.heartbeat_secs),
         max_attempts: cfg.worker.max_attempts,
         dead: Default::default(),

@@ -126,6 +126,7 @@ impl Standalone {
             leader: Arc::new(SoleLeader),
             holder: "kumulus-up".into(),
             lease: cfg.lease(),
+            unconsumed_after: cfg.unconsumed_after(),
             period: Duration::from_secs(cfg.worker.heartbeat_secs),
             max_attempts: cfg.worker.max_attempts,
             dead: Default::default(),

@@ -113,9 +113,9 @@ pub trait JobQueue: Send + Sync {
     /// Says where `job` will go before it is stored, where the queue has
     /// places (partitions); the job then keeps its place.
     async fn place(&self, _job: &mut QueuedJob) {}
-    /// Places whose jobs nobody takes: work waits there while nothing is
-    /// consumed (a member the broker never let go of).
-    async fn stuck(&self) -> Vec<i32> {
+    /// Places whose jobs nobody takes: work has waited there for `after`
+    /// while nothing was consumed (a member the broker never let go of).
+    async fn stuck(&self, _after: std::time::Duration) -> Vec<i32> {
         Vec::new()
     }
 }

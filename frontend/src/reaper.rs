@@ -30,6 +30,11 @@ pub struct Reaper {
     /// This replica's name for the lead.
     pub holder: String,
     pub lease: Duration,
+    /// How long work must wait unconsumed on a partition whose owner is not
+    /// known dead before it is moved: longer than a rebalance
+    /// ([`kumulus_core::config::Config::unconsumed_after`]). Where an
+    /// attempt stalled (its worker is known dead), the lease is enough.
+    pub unconsumed_after: Duration,
     /// Time between sweeps.
     pub period: Duration,
     pub max_attempts: u32,
@@ -85,7 +90,14 @@ impl Reaper {
             }
             Err(_) => Vec::new(),
         };
-        for partition in self.queue.stuck().await {
+        // Stuck for a lease: moved where its owner is known dead; for a
+        // rebalance's length: moved wherever.
+        let long_stuck = self.queue.stuck(self.unconsumed_after).await;
+        for partition in self.queue.stuck(self.lease).await {
+            let suspect = suspects.contains(&partition);
+            if !suspect && !long_stuck.contains(&partition) {
+                continue;
+            }
             // A partition whose owner runs a long job commits nothing
             // meanwhile: never touched while a job there renews its lease.
             if self.store.alive_on(Some(partition), cutoff).await? {
@@ -95,7 +107,7 @@ impl Reaper {
             // moved. Elsewhere, only while no worker anywhere is busy: an
             // idle live owner would have taken the work, a busy one may
             // simply not have got to it yet.
-            if !suspects.contains(&partition) && self.store.alive_on(None, cutoff).await? {
+            if !suspect && self.store.alive_on(None, cutoff).await? {
                 continue;
             }
             for rec in self.store.queued_on(partition, cutoff, BATCH).await? {

@@ -247,10 +247,10 @@ impl JobQueue for KafkaProducer {
         }
     }
 
-    async fn stuck(&self) -> Vec<i32> {
+    async fn stuck(&self, after: Duration) -> Vec<i32> {
         self.watch
             .lock()
-            .map(|w| w.stranded(Instant::now(), self.stuck_after()))
+            .map(|w| w.stranded(Instant::now(), after))
             .unwrap_or_default()
     }
 }
