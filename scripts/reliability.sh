@@ -10,6 +10,7 @@ source "$(dirname "$0")/lib/common.sh"
 cd "$ROOT"
 need_runtime
 source "$ROOT/scripts/lib/test-servers.sh"
+own_build
 LOG="$(mktemp)"
 cargo test --test crash --test faults -- --nocapture --test-threads 1 2>&1 | tee "$LOG" >/dev/null
 echo "| scenario | jobs | terminal | one final state | recovery (s) |"
