@@ -16,14 +16,8 @@ echo "| --- | --- | --- | --- |"
 for f in autoscaler/traces/*.csv; do
     t="$(basename "$f" .csv)"
     seed="$(sim --trace "$f" --policy seed | row)"
-    best=""; best_ws=""
-    for l in 1 2 3 4 5 6 8 10 12 15 20 25 30 40; do
-        out="$(sim --trace "$f" --policy lag --lag-threshold "$l")"
-        v="$(jq -r .slo_violation_pct <<<"$out")"; w="$(jq -r '.worker_seconds|floor' <<<"$out")"
-        if awk "BEGIN{exit !($v <= 5.0)}" && { [ -z "$best_ws" ] || [ "$w" -lt "$best_ws" ]; }; then
-            best="threshold $l: $(row <<<"$out")"; best_ws="$w"
-        fi
-    done
+    best="$(cheapest_lag "$f" "$SLO")"
+    if [ -n "$best" ]; then best="threshold ${best%% *}: $(row <<<"${best#* }")"; fi
     kum="$(sim --trace "$f" --policy kumulus | row)"
     echo "| $t | $seed | ${best:-none meets it} | $kum |"
 done

@@ -4,7 +4,7 @@
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)"
 # A build cache outside the clone, reused by later clones; never required.
 export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$HOME/.cache/kumulus/target}"
-KUMULUS_BIN="$CARGO_TARGET_DIR/debug/kumulus"
+KUMULUS_BIN="${KUMULUS_BIN:-$CARGO_TARGET_DIR/debug/kumulus}"
 
 say() { printf '==> %s\n' "$*" >&2; }
 
@@ -48,4 +48,21 @@ need_runtime() {
     need curl curl
     need jq jq
     need bwrap bubblewrap   # the jobs' sandbox
+}
+
+# cheapest_lag TRACE_FILE SLO_SECS [SIM FLAGS...]: the `lag` threshold of a
+# sweep (1 to 40) with the fewest worker-seconds that keeps at most 5% of
+# jobs over the SLO in `kumulus sim`, printed as "THRESHOLD SIM_JSON";
+# nothing when none does.
+cheapest_lag() {
+    local trace="$1" slo="$2"; shift 2
+    local best="" best_ws="" out v w l
+    for l in 1 2 3 4 5 6 8 10 12 15 20 25 30 40; do
+        out="$("$KUMULUS_BIN" sim --trace "$trace" --slo-wait-secs "$slo" --json --policy lag --lag-threshold "$l" "$@")"
+        v="$(jq -r .slo_violation_pct <<<"$out")"; w="$(jq -r '.worker_seconds|floor' <<<"$out")"
+        if awk "BEGIN{exit !($v <= 5.0)}" && { [ -z "$best_ws" ] || [ "$w" -lt "$best_ws" ]; }; then
+            best="$l $out"; best_ws="$w"
+        fi
+    done
+    [ -z "$best" ] || printf '%s\n' "$best"
 }

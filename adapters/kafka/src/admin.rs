@@ -98,10 +98,15 @@ pub async fn grow_partitions(cfg: &KafkaConfig, total: u32) -> PortResult<Grow> 
     let admin = admin_client(cfg)?;
     let opts = AdminOptions::new().operation_timeout(Some(Duration::from_secs(10)));
     let req = rdkafka::admin::NewPartitions::new(&cfg.jobs_topic, total as usize);
-    let results = admin
-        .create_partitions(&[req], &opts)
-        .await
-        .map_err(unavailable)?;
+    let results = match admin.create_partitions(&[req], &opts).await {
+        Ok(results) => results,
+        // librdkafka's own verdict, before asking: the broker did not
+        // advertise CreatePartitions.
+        Err(rdkafka::error::KafkaError::AdminOp(code)) if cannot_grow(code) => {
+            return Ok(Grow::Unsupported(code.to_string()))
+        }
+        Err(e) => return Err(unavailable(e)),
+    };
     match results.into_iter().next() {
         Some(Ok(_)) => Ok(Grow::Grown {
             from: current,
@@ -109,15 +114,24 @@ pub async fn grow_partitions(cfg: &KafkaConfig, total: u32) -> PortResult<Grow> 
         }),
         Some(Err((_, code))) => match code {
             RDKafkaErrorCode::InvalidPartitions => Ok(Grow::AlreadyEnough(current)),
-            RDKafkaErrorCode::UnsupportedVersion
-            | RDKafkaErrorCode::UnsupportedForMessageFormat
-            | RDKafkaErrorCode::InvalidRequest
-            | RDKafkaErrorCode::ClusterAuthorizationFailed
-            | RDKafkaErrorCode::TopicAuthorizationFailed => Ok(Grow::Unsupported(code.to_string())),
+            code if cannot_grow(code) => Ok(Grow::Unsupported(code.to_string())),
             other => Err(unavailable(format!("cannot add partitions: {other}"))),
         },
         None => Err(unavailable("no answer to CreatePartitions")),
     }
+}
+
+/// Answers that mean this broker will never add partitions for us.
+fn cannot_grow(code: RDKafkaErrorCode) -> bool {
+    matches!(
+        code,
+        RDKafkaErrorCode::UnsupportedVersion
+            | RDKafkaErrorCode::UnsupportedFeature
+            | RDKafkaErrorCode::UnsupportedForMessageFormat
+            | RDKafkaErrorCode::InvalidRequest
+            | RDKafkaErrorCode::ClusterAuthorizationFailed
+            | RDKafkaErrorCode::TopicAuthorizationFailed
+    )
 }
 
 /// Lag per partition of the jobs topic for the workers' group, and the

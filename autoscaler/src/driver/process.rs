@@ -9,6 +9,11 @@
 //!   `kumulus worker` does on shutdown (a running job finishes within its
 //!   grace, or is queued again), and no longer count.
 //! - A worker that dies no longer counts: the next decision replaces it.
+//!   One that dies soon after it started (a bad configuration, a broker it
+//!   cannot reach) is replaced after a growing pause instead
+//!   ([`restart_hold`]: 1 s, 2 s, 4 s, ... up to 5 min), as Kubernetes
+//!   backs off a crash loop, so that a worker that cannot run is not
+//!   restarted every period for ever.
 //! - When the autoscaler stops, its workers are stopped too (`on_stop =
 //!   "stop"`, the default: a later autoscaler would not adopt them, count
 //!   from zero and start as many again), or left running (`"leave"`).
@@ -19,7 +24,7 @@ use async_trait::async_trait;
 use std::path::PathBuf;
 use std::process::Stdio;
 use std::sync::Mutex;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 use tokio::process::{Child, Command};
 
 use kumulus_core::ports::{PortError, PortResult, ScalingPlatform};
@@ -59,9 +64,25 @@ pub struct ProcessSettings {
     pub drain: Duration,
 }
 
+/// A worker that exits within this long of its start has not really run:
+/// its exit counts towards a crash loop.
+pub const EARLY_EXIT: Duration = Duration::from_secs(30);
+const LONGEST_HOLD: Duration = Duration::from_secs(300);
+
+/// How long to hold further starts after `early_exits` rounds in a row in
+/// which workers exited soon after they started: none after none, then
+/// 1 s, doubling each time, up to 5 min.
+pub fn restart_hold(early_exits: u32) -> Duration {
+    match early_exits {
+        0 => Duration::ZERO,
+        n => Duration::from_secs(1u64 << (n - 1).min(16)).min(LONGEST_HOLD),
+    }
+}
+
 struct Worker {
     id: String,
     child: Child,
+    since: Instant,
 }
 
 #[derive(Default)]
@@ -71,18 +92,47 @@ struct Pool {
     /// Stopped with SIGTERM, draining.
     draining: Vec<Worker>,
     started: u64,
+    /// Rounds in a row (reaps) in which workers exited soon after their start.
+    early_exits: u32,
+    /// No worker starts before this (a crash loop's pause).
+    hold_until: Option<Instant>,
 }
 
 impl Pool {
-    /// Drops the workers that exited, logging the ones that were not asked to.
+    /// Drops the workers that exited, logging the ones that were not asked
+    /// to, and holds further starts when they exit as soon as they start.
     fn reap(&mut self) {
+        let now = Instant::now();
+        let mut exited = Vec::new();
         self.running.retain_mut(|w| match w.child.try_wait() {
             Ok(Some(status)) => {
-                tracing::warn!(worker = %w.id, %status, "a worker exited; it is replaced at the next decision");
+                exited.push((w.id.clone(), status, now.duration_since(w.since)));
                 false
             }
             _ => true,
         });
+        let early = exited.iter().any(|(_, _, lived)| *lived < EARLY_EXIT);
+        let held = self.hold_until.is_some_and(|t| t > now);
+        if early && !held {
+            // One more round of the loop, however many die in it: no
+            // worker starts during a hold, so exits then are this round's.
+            self.early_exits += 1;
+            self.hold_until = Some(now + restart_hold(self.early_exits));
+        } else if !early && !exited.is_empty() {
+            self.early_exits = 0;
+        }
+        for (id, status, lived) in exited {
+            if lived < EARLY_EXIT {
+                tracing::warn!(
+                    worker = %id, %status, lived_secs = lived.as_secs_f64(),
+                    rounds_in_a_row = self.early_exits,
+                    hold_secs = restart_hold(self.early_exits).as_secs(),
+                    "a worker exited soon after it started (see its log); new starts wait"
+                );
+            } else {
+                tracing::warn!(worker = %id, %status, "a worker exited; it is replaced at the next decision");
+            }
+        }
         self.draining.retain_mut(|w| match w.child.try_wait() {
             Ok(Some(status)) => {
                 tracing::info!(worker = %w.id, %status, "a stopped worker has drained");
@@ -134,7 +184,11 @@ impl ProcessDriver {
             ))
         })?;
         tracing::info!(worker = %id, pid = ?child.id(), log = %log_path.display(), "started a worker");
-        pool.running.push(Worker { id, child });
+        pool.running.push(Worker {
+            id,
+            child,
+            since: Instant::now(),
+        });
         Ok(())
     }
 
@@ -195,8 +249,21 @@ impl ScalingPlatform for ProcessDriver {
     async fn apply(&self, desired: u32) -> PortResult<()> {
         let mut pool = self.lock();
         pool.reap();
+        if (pool.running.len() as u32) < desired {
+            if let Some(until) = pool.hold_until.filter(|t| *t > Instant::now()) {
+                tracing::info!(
+                    wait_secs = until.duration_since(Instant::now()).as_secs_f64(),
+                    "workers keep exiting as they start; holding new starts"
+                );
+                return Ok(());
+            }
+        }
         while (pool.running.len() as u32) < desired {
             self.start(&mut pool)?;
+        }
+        // A worker that has lived past the early-exit window ends the loop.
+        if pool.running.iter().any(|w| w.since.elapsed() >= EARLY_EXIT) {
+            pool.early_exits = 0;
         }
         while (pool.running.len() as u32) > desired {
             let Some(w) = pool.running.pop() else { break };
@@ -233,5 +300,72 @@ impl ScalingPlatform for ProcessDriver {
                 }
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_crash_loop_is_held_longer_each_time_up_to_five_minutes() {
+        for (exits, secs) in [
+            (0, 0),
+            (1, 1),
+            (2, 2),
+            (3, 4),
+            (6, 32),
+            (9, 256),
+            (10, 300),
+            (40, 300),
+        ] {
+            assert_eq!(
+                restart_hold(exits),
+                Duration::from_secs(secs),
+                "{exits} exits"
+            );
+        }
+    }
+
+    /// Waits until every worker started has exited (`false` exits at once).
+    async fn all_exited(driver: &ProcessDriver) {
+        for _ in 0..100 {
+            if driver.current().await.unwrap() == 0 {
+                return;
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        panic!("the workers did not exit");
+    }
+
+    #[tokio::test]
+    async fn workers_that_exit_as_they_start_are_restarted_after_a_pause_not_at_once() {
+        let logs = tempfile::tempdir().unwrap();
+        let driver = ProcessDriver::new(ProcessSettings {
+            program: "false".into(),
+            args: vec![],
+            env: vec![],
+            log_dir: logs.path().into(),
+            id_prefix: "crash".into(),
+            on_stop: OnStop::Stop,
+            drain: Duration::from_secs(1),
+        })
+        .unwrap();
+        driver.apply(3).await.unwrap();
+        assert_eq!(driver.lock().started, 3);
+        all_exited(&driver).await;
+        // Held: asking again starts nobody.
+        driver.apply(3).await.unwrap();
+        assert_eq!(driver.lock().started, 3, "restarted during the hold");
+        // After the first round's hold (1 s) they start again, and a second
+        // round of exits holds longer (2 s).
+        tokio::time::sleep(restart_hold(1) + Duration::from_millis(100)).await;
+        driver.apply(3).await.unwrap();
+        assert_eq!(driver.lock().started, 6);
+        all_exited(&driver).await;
+        assert_eq!(driver.lock().early_exits, 2);
+        tokio::time::sleep(restart_hold(1) + Duration::from_millis(100)).await;
+        driver.apply(3).await.unwrap();
+        assert_eq!(driver.lock().started, 6, "the second hold is longer");
     }
 }
