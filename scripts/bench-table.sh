@@ -37,8 +37,13 @@ table() {
 
 if [ "${1:-}" = --table ]; then table; exit 0; fi
 SPEED="${1:-4}"
+# One release build, copied: every run uses the same binary.
 own_build
-cargo build --quiet --bin kumulus
+cargo build --quiet --release --bin kumulus
+export KUMULUS_BENCH_BIN="$ROOT/bench-load/kumulus"
+mkdir -p bench-load
+cp "$CARGO_TARGET_DIR/release/kumulus" "$KUMULUS_BENCH_BIN"
+KUMULUS_BIN="$KUMULUS_BENCH_BIN"
 for t in ${KUMULUS_BENCH_TRACES:-burst diurnal heavy-tailed steady step}; do
     lag="$(cheapest_lag "autoscaler/traces/$t.csv" 60)"; lag="${lag%% *}"
     for target in ${KUMULUS_BENCH_TARGETS:-up cluster}; do

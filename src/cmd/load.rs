@@ -75,6 +75,9 @@ pub struct JobRow {
     pub state: JobState,
     #[serde(skip)]
     pub elapsed_secs: Option<f64>,
+    /// The run time the job was asked for (its trace's, divided by the speed).
+    #[serde(skip)]
+    pub asked_secs: f64,
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -143,8 +146,10 @@ fn measure(
         .rows
         .iter()
         .filter_map(|r| {
+            // Everything beyond the asked run: the clone, the sandbox and
+            // the runtime's start (all inside `elapsed_secs`), collection.
             let held = (r.finished_at? - r.started_at?).num_milliseconds() as f64 / 1000.0;
-            Some((held - r.elapsed_secs?).max(0.0))
+            Some((held - r.asked_secs).max(0.0))
         })
         .collect();
     let overhead_secs = if overheads.is_empty() {
@@ -457,14 +462,15 @@ async fn drive(
     stop.cancel();
     let _ = sampler.await;
     let rows: Vec<JobRow> = records
-        .values()
-        .map(|j| JobRow {
+        .iter()
+        .map(|(i, j)| JobRow {
             id: j.id.clone(),
             submitted_at: j.submitted_at,
             started_at: j.started_at,
             finished_at: j.finished_at,
             state: j.state,
             elapsed_secs: j.elapsed_secs,
+            asked_secs: trace[*i].service_secs,
         })
         .collect();
     let unfinished =
@@ -780,13 +786,14 @@ mod tests {
         };
         let t0: DateTime<Utc> = "2026-01-01T00:00:00Z".parse().unwrap();
         let at = |s: f64| t0 + chrono::Duration::milliseconds((s * 1000.0) as i64);
-        let job = |start: f64, end: f64, elapsed: f64| JobRow {
+        let job = |start: f64, end: f64, asked: f64| JobRow {
             id: "j".into(),
             submitted_at: t0,
             started_at: Some(at(start)),
             finished_at: Some(at(end)),
             state: JobState::Succeeded,
-            elapsed_secs: Some(elapsed),
+            elapsed_secs: Some(asked + 0.1),
+            asked_secs: asked,
         };
         let mut run = Run {
             rows: vec![job(1.0, 3.5, 2.0), job(2.0, 3.3, 1.0)],
