@@ -3,7 +3,7 @@
 use std::path::PathBuf;
 
 use kumulus_autoscaler::policy::{PolicyConfig, PolicyKind};
-use kumulus_autoscaler::sim::{read_trace, simulate, QueueModel, SimConfig};
+use kumulus_autoscaler::sim::{read_trace, simulate, Placement, QueueModel, SimConfig};
 
 #[derive(clap::Args, Debug)]
 pub struct SimArgs {
@@ -49,6 +49,9 @@ pub struct PolicyArgs {
     /// `lag`: scale-down cooldown.
     #[arg(long)]
     pub cooldown_secs: Option<f64>,
+    /// With `--min-workers 0`: idle this long before scaling to zero.
+    #[arg(long)]
+    pub idle_grace_secs: Option<f64>,
     /// Consumption pause at each change of the group's membership.
     #[arg(long, default_value_t = 3.0)]
     pub rebalance_secs: f64,
@@ -98,6 +101,9 @@ impl PolicyArgs {
         if let Some(v) = self.cooldown_secs {
             p.cooldown_secs = non_negative(v, "cooldown-secs")?;
         }
+        if let Some(v) = self.idle_grace_secs {
+            p.idle_grace_secs = non_negative(v, "idle-grace-secs")?;
+        }
         if let Some(v) = self.min_workers {
             p.min_workers = v;
         }
@@ -136,6 +142,12 @@ pub struct ModelArgs {
     /// `shared` (`kumulus up`: any free slot takes the oldest job).
     #[arg(long, default_value = "partitioned")]
     pub queue: QueueModel,
+    /// How a job's partition is picked: `hash` (what the frontend does:
+    /// Kafka's default partitioner) or `least-backlog` (the partition whose
+    /// owner has the fewest jobs in the autoscaler's last lag reading, plus
+    /// those placed since: a placement the frontend does not do yet).
+    #[arg(long, default_value = "hash")]
+    pub placement: Placement,
     /// Seconds a job holds its slot beyond its run (clone, sandbox, files).
     #[arg(long, default_value_t = 0.0)]
     pub overhead_secs: f64,
@@ -162,6 +174,7 @@ impl ModelArgs {
         Ok(SimConfig {
             overhead_secs: non_negative(self.overhead_secs, "overhead-secs")?,
             queue: self.queue,
+            placement: self.placement,
             first_decision_secs: self
                 .first_decision_secs
                 .map(|v| non_negative(v, "first-decision-secs"))
@@ -203,9 +216,10 @@ pub fn run(args: &SimArgs) -> Result<String, String> {
         serde_json::to_string(&r).map_err(|e| e.to_string())
     } else {
         Ok(format!(
-            "jobs {}\nwait p50 {:.1} s, p95 {:.1} s, max {:.1} s\nover the SLO ({} s): {:.1}%\nworker-seconds {:.0}\nscale events {}, max workers {}",
+            "jobs {}\nwait p50 {:.1} s, p95 {:.1} s, max {:.1} s\nover the SLO ({} s): {:.1}%\nworker-seconds {:.0} ({:.2} times the jobs' run time, {:.0} s)\nscale events {} ({:.1} an hour), max workers {}",
             r.jobs, r.wait_p50_secs, r.wait_p95_secs, r.wait_max_secs, policy.slo_wait_secs,
-            r.slo_violation_pct, r.worker_seconds, r.scale_events, r.max_workers
+            r.slo_violation_pct, r.worker_seconds, r.worker_seconds / r.work_seconds.max(1e-9),
+            r.work_seconds, r.scale_events, r.scale_events_per_hour, r.max_workers
         ))
     }
 }
