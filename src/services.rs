@@ -118,16 +118,31 @@ pub async fn frontend(cfg: Config, shutdown: CancellationToken) -> Result<(), Up
         "kumulus frontend is listening on http://{}",
         listener.local_addr().map_err(backend)?
     );
+    let holder = format!("frontend-{}", uuid_like());
+    let period = Duration::from_secs(cfg.worker.heartbeat_secs);
+    let retention = cfg.retention.keep().map(|keep| {
+        tokio::spawn(
+            kumulus_frontend::retention::Retention {
+                state: state.clone(),
+                keep,
+                period: Duration::from_secs(cfg.retention.sweep_secs),
+                leader: store.clone() as Arc<dyn kumulus_core::ports::Leadership>,
+                holder: holder.clone(),
+                lead_ttl: period * 3,
+            }
+            .run(shutdown.clone()),
+        )
+    });
     let reaper = kumulus_frontend::reaper::Reaper {
         store: store.clone() as Arc<dyn JobStore>,
         queue: producer.clone() as Arc<dyn JobQueue>,
         status: producer.clone() as Arc<dyn StatusBus>,
         cancels: producer.clone() as Arc<dyn CancelBus>,
         leader: store.clone() as Arc<dyn kumulus_core::ports::Leadership>,
-        holder: format!("frontend-{}", uuid_like()),
+        holder,
         lease: cfg.lease(),
         unconsumed_after: cfg.unconsumed_after(),
-        period: Duration::from_secs(cfg.worker.heartbeat_secs),
+        period,
         max_attempts: cfg.worker.max_attempts,
         dead: Default::default(),
     };
@@ -141,6 +156,9 @@ pub async fn frontend(cfg: Config, shutdown: CancellationToken) -> Result<(), Up
     shutdown.cancel();
     let _ = projector.await;
     let _ = reaper.await;
+    if let Some(retention) = retention {
+        let _ = retention.await;
+    }
     served.map_err(backend)
 }
 

@@ -237,12 +237,28 @@ impl Standalone {
         };
         let autoscaler = tokio::spawn(scaler.run(self.status.subscribe(), shutdown.clone()));
         let reaper = tokio::spawn(self.reaper.run(shutdown.clone()));
+        let retention = self.cfg.retention.keep().map(|keep| {
+            tokio::spawn(
+                kumulus_frontend::retention::Retention {
+                    state: self.frontend.clone(),
+                    keep,
+                    period: Duration::from_secs(self.cfg.retention.sweep_secs),
+                    leader: Arc::new(SoleLeader),
+                    holder: "kumulus-up".into(),
+                    lead_ttl: Duration::from_secs(60),
+                }
+                .run(shutdown.clone()),
+            )
+        });
         let worker = tokio::spawn(self.worker.run(shutdown.clone()));
         let served = kumulus_frontend::serve(self.listener, self.frontend, shutdown.clone()).await;
         shutdown.cancel();
         let _ = worker.await;
         let _ = autoscaler.await;
         let _ = reaper.await;
+        if let Some(retention) = retention {
+            let _ = retention.await;
+        }
         served.map_err(io("the API server failed"))
     }
 }

@@ -146,6 +146,7 @@ async fn the_full_flow_through_three_processes() {
         serde_json::from_slice::<Value>(&bytes).unwrap()["args"],
         json!(["uno"])
     );
+    // Deleting the ended job removes its record (MongoDB) and files (S3).
     let (status, _) = api
         .call(
             Method::GET,
@@ -154,7 +155,27 @@ async fn the_full_flow_through_three_processes() {
             None,
         )
         .await;
-    assert_eq!(status, StatusCode::CONFLICT);
+    assert_eq!(status, StatusCode::OK);
+    for path in [
+        format!("/api/status/{seed_id}"),
+        format!("/api/results/{seed_id}/result.json"),
+    ] {
+        let (status, _) = api.call(Method::GET, &path, &seed_token, None).await;
+        assert_eq!(status, StatusCode::NOT_FOUND, "{path} after the delete");
+    }
+    let (status, _) = api
+        .call(Method::DELETE, &format!("/api/jobs/{id}"), &ana, None)
+        .await;
+    assert_eq!(status, StatusCode::NO_CONTENT);
+    let (status, _) = api
+        .call(
+            Method::GET,
+            &format!("/api/jobs/{id}/files/stdout.log"),
+            &ana,
+            None,
+        )
+        .await;
+    assert_eq!(status, StatusCode::NOT_FOUND);
 
     // The autoscaler's observations reach /health/load.
     let deadline = Instant::now() + Duration::from_secs(30);
@@ -727,4 +748,66 @@ async fn every_dashboard_query_returns_data_from_a_loaded_cluster() {
     }
     autoscaler.signal(nix::sys::signal::Signal::SIGTERM);
     let _ = autoscaler.child.wait();
+}
+
+#[tokio::test]
+async fn ended_jobs_expire_with_their_files_and_running_ones_stay() {
+    let servers = Servers::load();
+    let env = service_env(&servers, &namespace());
+    // Jobs are kept about 2.6 s after they end; the sweep runs every second.
+    let frontend = kumulus(
+        "frontend",
+        &env,
+        &[
+            ("KUMULUS_RETENTION__DAYS", "0.00003"),
+            ("KUMULUS_RETENTION__SWEEP_SECS", "1"),
+        ],
+    );
+    let _worker = kumulus("worker", &env, &[("KUMULUS_WORKER__SLOTS", "2")]);
+    let api = Api::new(frontend.url());
+    let [(u1, p1), _] = servers.users();
+    let ana = api.login_with(&u1, &p1).await;
+    let quick = Repo::example();
+    let slow = Repo::node("setTimeout(() => {}, 40000);");
+    let done = api.submit(&ana, json!({"url": quick.path()})).await;
+    let busy = api.submit(&ana, json!({"url": slow.path()})).await;
+    api.wait_for(&ana, &done, &["succeeded"], 90).await;
+    api.wait_for(&ana, &busy, &["running"], 90).await;
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let (status, _) = api
+            .call(Method::GET, &format!("/api/jobs/{done}"), &ana, None)
+            .await;
+        if status == StatusCode::NOT_FOUND {
+            break;
+        }
+        assert!(Instant::now() < deadline, "the ended job was never expired");
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+    let (status, _) = api
+        .call(
+            Method::GET,
+            &format!("/api/jobs/{done}/files/stdout.log"),
+            &ana,
+            None,
+        )
+        .await;
+    assert_eq!(status, StatusCode::NOT_FOUND, "its files went with it");
+    let (status, job) = api
+        .json(Method::GET, &format!("/api/jobs/{busy}"), &ana, None)
+        .await;
+    assert_eq!(
+        (status, job["state"].as_str()),
+        (StatusCode::OK, Some("running"))
+    );
+    let metrics = api.text("/metrics").await;
+    assert!(
+        common::metric_where(&metrics, "kumulus_jobs_removed_total", "reason=\"expired\"")
+            .is_some_and(|n| n >= 1.0),
+        "{metrics}"
+    );
+    let (status, _) = api
+        .call(Method::DELETE, &format!("/api/jobs/{busy}"), &ana, None)
+        .await;
+    assert_eq!(status, StatusCode::ACCEPTED);
 }

@@ -235,8 +235,29 @@ async fn job_store_suite(store: &dyn JobStore) {
         .expect("list");
     assert_eq!(bobs.len(), 1);
 
+    // Retention: ended jobs before the cutoff, never active ones.
+    let ids = |recs: Vec<JobRecord>| recs.into_iter().map(|r| r.id).collect::<BTreeSet<_>>();
+    let soon = chrono::Utc::now() + chrono::Duration::seconds(5);
+    let ended = ids(store.ended_before(soon, 1000).await.expect("ended_before"));
+    assert!(ended.contains(&ana[1].id), "the succeeded job");
+    assert!(ended.contains(&ana[2].id), "the failed job");
+    for active in [ana[0].id, ana[3].id, bob.id] {
+        assert!(!ended.contains(&active), "an active job");
+    }
+    let an_hour_ago = chrono::Utc::now() - chrono::Duration::hours(1);
+    let old = ids(store
+        .ended_before(an_hour_ago, 1000)
+        .await
+        .expect("ended_before"));
+    assert!(!old.contains(&ana[1].id), "it ended just now");
+
     store.remove(ana[3].id).await.expect("remove");
     assert!(store.get(ana[3].id).await.expect("get").is_none());
+    assert!(store.payload(ana[3].id).await.expect("payload").is_none());
+    store
+        .remove(ana[3].id)
+        .await
+        .expect("removing twice is no error");
 }
 
 async fn queue_suite(queue: &dyn JobQueue, source: &dyn JobSource) {
@@ -301,6 +322,20 @@ async fn blob_suite(blobs: &dyn BlobStore) {
         .expect("get")
         .is_none());
     assert!(blobs.get(job, "../stdout.log").await.is_err());
+
+    // Removing a job takes every file of it, and nothing of another job's.
+    let other = JobId::new();
+    blobs
+        .put_file(other, "stdout.log", &small)
+        .await
+        .expect("put");
+    assert_eq!(blobs.remove_job(job).await.expect("remove"), 2);
+    for name in ["stdout.log", "output/sub/big.bin"] {
+        assert!(blobs.get(job, name).await.expect("get").is_none(), "{name}");
+    }
+    assert!(blobs.get(other, "stdout.log").await.expect("get").is_some());
+    assert_eq!(blobs.remove_job(job).await.expect("again"), 0);
+    assert_eq!(blobs.remove_job(JobId::new()).await.expect("none"), 0);
 }
 
 async fn auth_suite(auth: &dyn Authenticator, user: &str, password: &str) {

@@ -187,17 +187,30 @@ async fn cancelling_queued_and_running_jobs() {
     })
     .await;
 
-    // Cancelling again: it has ended.
-    let (status, body) = k
-        .json(
+    // Deleting it again: it has ended, so it is removed, files and all.
+    let (status, _) = k
+        .call(
             Method::DELETE,
             &format!("/api/jobs/{running}"),
             &token,
             None,
         )
         .await;
-    assert_eq!(status, StatusCode::CONFLICT);
-    assert_eq!(body["error"]["code"], "conflict");
+    assert_eq!(status, StatusCode::NO_CONTENT);
+    for path in [
+        format!("/api/jobs/{running}"),
+        format!("/api/jobs/{running}/files"),
+        format!("/api/jobs/{running}/files/stdout.log"),
+    ] {
+        let (status, _) = k.call(Method::GET, &path, &token, None).await;
+        assert_eq!(status, StatusCode::NOT_FOUND, "{path} after the delete");
+    }
+    let metrics = k.text("/metrics").await;
+    assert_eq!(
+        common::metric_where(&metrics, "kumulus_jobs_removed_total", "reason=\"deleted\""),
+        Some(1.0),
+        "{metrics}"
+    );
 
     // The slot is free again and the cancelled queued job never ran.
     let ok = Repo::node("console.log('after');");
@@ -400,4 +413,46 @@ async fn remote_repositories_are_cloned_once_then_fetched_and_npm_caches_are_per
     let job = k.wait_for(&ana, &id, &["succeeded", "failed"], 60).await;
     assert_eq!(job["state"], "succeeded", "{job}");
     assert_eq!(cached(), 1);
+}
+
+#[tokio::test]
+async fn ended_jobs_expire_after_retention_days_and_active_ones_stay() {
+    // Jobs are kept about 2.6 s after they end; the sweep runs every second.
+    let k = Kumulus::start(Options {
+        env: vec![
+            ("KUMULUS_RETENTION__DAYS".into(), "0.00003".into()),
+            ("KUMULUS_RETENTION__SWEEP_SECS".into(), "1".into()),
+        ],
+        ..Options::default()
+    })
+    .await;
+    let token = k.login("ana").await;
+    let quick = Repo::node("console.log('done');");
+    let slow = Repo::node("setTimeout(() => {}, 40000);");
+    let done = k.submit(&token, json!({"url": quick.path()})).await;
+    let busy = k.submit(&token, json!({"url": slow.path()})).await;
+    k.wait_for(&token, &done, &["succeeded"], 60).await;
+    k.wait_for(&token, &busy, &["running"], 60).await;
+    let mut gone = false;
+    for _ in 0..60 {
+        let (status, _) = k
+            .call(Method::GET, &format!("/api/jobs/{done}"), &token, None)
+            .await;
+        if status == StatusCode::NOT_FOUND {
+            gone = true;
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(500)).await;
+    }
+    assert!(gone, "the ended job was never expired");
+    let (status, _) = k.file(&token, &done, "stdout.log").await;
+    assert_eq!(status, StatusCode::NOT_FOUND, "its files went with it");
+    let job = k.job(&token, &busy).await;
+    assert_eq!(job["state"], "running", "{job}");
+    let metrics = k.text("/metrics").await;
+    assert!(
+        common::metric_where(&metrics, "kumulus_jobs_removed_total", "reason=\"expired\"")
+            .is_some_and(|n| n >= 1.0),
+        "{metrics}"
+    );
 }

@@ -102,11 +102,28 @@ async fn the_seed_cycle_works() {
     assert_eq!(all[0]["id"], id.as_str());
     assert_eq!(all[0]["status"], "Finalizado");
 
-    // A finished job cannot be deleted; a queued one can.
+    // A finished job is removed with its files, with the seed's answer;
+    // a queued or running one is cancelled (below).
+    let (status, text) = k
+        .call(Method::GET, &format!("/api/deleteJob/{id}"), &token, None)
+        .await;
+    assert_eq!(status, StatusCode::OK);
+    assert_eq!(
+        String::from_utf8(text).unwrap(),
+        format!("El trabajo {id} ha sido eliminado.")
+    );
+    for path in [
+        format!("/api/status/{id}"),
+        format!("/api/jobs/{id}"),
+        format!("/api/results/{id}/stdout.log"),
+    ] {
+        let (status, _) = k.call(Method::GET, &path, &token, None).await;
+        assert_eq!(status, StatusCode::NOT_FOUND, "{path} after the delete");
+    }
     let (status, _) = k
         .call(Method::GET, &format!("/api/deleteJob/{id}"), &token, None)
         .await;
-    assert_eq!(status, StatusCode::CONFLICT);
+    assert_eq!(status, StatusCode::NOT_FOUND, "a job deleted twice");
     let sleeper = Repo::node("setTimeout(() => {}, 30000);");
     let (_, body) = k
         .json(
@@ -147,4 +164,58 @@ async fn the_seed_cycle_works() {
         .call(Method::GET, &format!("/api/deleteJob/{busy}"), &token, None)
         .await;
     assert_eq!(status, StatusCode::OK);
+}
+
+#[tokio::test]
+async fn add_job_takes_an_html_form_as_the_seed_did() {
+    let k = Kumulus::start(Options::default()).await;
+    let token = k.login(USERS[0].0).await;
+    let repo = Repo::node("console.log(JSON.stringify(process.argv.slice(2)));");
+    let form = format!(
+        "url={}&args=uno&args=dos+tres&config=%7B%22k%22%3A1%7D",
+        urlencode(&repo.path())
+    );
+    let resp = k
+        .http
+        .post(k.url("/api/addJob"))
+        .bearer_auth(&token)
+        .header("content-type", "application/x-www-form-urlencoded")
+        .body(form)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), StatusCode::OK);
+    let body: Value = resp.json().await.unwrap();
+    let id = body["jobId"].as_str().unwrap().to_string();
+    let job = k.wait_for(&token, &id, &["succeeded", "failed"], 60).await;
+    assert_eq!(job["state"], "succeeded", "{job}");
+    let (_, stdout) = k.file(&token, &id, "stdout.log").await;
+    assert_eq!(
+        String::from_utf8(stdout).unwrap().trim(),
+        r#"["uno","dos tres"]"#
+    );
+    // A form is checked as JSON is: a field it does not know is named.
+    let resp = k
+        .http
+        .post(k.url("/api/addJob"))
+        .bearer_auth(&token)
+        .header("content-type", "application/x-www-form-urlencoded")
+        .body(format!("url={}&colour=red", urlencode(&repo.path())))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), StatusCode::UNPROCESSABLE_ENTITY);
+    assert!(resp.text().await.unwrap().contains("colour"));
+}
+
+/// Percent-encodes a form value.
+fn urlencode(s: &str) -> String {
+    s.bytes()
+        .map(|b| match b {
+            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'_' | b'.' | b'~' => {
+                (b as char).to_string()
+            }
+            _ => format!("%{b:02X}"),
+        })
+        .collect()
 }

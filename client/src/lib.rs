@@ -305,14 +305,20 @@ impl Session {
         }
     }
 
-    /// Cancels a job (`DELETE /api/jobs/{id}`); the answer is the job.
-    pub async fn cancel(&self, id: &str) -> Result<Job> {
+    /// `DELETE /api/jobs/{id}`: cancels a queued or running job (the answer
+    /// is the job, cancelled), or removes an ended one with its files.
+    pub async fn delete(&self, id: &str) -> Result<Deleted> {
         let resp = self
             .request(Method::DELETE, &format!("/api/jobs/{id}"))
             .send()
             .await
             .map_err(transport)?;
-        decode(resp).await
+        if resp.status() == StatusCode::NO_CONTENT {
+            return Ok(Deleted::Removed);
+        }
+        decode(resp)
+            .await
+            .map(|job| Deleted::Cancelled(Box::new(job)))
     }
 
     /// A file of a job (`stdout.log`, `stderr.log`, or one under output/).
@@ -337,6 +343,15 @@ impl Session {
             tokio::time::sleep(every).await;
         }
     }
+}
+
+/// What a delete did.
+#[derive(Debug, Clone)]
+pub enum Deleted {
+    /// The job was queued or running; it is cancelled now.
+    Cancelled(Box<Job>),
+    /// The job had ended; its record and files are gone.
+    Removed,
 }
 
 fn transport(e: reqwest::Error) -> ClientError {

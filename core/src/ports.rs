@@ -84,8 +84,14 @@ pub trait JobStore: Send + Sync {
     }
     /// Replaces the stored job (its new attempt, its new place).
     async fn set_payload(&self, job: &QueuedJob) -> PortResult<()>;
-    /// Removes a record (used when a job could not be queued after all).
+    /// Removes a record and the job it holds (a job that could not be
+    /// queued after all, or one deleted or expired); removing one that is
+    /// gone already is not an error.
     async fn remove(&self, id: JobId) -> PortResult<()>;
+    /// Jobs of any owner that ended before `cutoff`, oldest first, at most
+    /// `limit` (the retention sweep).
+    async fn ended_before(&self, cutoff: DateTime<Utc>, limit: usize)
+        -> PortResult<Vec<JobRecord>>;
     async fn get(&self, id: JobId) -> PortResult<Option<JobRecord>>;
     /// The owner's jobs, newest first, at most `query.limit`.
     async fn list(&self, owner: &str, query: &ListQuery) -> PortResult<Vec<JobRecord>>;
@@ -252,6 +258,9 @@ pub trait BlobStore: Send + Sync {
     async fn put_file(&self, job: JobId, name: &str, path: &Path) -> PortResult<()>;
     /// Opens a stored file; None if there is none.
     async fn get(&self, job: JobId, name: &str) -> PortResult<Option<Blob>>;
+    /// Removes every file of job `job` (all its attempts'); returns how
+    /// many it removed. Removing a job that has none is not an error.
+    async fn remove_job(&self, job: JobId) -> PortResult<u64>;
     /// A URL that serves the file directly for a while, where the store can
     /// make one and is configured to; None means "stream it through".
     async fn presign(&self, _job: JobId, _name: &str) -> PortResult<Option<String>> {

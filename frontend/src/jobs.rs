@@ -4,7 +4,7 @@
 use axum::extract::rejection::QueryRejection;
 use axum::extract::{Path, Query, State};
 use axum::http::{header, StatusCode};
-use axum::response::IntoResponse;
+use axum::response::{IntoResponse, Response};
 use axum::Json;
 use serde_json::{json, Value};
 use std::collections::HashMap;
@@ -21,9 +21,9 @@ use crate::AppState;
 
 /// Accepts a job: stores its record, queues it, and only then answers. If
 /// it cannot be queued, the record goes too and the caller gets 503.
-pub async fn submit(state: &AppState, owner: &str, body: &[u8]) -> Result<JobRecord, ApiError> {
-    let value = crate::body::json(body)?;
-    let spec = JobSpec::from_json(&value, &state.submission_limits)?;
+/// Accepts a submission (the body, parsed): validates, records and queues it.
+pub async fn submit(state: &AppState, owner: &str, value: &Value) -> Result<JobRecord, ApiError> {
+    let spec = JobSpec::from_json(value, &state.submission_limits)?;
     let job = QueuedJob {
         id: JobId::new(),
         owner: owner.to_string(),
@@ -127,7 +127,7 @@ pub async fn create(
     body: axum::body::Body,
 ) -> Result<impl IntoResponse, ApiError> {
     let body = crate::body::read_within(body, state.body_limit, state.body_timeout).await?;
-    let rec = submit(&state, &caller.0.username, &body).await?;
+    let rec = submit(&state, &caller.0.username, &crate::body::json(&body)?).await?;
     Ok((
         StatusCode::CREATED,
         [(header::LOCATION, format!("/api/jobs/{}", rec.id))],
@@ -209,11 +209,49 @@ pub async fn show(
     own_job(&state, &caller, &id).await.map(Json)
 }
 
+/// `DELETE /api/jobs/{id}`: a job that has ended is removed with its files
+/// (204); a queued or running one is cancelled (202, with its record).
 pub async fn delete(
     State(state): State<Arc<AppState>>,
     caller: Caller,
     Path(id): Path<String>,
-) -> Result<impl IntoResponse, ApiError> {
-    let rec = cancel(&state, &caller, &id).await?;
-    Ok((StatusCode::ACCEPTED, Json(rec)))
+) -> Result<Response, ApiError> {
+    Ok(match cancel_or_remove(&state, &caller, &id).await? {
+        Removal::Cancelled(rec) => (StatusCode::ACCEPTED, Json(rec)).into_response(),
+        Removal::Removed(_) => StatusCode::NO_CONTENT.into_response(),
+    })
+}
+
+/// What a delete did.
+pub enum Removal {
+    Cancelled(Box<JobRecord>),
+    Removed(JobId),
+}
+
+impl Removal {
+    pub fn id(&self) -> JobId {
+        match self {
+            Self::Cancelled(rec) => rec.id,
+            Self::Removed(id) => *id,
+        }
+    }
+}
+
+/// Cancels an active job, removes an ended one.
+pub async fn cancel_or_remove(
+    state: &AppState,
+    caller: &Caller,
+    id: &str,
+) -> Result<Removal, ApiError> {
+    let rec = own_job(state, caller, id).await?;
+    if !rec.state.is_terminal() {
+        match cancel(state, caller, id).await {
+            Ok(rec) => return Ok(Removal::Cancelled(Box::new(rec))),
+            // It ended meanwhile: remove it, as asked.
+            Err(ApiError::Conflict(_)) => {}
+            Err(e) => return Err(e),
+        }
+    }
+    crate::retention::remove(state, &rec, crate::retention::Reason::Deleted).await?;
+    Ok(Removal::Removed(rec.id))
 }

@@ -18,6 +18,7 @@ pub mod limits;
 pub mod login_guard;
 pub mod metrics;
 pub mod reaper;
+pub mod retention;
 pub mod seed;
 pub mod server;
 

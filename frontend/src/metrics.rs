@@ -8,6 +8,7 @@ pub struct Metrics {
     pub requests: IntCounterVec,
     pub jobs_submitted: IntCounter,
     pub jobs_cancelled: IntCounter,
+    pub jobs_removed: IntCounterVec,
 }
 
 impl Metrics {
@@ -28,7 +29,15 @@ impl Metrics {
             "kumulus_api_jobs_cancelled_total",
             "Jobs cancelled by their owners",
         )?;
+        let jobs_removed = IntCounterVec::new(
+            Opts::new(
+                "kumulus_jobs_removed_total",
+                "Ended jobs removed with their files, by reason (deleted by the owner, or expired by retention.days)",
+            ),
+            &["reason"],
+        )?;
         registry.register(Box::new(requests.clone()))?;
+        registry.register(Box::new(jobs_removed.clone()))?;
         registry.register(Box::new(jobs_submitted.clone()))?;
         registry.register(Box::new(jobs_cancelled.clone()))?;
         Ok(Self {
@@ -36,6 +45,7 @@ impl Metrics {
             requests,
             jobs_submitted,
             jobs_cancelled,
+            jobs_removed,
         })
     }
 

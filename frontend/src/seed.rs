@@ -27,13 +27,20 @@ fn status_of(rec: &JobRecord) -> Value {
     json!({"id": rec.id, "status": rec.state.seed_name(), "outputFiles": files})
 }
 
+/// Takes JSON, or an HTML form as the seed's Express server did.
 pub async fn add_job(
     State(state): State<Arc<AppState>>,
     caller: Caller,
+    headers: axum::http::HeaderMap,
     body: axum::body::Body,
 ) -> Result<Json<Value>, ApiError> {
     let body = crate::body::read_within(body, state.body_limit, state.body_timeout).await?;
-    let rec = jobs::submit(&state, &caller.0.username, &body).await?;
+    let value = if crate::body::is_form(&headers) {
+        crate::body::form(&body)?
+    } else {
+        crate::body::json(&body)?
+    };
+    let rec = jobs::submit(&state, &caller.0.username, &value).await?;
     Ok(Json(json!({"jobId": rec.id})))
 }
 
@@ -84,11 +91,13 @@ pub async fn results(
     files::stream(&state, &rec, &name).await
 }
 
+/// The seed's answer whatever the job's state: an active job is
+/// cancelled, an ended one removed with its files.
 pub async fn delete_job(
     State(state): State<Arc<AppState>>,
     caller: Caller,
     Path(id): Path<String>,
 ) -> Result<String, ApiError> {
-    let rec = jobs::cancel(&state, &caller, &id).await?;
-    Ok(format!("El trabajo {} ha sido eliminado.", rec.id))
+    let done = jobs::cancel_or_remove(&state, &caller, &id).await?;
+    Ok(format!("El trabajo {} ha sido eliminado.", done.id()))
 }

@@ -64,6 +64,20 @@ impl BlobStore for LocalBlobs {
         Ok(())
     }
 
+    async fn remove_job(&self, job: JobId) -> PortResult<u64> {
+        let dir = self.root.join(job.to_string());
+        tokio::task::spawn_blocking(move || {
+            let files = count_files(&dir);
+            match std::fs::remove_dir_all(&dir) {
+                Ok(()) => Ok(files),
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(0),
+                Err(e) => Err(io_err(e)),
+            }
+        })
+        .await
+        .map_err(|e| PortError::Internal(e.to_string()))?
+    }
+
     async fn get(&self, job: JobId, name: &str) -> PortResult<Option<Blob>> {
         let path = self.path(job, name)?;
         let file = match tokio::fs::File::open(&path).await {
@@ -80,6 +94,21 @@ impl BlobStore for LocalBlobs {
             body: ReaderStream::new(file).boxed(),
         }))
     }
+}
+
+/// Files under `dir`, all levels down (0 if there is no such folder).
+fn count_files(dir: &Path) -> u64 {
+    let Ok(entries) = std::fs::read_dir(dir) else {
+        return 0;
+    };
+    entries
+        .flatten()
+        .map(|e| match e.file_type() {
+            Ok(t) if t.is_dir() => count_files(&e.path()),
+            Ok(_) => 1,
+            Err(_) => 0,
+        })
+        .sum()
 }
 
 #[cfg(test)]

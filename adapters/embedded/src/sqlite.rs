@@ -407,6 +407,29 @@ impl JobStore for Sqlite {
             .map(|_| ())
     }
 
+    async fn ended_before(
+        &self,
+        cutoff: chrono::DateTime<chrono::Utc>,
+        limit: usize,
+    ) -> PortResult<Vec<JobRecord>> {
+        let cutoff = cutoff.to_rfc3339();
+        let limit = limit as i64;
+        self.call(move |c| {
+            // A job that ended without starting has its submission for an end.
+            let mut stmt = c.prepare_cached(
+                "SELECT record FROM jobs
+                 WHERE state NOT IN ('queued', 'running')
+                   AND julianday(COALESCE(json_extract(record, '$.finished_at'),
+                                          json_extract(record, '$.submitted_at')))
+                       < julianday(?1)
+                 ORDER BY id ASC LIMIT ?2",
+            )?;
+            let rows = stmt.query_map(params![cutoff, limit], |r| parse_record(r.get(0)?))?;
+            rows.collect()
+        })
+        .await
+    }
+
     async fn get(&self, id: JobId) -> PortResult<Option<JobRecord>> {
         let id = id.to_string();
         self.call(move |c| {

@@ -15,7 +15,7 @@ use std::time::Duration;
 
 use kumulus_core::config::MongoConfig;
 use kumulus_core::event::{self, StatusEvent};
-use kumulus_core::job::{JobId, JobRecord, QueuedJob};
+use kumulus_core::job::{JobId, JobRecord, JobState, QueuedJob};
 use kumulus_core::ports::{JobStore, Leadership, ListQuery, PortError, PortResult};
 
 const BACKEND: &str = "mongodb";
@@ -243,6 +243,37 @@ impl JobStore for MongoStore {
             .await
             .map_err(unavailable)?;
         Ok(())
+    }
+
+    async fn ended_before(
+        &self,
+        cutoff: chrono::DateTime<chrono::Utc>,
+        limit: usize,
+    ) -> PortResult<Vec<JobRecord>> {
+        let ended: Vec<&str> = JobState::ALL
+            .into_iter()
+            .filter(|s| s.is_terminal())
+            .map(JobState::as_str)
+            .collect();
+        // Times are stored as RFC 3339 text in UTC, which sorts as time does
+        // (to within the second's fraction, where the digits vary).
+        let cutoff = bson::to_bson(&cutoff).map_err(internal)?;
+        let filter = doc! {
+            "state": {"$in": ended},
+            "$or": [
+                {"finished_at": {"$lt": cutoff.clone()}},
+                {"finished_at": null, "submitted_at": {"$lt": cutoff}},
+            ],
+        };
+        let cursor = self
+            .jobs
+            .find(filter)
+            .sort(doc! {"_id": 1})
+            .limit(limit as i64)
+            .await
+            .map_err(unavailable)?;
+        let docs: Vec<Document> = cursor.try_collect().await.map_err(unavailable)?;
+        docs.into_iter().map(Self::from_doc).collect()
     }
 
     async fn get(&self, id: JobId) -> PortResult<Option<JobRecord>> {

@@ -170,6 +170,39 @@ impl BlobStore for S3Blobs {
         }))
     }
 
+    async fn remove_job(&self, job: JobId) -> PortResult<u64> {
+        // Every key under `<job>/`, page by page; each deleted on its own
+        // (DeleteObjects is not in every S3-compatible server).
+        let prefix = format!("{job}/");
+        let mut removed = 0;
+        let mut token: Option<String> = None;
+        loop {
+            let page = self
+                .client
+                .list_objects_v2()
+                .bucket(&self.bucket)
+                .prefix(&prefix)
+                .set_continuation_token(token.take())
+                .send()
+                .await
+                .map_err(|e| unavailable(format!("cannot list {prefix}: {}", describe(&e))))?;
+            for key in page.contents().iter().filter_map(|o| o.key()) {
+                self.client
+                    .delete_object()
+                    .bucket(&self.bucket)
+                    .key(key)
+                    .send()
+                    .await
+                    .map_err(|e| unavailable(format!("cannot remove {key}: {}", describe(&e))))?;
+                removed += 1;
+            }
+            match page.next_continuation_token() {
+                Some(next) if page.is_truncated() == Some(true) => token = Some(next.to_string()),
+                _ => return Ok(removed),
+            }
+        }
+    }
+
     async fn presign(&self, job: JobId, name: &str) -> PortResult<Option<String>> {
         let Some(ttl) = self.presign else {
             return Ok(None);

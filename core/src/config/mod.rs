@@ -40,9 +40,38 @@ pub struct Config {
     pub mongo: MongoConfig,
     pub s3: S3Config,
     pub oidc: OidcConfig,
+    pub retention: RetentionConfig,
     /// The file this configuration was read from (jobs must not see it).
     #[serde(skip)]
     pub file: Option<PathBuf>,
+}
+
+/// How long ended jobs are kept.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct RetentionConfig {
+    /// Ended jobs older than this many days (from their end) lose their
+    /// record and their files; absent: kept until deleted.
+    pub days: Option<f64>,
+    /// Time between sweeps.
+    pub sweep_secs: u64,
+}
+
+impl Default for RetentionConfig {
+    fn default() -> Self {
+        Self {
+            days: None,
+            sweep_secs: 3600,
+        }
+    }
+}
+
+impl RetentionConfig {
+    /// How long an ended job is kept, if not for ever.
+    pub fn keep(&self) -> Option<std::time::Duration> {
+        self.days
+            .map(|d| std::time::Duration::from_secs_f64(d * 86_400.0))
+    }
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -328,6 +357,7 @@ impl Config {
             mongo: MongoConfig::default(),
             s3: S3Config::default(),
             oidc: OidcConfig::default(),
+            retention: RetentionConfig::default(),
             file: None,
         }
     }
@@ -381,6 +411,18 @@ impl Config {
             }
         };
         check(w.slots >= 1, "worker.slots", "must be at least 1")?;
+        check(
+            self.retention
+                .days
+                .is_none_or(|d| d.is_finite() && d > 0.0 && d < 1e6),
+            "retention.days",
+            "must be a number of days above 0 (leave it out to keep jobs until deleted)",
+        )?;
+        check(
+            self.retention.sweep_secs >= 1,
+            "retention.sweep_secs",
+            "must be at least 1",
+        )?;
         let a = &self.api;
         check(
             a.max_connections >= 1,
@@ -662,7 +704,7 @@ impl Config {
     }
 }
 
-const TOP_LEVEL_KEYS: [&str; 10] = [
+const TOP_LEVEL_KEYS: [&str; 11] = [
     "listen",
     "data_dir",
     "api",
@@ -673,6 +715,7 @@ const TOP_LEVEL_KEYS: [&str; 10] = [
     "mongo",
     "s3",
     "oidc",
+    "retention",
 ];
 
 /// A configuration error: the key and what is wrong with it.

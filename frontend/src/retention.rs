@@ -1,0 +1,103 @@
+//! Removing ended jobs: on their owner's request (`DELETE /api/jobs/{id}`)
+//! and, with `retention.days` set, by a sweep that removes the jobs that
+//! ended longer ago than that. Files go first, then the record: a removal
+//! cut short leaves a record that the next sweep (or request) finishes.
+//! Every removal is counted (`kumulus_jobs_removed_total{reason}`). With
+//! several frontends one sweeps at a time (the lead the reaper takes), and
+//! removing twice is harmless.
+
+use std::sync::Arc;
+use std::time::Duration;
+use tokio_util::sync::CancellationToken;
+
+use kumulus_core::job::JobRecord;
+use kumulus_core::ports::{Leadership, PortResult};
+
+use crate::AppState;
+
+/// Jobs removed per round of a sweep.
+const BATCH: usize = 200;
+
+/// Why a job was removed (the metric's label).
+#[derive(Debug, Clone, Copy)]
+pub enum Reason {
+    Deleted,
+    Expired,
+}
+
+impl Reason {
+    fn label(self) -> &'static str {
+        match self {
+            Self::Deleted => "deleted",
+            Self::Expired => "expired",
+        }
+    }
+}
+
+/// Removes an ended job's files, then its record.
+pub async fn remove(state: &AppState, rec: &JobRecord, why: Reason) -> PortResult<()> {
+    let files = state.ports.blobs.remove_job(rec.id).await?;
+    state.ports.store.remove(rec.id).await?;
+    state
+        .metrics
+        .jobs_removed
+        .with_label_values(&[why.label()])
+        .inc();
+    tracing::info!(job_id = %rec.id, files, reason = why.label(), "job removed");
+    Ok(())
+}
+
+pub struct Retention {
+    pub state: Arc<AppState>,
+    pub keep: Duration,
+    pub period: Duration,
+    /// The lead the reaper takes, with the reaper's name for this replica
+    /// and its time to live (the lead is one, shared by both sweeps).
+    pub leader: Arc<dyn Leadership>,
+    pub holder: String,
+    pub lead_ttl: Duration,
+}
+
+impl Retention {
+    /// Sweeps every period until `shutdown`.
+    pub async fn run(self, shutdown: CancellationToken) {
+        loop {
+            tokio::select! {
+                _ = shutdown.cancelled() => return,
+                _ = tokio::time::sleep(self.period) => {}
+            }
+            match self.leader.lead(&self.holder, self.lead_ttl).await {
+                Ok(true) => {}
+                Ok(false) => continue,
+                Err(e) => {
+                    tracing::warn!(error = %e, "cannot take the retention sweep's lead");
+                    continue;
+                }
+            }
+            match self.sweep().await {
+                Ok(0) => {}
+                Ok(n) => tracing::info!(removed = n, "retention sweep"),
+                Err(e) => {
+                    tracing::warn!(error = %e, "the retention sweep failed; retrying next period")
+                }
+            }
+        }
+    }
+
+    /// One sweep: removes every job that ended before the cutoff; returns
+    /// how many.
+    pub async fn sweep(&self) -> PortResult<usize> {
+        let cutoff = chrono::Utc::now() - chrono::Duration::from_std(self.keep).unwrap_or_default();
+        let mut removed = 0;
+        loop {
+            let batch = self.state.ports.store.ended_before(cutoff, BATCH).await?;
+            for rec in &batch {
+                remove(&self.state, rec, Reason::Expired).await?;
+            }
+            removed += batch.len();
+            if batch.len() < BATCH {
+                return Ok(removed);
+            }
+        }
+    }
+}
