@@ -301,3 +301,63 @@ async fn too_many_requests_get_429_with_retry_after() {
     let (status, _) = k.json(Method::GET, "/api/jobs", &bob, None).await;
     assert_eq!(status, StatusCode::OK);
 }
+
+#[tokio::test]
+async fn every_answer_carries_a_request_id_that_its_log_lines_and_errors_name() {
+    let dir = tempfile::tempdir().unwrap();
+    let log = dir.path().join("up.log");
+    let k = Kumulus::start(Options {
+        env: vec![("KUMULUS_LOG".into(), "info".into())],
+        log_file: Some(log.clone()),
+        ..Options::default()
+    })
+    .await;
+    let token = k.login("ana").await;
+    // The client's own id comes back, in the header and in an error body.
+    let resp = k
+        .http
+        .get(k.url("/api/jobs/not-a-job"))
+        .bearer_auth(&token)
+        .header("x-request-id", "trace-me-42")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), StatusCode::NOT_FOUND);
+    assert_eq!(resp.headers()["x-request-id"], "trace-me-42");
+    let body: Value = resp.json().await.unwrap();
+    assert_eq!(body["error"]["request_id"], "trace-me-42", "{body}");
+    // A request without one gets a new one; one that is not a plain token
+    // is replaced, never echoed.
+    let mut seen = std::collections::BTreeSet::new();
+    for given in [None, Some("two words"), Some("x;y")] {
+        let mut req = k.http.get(k.url("/health"));
+        if let Some(v) = given {
+            req = req.header("x-request-id", v);
+        }
+        let resp = req.send().await.unwrap();
+        let id = resp.headers()["x-request-id"].to_str().unwrap().to_string();
+        assert_eq!(id.len(), 32, "{id}");
+        assert_ne!(Some(id.as_str()), given);
+        seen.insert(id);
+    }
+    assert_eq!(seen.len(), 3, "each request its own id");
+    // The request's log lines name it.
+    let repo = Repo::node("console.log('hi');");
+    let resp = k
+        .http
+        .post(k.url("/api/jobs"))
+        .bearer_auth(&token)
+        .header("x-request-id", "submit-req-7")
+        .json(&json!({"url": repo.path()}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), StatusCode::CREATED);
+    common::eventually(10, "the submit's log line", || {
+        std::fs::read_to_string(&log)
+            .unwrap_or_default()
+            .lines()
+            .any(|l| l.contains("job accepted") && l.contains("submit-req-7"))
+    })
+    .await;
+}

@@ -124,7 +124,11 @@ impl IntoResponse for ApiError {
             }
             other => other.to_string(),
         };
-        let body = Json(json!({"error": {"code": self.code(), "message": message}}));
+        let mut error = json!({"code": self.code(), "message": message});
+        if let Some(id) = crate::request_id::current() {
+            error["request_id"] = id.into();
+        }
+        let body = Json(json!({ "error": error }));
         let mut resp = (status, body).into_response();
         match &self {
             ApiError::Unauthorized(_) => {

@@ -18,6 +18,7 @@ pub mod limits;
 pub mod login_guard;
 pub mod metrics;
 pub mod reaper;
+pub mod request_id;
 pub mod retention;
 pub mod seed;
 pub mod server;
@@ -31,6 +32,7 @@ use std::sync::Arc;
 use std::time::Instant;
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
+use tracing::Instrument;
 
 use kumulus_core::config::Config;
 use kumulus_core::observation::ObservationFeed;
@@ -112,7 +114,12 @@ async fn observe(State(state): State<Arc<AppState>>, req: Request, next: Next) -
         .unwrap_or_else(|| "unmatched".into());
     let method = req.method().clone();
     let started = Instant::now();
-    let resp = next.run(req).await;
+    let id = request_id::of(req.headers());
+    let span = tracing::info_span!("request", request_id = %id);
+    let mut resp = request_id::scope(id.clone(), next.run(req).instrument(span)).await;
+    if let Some(v) = request_id::header_value(&id) {
+        resp.headers_mut().insert(request_id::HEADER, v);
+    }
     let status = resp.status();
     state
         .metrics
