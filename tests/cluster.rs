@@ -811,3 +811,53 @@ async fn ended_jobs_expire_with_their_files_and_running_ones_stay() {
         .await;
     assert_eq!(status, StatusCode::ACCEPTED);
 }
+
+#[tokio::test]
+async fn racing_submits_with_one_idempotency_key_make_one_job_in_mongodb() {
+    let servers = Servers::load();
+    let env = service_env(&servers, &namespace());
+    // Two frontends on one store: the key is shared by both.
+    let fronts = [
+        kumulus("frontend", &env, &[]),
+        kumulus("frontend", &env, &[]),
+    ];
+    let apis: Vec<Api> = fronts.iter().map(|f| Api::new(f.url())).collect();
+    let [(u1, p1), _] = servers.users();
+    let ana = apis[0].login_with(&u1, &p1).await;
+    let repo = Repo::example();
+    let body = json!({"url": repo.path()});
+    let send = |api: &Api| {
+        let req = api
+            .http
+            .post(format!("{}/api/jobs", api.base))
+            .bearer_auth(&ana)
+            .header("idempotency-key", "batch-2026-12-01")
+            .json(&body);
+        async move {
+            let resp = req.send().await.unwrap();
+            let status = resp.status();
+            let v: Value = resp.json().await.unwrap_or_default();
+            (status, v["id"].as_str().unwrap_or_default().to_string())
+        }
+    };
+    let answers = futures::future::join_all((0..8).map(|i| send(&apis[i % 2]))).await;
+    // Each is the one job, or (while the first is still being made) a 409
+    // that a retry resolves.
+    let ids: BTreeSet<String> = answers
+        .iter()
+        .filter(|(s, _)| *s == StatusCode::CREATED)
+        .map(|(_, id)| id.clone())
+        .collect();
+    assert_eq!(ids.len(), 1, "{answers:?}");
+    assert!(
+        answers
+            .iter()
+            .all(|(s, _)| *s == StatusCode::CREATED || *s == StatusCode::CONFLICT),
+        "{answers:?}"
+    );
+    let (status, again) = send(&apis[1]).await;
+    assert_eq!(status, StatusCode::CREATED);
+    assert!(ids.contains(&again));
+    let (_, list) = apis[0].json(Method::GET, "/api/jobs", &ana, None).await;
+    assert_eq!(list["jobs"].as_array().unwrap().len(), 1, "{list}");
+}

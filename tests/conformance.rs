@@ -14,7 +14,7 @@ use kumulus_core::event::{EventKind, Outcome, StatusEvent};
 use kumulus_core::job::{JobId, JobRecord, JobState, QueuedJob};
 use kumulus_core::ports::{
     AuthError, Authenticator, BlobStore, CancelBus, CancelRequest, JobQueue, JobSource, JobStore,
-    ListQuery, StatusBus,
+    KeyClaim, ListQuery, StatusBus,
 };
 
 fn job(owner: &str) -> QueuedJob {
@@ -250,6 +250,60 @@ async fn job_store_suite(store: &dyn JobStore) {
         .await
         .expect("ended_before"));
     assert!(!old.contains(&ana[1].id), "it ended just now");
+
+    // Idempotency keys: claimed once, per owner, released only by their
+    // job, forgotten once expired; racing claims get one winner.
+    let key = format!("key-{}", JobId::new());
+    let never = chrono::Utc::now() - chrono::Duration::hours(1);
+    let (j1, j2) = (JobId::new(), JobId::new());
+    let claim = |owner: &'static str, job: JobId, before| {
+        let key = key.clone();
+        async move {
+            store
+                .claim_key(owner, &key, "fp1", job, before)
+                .await
+                .expect("claim")
+        }
+    };
+    assert_eq!(claim("ana", j1, never).await, KeyClaim::Claimed);
+    let held = KeyClaim::Held {
+        job: j1,
+        fingerprint: "fp1".into(),
+    };
+    assert_eq!(claim("ana", j2, never).await, held);
+    assert_eq!(
+        claim("bob", j2, never).await,
+        KeyClaim::Claimed,
+        "bob's own key"
+    );
+    store.release_key("ana", &key, j2).await.expect("release");
+    assert_eq!(
+        claim("ana", j2, never).await,
+        held,
+        "only its job releases it"
+    );
+    store.release_key("ana", &key, j1).await.expect("release");
+    assert_eq!(claim("ana", j2, never).await, KeyClaim::Claimed);
+    let later = chrono::Utc::now() + chrono::Duration::seconds(1);
+    assert_eq!(claim("ana", j1, later).await, KeyClaim::Claimed, "expired");
+    let race = format!("race-{}", JobId::new());
+    let racers: Vec<_> = (0..8)
+        .map(|_| {
+            let race = race.clone();
+            async move {
+                store
+                    .claim_key("ana", &race, "fp", JobId::new(), never)
+                    .await
+                    .expect("claim")
+            }
+        })
+        .collect();
+    let answers = futures::future::join_all(racers).await;
+    assert_eq!(
+        answers.iter().filter(|a| **a == KeyClaim::Claimed).count(),
+        1,
+        "{answers:?}"
+    );
 
     store.remove(ana[3].id).await.expect("remove");
     assert!(store.get(ana[3].id).await.expect("get").is_none());

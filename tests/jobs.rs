@@ -456,3 +456,94 @@ async fn ended_jobs_expire_after_retention_days_and_active_ones_stay() {
         "{metrics}"
     );
 }
+
+/// Submits with an `Idempotency-Key`: (status, id, replayed).
+async fn submit_keyed(
+    k: &Kumulus,
+    token: &str,
+    key: &str,
+    body: serde_json::Value,
+) -> (StatusCode, String, bool) {
+    let resp = k
+        .http
+        .post(k.url("/api/jobs"))
+        .bearer_auth(token)
+        .header("idempotency-key", key)
+        .json(&body)
+        .send()
+        .await
+        .unwrap();
+    let status = resp.status();
+    let replayed = resp
+        .headers()
+        .get("idempotent-replayed")
+        .is_some_and(|v| v == "true");
+    let body: serde_json::Value = resp.json().await.unwrap_or_default();
+    (
+        status,
+        body["id"].as_str().unwrap_or_default().to_string(),
+        replayed,
+    )
+}
+
+#[tokio::test]
+async fn a_retried_submit_with_its_idempotency_key_makes_one_job_even_across_a_restart() {
+    let k = Kumulus::start(Options::default()).await;
+    let ana = k.login("ana").await;
+    let bob = k.login("bob").await;
+    let repo = Repo::node("console.log('once');");
+    let body = json!({"url": repo.path(), "args": ["a"]});
+    let (status, first, replayed) = submit_keyed(&k, &ana, "order-17", body.clone()).await;
+    assert_eq!((status, replayed), (StatusCode::CREATED, false));
+    // Retries, however many and at once: the same job, marked replayed.
+    let retries =
+        futures::future::join_all((0..5).map(|_| submit_keyed(&k, &ana, "order-17", body.clone())))
+            .await;
+    for (status, id, replayed) in retries {
+        assert_eq!(
+            (status, id.as_str(), replayed),
+            (StatusCode::CREATED, first.as_str(), true)
+        );
+    }
+    // The same key with another body is refused; another user's same key
+    // is theirs.
+    let other = json!({"url": repo.path(), "args": ["b"]});
+    let (status, _, _) = submit_keyed(&k, &ana, "order-17", other.clone()).await;
+    assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY);
+    let (status, bobs, replayed) = submit_keyed(&k, &bob, "order-17", other).await;
+    assert_eq!((status, replayed), (StatusCode::CREATED, false));
+    assert_ne!(bobs, first);
+    // A bad key is a 400.
+    let (status, _, _) = submit_keyed(&k, &ana, &"k".repeat(300), body.clone()).await;
+    assert_eq!(status, StatusCode::BAD_REQUEST);
+    let (_, list) = k.json(Method::GET, "/api/jobs", &ana, None).await;
+    assert_eq!(list["jobs"].as_array().unwrap().len(), 1, "{list}");
+
+    // Keys survive a restart.
+    let k = k.restart().await;
+    let ana = k.login("ana").await;
+    let (status, id, replayed) = submit_keyed(&k, &ana, "order-17", body).await;
+    assert_eq!(
+        (status, id.as_str(), replayed),
+        (StatusCode::CREATED, first.as_str(), true)
+    );
+    let (_, list) = k.json(Method::GET, "/api/jobs", &ana, None).await;
+    assert_eq!(list["jobs"].as_array().unwrap().len(), 1, "{list}");
+}
+
+#[tokio::test]
+async fn idempotency_keys_are_forgotten_after_their_time() {
+    let k = Kumulus::start(Options {
+        env: vec![("KUMULUS_API__IDEMPOTENCY_TTL_SECS".into(), "1".into())],
+        ..Options::default()
+    })
+    .await;
+    let ana = k.login("ana").await;
+    let repo = Repo::node("console.log('x');");
+    let body = json!({"url": repo.path()});
+    let (_, first, _) = submit_keyed(&k, &ana, "k1", body.clone()).await;
+    tokio::time::sleep(std::time::Duration::from_millis(1500)).await;
+    let (status, second, replayed) = submit_keyed(&k, &ana, "k1", body).await;
+    assert_eq!((status, replayed), (StatusCode::CREATED, false));
+    assert_ne!(first, second, "a key past its time is a new key");
+}

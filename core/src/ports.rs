@@ -38,6 +38,16 @@ impl PortError {
 
 pub type PortResult<T> = Result<T, PortError>;
 
+/// The answer to claiming an idempotency key.
+#[derive(Debug, Clone, PartialEq)]
+pub enum KeyClaim {
+    /// The key is this request's now: create the job.
+    Claimed,
+    /// An earlier request (within the time the key is kept) holds it: its
+    /// job, and the fingerprint of its body.
+    Held { job: JobId, fingerprint: String },
+}
+
 /// A page of a user's jobs, newest first.
 #[derive(Debug, Clone, Default)]
 pub struct ListQuery {
@@ -88,6 +98,19 @@ pub trait JobStore: Send + Sync {
     /// queued after all, or one deleted or expired); removing one that is
     /// gone already is not an error.
     async fn remove(&self, id: JobId) -> PortResult<()>;
+    /// Claims `owner`'s idempotency `key` for `job`, whose request body has
+    /// `fingerprint`, atomically (two requests racing get one `Claimed`). A
+    /// key claimed before `expired_before` is forgotten first.
+    async fn claim_key(
+        &self,
+        owner: &str,
+        key: &str,
+        fingerprint: &str,
+        job: JobId,
+        expired_before: DateTime<Utc>,
+    ) -> PortResult<KeyClaim>;
+    /// Gives a claim up (its job could not be created), if `job` holds it.
+    async fn release_key(&self, owner: &str, key: &str, job: JobId) -> PortResult<()>;
     /// Jobs of any owner that ended before `cutoff`, oldest first, at most
     /// `limit` (the retention sweep).
     async fn ended_before(&self, cutoff: DateTime<Utc>, limit: usize)

@@ -12,7 +12,7 @@ use std::sync::Arc;
 
 use kumulus_core::event::{EventKind, Outcome, StatusEvent};
 use kumulus_core::job::{JobId, JobRecord, JobState, QueuedJob};
-use kumulus_core::ports::{CancelRequest, ListQuery};
+use kumulus_core::ports::{CancelRequest, KeyClaim, ListQuery};
 use kumulus_core::submission::JobSpec;
 
 use crate::auth::Caller;
@@ -21,11 +21,79 @@ use crate::AppState;
 
 /// Accepts a job: stores its record, queues it, and only then answers. If
 /// it cannot be queued, the record goes too and the caller gets 503.
-/// Accepts a submission (the body, parsed): validates, records and queues it.
-pub async fn submit(state: &AppState, owner: &str, value: &Value) -> Result<JobRecord, ApiError> {
+/// A submission's outcome.
+pub struct Submitted {
+    pub record: JobRecord,
+    /// An earlier request with the same `Idempotency-Key` made the job.
+    pub replayed: bool,
+}
+
+/// Accepts a submission (the body, parsed) once per idempotency key, if it
+/// has one ([`crate::idempotency`]).
+pub async fn submit_keyed(
+    state: &AppState,
+    owner: &str,
+    value: &Value,
+    key: Option<&str>,
+) -> Result<Submitted, ApiError> {
+    let Some(key) = key else {
+        let record = submit(state, owner, value, JobId::new()).await?;
+        return Ok(Submitted {
+            record,
+            replayed: false,
+        });
+    };
+    // A body that would be refused is refused whatever its key.
+    JobSpec::from_json(value, &state.submission_limits)?;
+    let fingerprint = crate::idempotency::fingerprint(value);
+    let id = JobId::new();
+    let expired =
+        chrono::Utc::now() - chrono::Duration::from_std(state.idempotency_ttl).unwrap_or_default();
+    let store = &state.ports.store;
+    match store
+        .claim_key(owner, key, &fingerprint, id, expired)
+        .await?
+    {
+        KeyClaim::Claimed => match submit(state, owner, value, id).await {
+            Ok(record) => Ok(Submitted {
+                record,
+                replayed: false,
+            }),
+            Err(e) => {
+                if let Err(release) = store.release_key(owner, key, id).await {
+                    tracing::warn!(error = %release, "could not release an idempotency key");
+                }
+                Err(e)
+            }
+        },
+        KeyClaim::Held { fingerprint: f, .. } if f != fingerprint => Err(ApiError::Invalid(
+            "this Idempotency-Key was used with another request body; use a new key for a new job"
+                .into(),
+        )),
+        KeyClaim::Held { job, .. } => match store.get(job).await? {
+            Some(record) => Ok(Submitted {
+                record,
+                replayed: true,
+            }),
+            None => Err(ApiError::Conflict(
+                "a request with this Idempotency-Key is still being processed (or its job was deleted); retry, or use a new key"
+                    .into(),
+            )),
+        },
+    }
+}
+
+/// Accepts a submission (the body, parsed) as job `id`: validates, records
+/// and queues it.
+pub async fn submit(
+    state: &AppState,
+    owner: &str,
+    value: &Value,
+    id: JobId,
+) -> Result<JobRecord, ApiError> {
     let spec = JobSpec::from_json(value, &state.submission_limits)?;
     let job = QueuedJob {
-        id: JobId::new(),
+        id,
         owner: owner.to_string(),
         url: spec.url,
         args: spec.args,
@@ -121,18 +189,32 @@ pub async fn cancel(state: &AppState, caller: &Caller, id: &str) -> Result<JobRe
     Ok(after)
 }
 
+/// `POST /api/jobs`: 201 with the job's id (the first request's, for a
+/// repeated `Idempotency-Key`, marked `Idempotent-Replayed: true`).
 pub async fn create(
     State(state): State<Arc<AppState>>,
     caller: Caller,
+    headers: axum::http::HeaderMap,
     body: axum::body::Body,
-) -> Result<impl IntoResponse, ApiError> {
+) -> Result<Response, ApiError> {
+    let key = crate::idempotency::key_of(&headers)?;
     let body = crate::body::read_within(body, state.body_limit, state.body_timeout).await?;
-    let rec = submit(&state, &caller.0.username, &crate::body::json(&body)?).await?;
-    Ok((
+    let value = crate::body::json(&body)?;
+    let done = submit_keyed(&state, &caller.0.username, &value, key.as_deref()).await?;
+    let rec = &done.record;
+    let mut resp = (
         StatusCode::CREATED,
         [(header::LOCATION, format!("/api/jobs/{}", rec.id))],
         Json(json!({"id": rec.id, "state": rec.state})),
-    ))
+    )
+        .into_response();
+    if done.replayed {
+        resp.headers_mut().insert(
+            crate::idempotency::REPLAYED,
+            axum::http::HeaderValue::from_static("true"),
+        );
+    }
+    Ok(resp)
 }
 
 const DEFAULT_PAGE: usize = 20;

@@ -13,6 +13,7 @@ pub mod body;
 pub mod error;
 pub mod files;
 pub mod health;
+pub mod idempotency;
 pub mod jobs;
 pub mod limits;
 pub mod login_guard;
@@ -60,6 +61,7 @@ pub struct AppState {
     pub logins: login_guard::LoginGuard,
     pub connections: server::ConnLimits,
     pub body_timeout: std::time::Duration,
+    pub idempotency_ttl: std::time::Duration,
     pub metrics: metrics::Metrics,
 }
 
@@ -73,6 +75,7 @@ impl AppState {
             logins: login_guard::LoginGuard::new(login_guard::Budget::default()),
             connections: server::ConnLimits::from_config(&cfg.api),
             body_timeout: std::time::Duration::from_secs(cfg.api.body_timeout_secs),
+            idempotency_ttl: std::time::Duration::from_secs(cfg.api.idempotency_ttl_secs),
             metrics: metrics::Metrics::new()?,
         })
     }

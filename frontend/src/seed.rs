@@ -34,13 +34,16 @@ pub async fn add_job(
     headers: axum::http::HeaderMap,
     body: axum::body::Body,
 ) -> Result<Json<Value>, ApiError> {
+    let key = crate::idempotency::key_of(&headers)?;
     let body = crate::body::read_within(body, state.body_limit, state.body_timeout).await?;
     let value = if crate::body::is_form(&headers) {
         crate::body::form(&body)?
     } else {
         crate::body::json(&body)?
     };
-    let rec = jobs::submit(&state, &caller.0.username, &value).await?;
+    let rec = jobs::submit_keyed(&state, &caller.0.username, &value, key.as_deref())
+        .await?
+        .record;
     Ok(Json(json!({"jobId": rec.id})))
 }
 

@@ -19,7 +19,7 @@ use kumulus_core::event::{self, StatusEvent};
 use kumulus_core::job::{JobId, JobRecord, JobState, QueuedJob};
 use kumulus_core::lease::{self, Verdict};
 use kumulus_core::ports::{
-    Delivery, JobQueue, JobSource, JobStore, ListQuery, PortError, PortResult, StatusBus,
+    Delivery, JobQueue, JobSource, JobStore, KeyClaim, ListQuery, PortError, PortResult, StatusBus,
 };
 
 const BACKEND: &str = "sqlite";
@@ -80,6 +80,15 @@ impl Sqlite {
              );
              CREATE INDEX IF NOT EXISTS jobs_by_owner ON jobs (owner, id);
              CREATE INDEX IF NOT EXISTS jobs_by_state ON jobs (state);
+             CREATE TABLE IF NOT EXISTS idempotency (
+                 owner TEXT NOT NULL,
+                 key TEXT NOT NULL,
+                 fingerprint TEXT NOT NULL,
+                 job TEXT NOT NULL,
+                 created_ms INTEGER NOT NULL,
+                 PRIMARY KEY (owner, key)
+             );
+             CREATE INDEX IF NOT EXISTS idempotency_by_age ON idempotency (created_ms);
              CREATE TABLE IF NOT EXISTS queue (
                  seq INTEGER PRIMARY KEY AUTOINCREMENT,
                  id TEXT NOT NULL UNIQUE,
@@ -405,6 +414,60 @@ impl JobStore for Sqlite {
         self.call(move |c| c.execute("DELETE FROM jobs WHERE id = ?1", params![id]))
             .await
             .map(|_| ())
+    }
+
+    async fn claim_key(
+        &self,
+        owner: &str,
+        key: &str,
+        fingerprint: &str,
+        job: JobId,
+        expired_before: chrono::DateTime<chrono::Utc>,
+    ) -> PortResult<KeyClaim> {
+        let (owner, key, fingerprint) =
+            (owner.to_string(), key.to_string(), fingerprint.to_string());
+        let (job, cutoff) = (job.to_string(), expired_before.timestamp_millis());
+        let now = chrono::Utc::now().timestamp_millis();
+        self.call(move |c| {
+            let tx = c.transaction()?;
+            tx.execute(
+                "DELETE FROM idempotency WHERE created_ms < ?1",
+                params![cutoff],
+            )?;
+            let claimed = tx.execute(
+                "INSERT OR IGNORE INTO idempotency (owner, key, fingerprint, job, created_ms)
+                 VALUES (?1, ?2, ?3, ?4, ?5)",
+                params![owner, key, fingerprint, job, now],
+            )?;
+            let answer = if claimed == 1 {
+                KeyClaim::Claimed
+            } else {
+                let (held, fingerprint): (String, String) = tx.query_row(
+                    "SELECT job, fingerprint FROM idempotency WHERE owner = ?1 AND key = ?2",
+                    params![owner, key],
+                    |r| Ok((r.get(0)?, r.get(1)?)),
+                )?;
+                let job = held.parse().map_err(|_| {
+                    rusqlite::Error::InvalidColumnType(0, "job".into(), rusqlite::types::Type::Text)
+                })?;
+                KeyClaim::Held { job, fingerprint }
+            };
+            tx.commit()?;
+            Ok(answer)
+        })
+        .await
+    }
+
+    async fn release_key(&self, owner: &str, key: &str, job: JobId) -> PortResult<()> {
+        let (owner, key, job) = (owner.to_string(), key.to_string(), job.to_string());
+        self.call(move |c| {
+            c.execute(
+                "DELETE FROM idempotency WHERE owner = ?1 AND key = ?2 AND job = ?3",
+                params![owner, key, job],
+            )
+        })
+        .await
+        .map(|_| ())
     }
 
     async fn ended_before(

@@ -16,7 +16,7 @@ use std::time::Duration;
 use kumulus_core::config::MongoConfig;
 use kumulus_core::event::{self, StatusEvent};
 use kumulus_core::job::{JobId, JobRecord, JobState, QueuedJob};
-use kumulus_core::ports::{JobStore, Leadership, ListQuery, PortError, PortResult};
+use kumulus_core::ports::{JobStore, KeyClaim, Leadership, ListQuery, PortError, PortResult};
 
 const BACKEND: &str = "mongodb";
 const COLLECTION: &str = "jobs";
@@ -34,6 +34,7 @@ pub struct MongoStore {
     jobs: Collection<Document>,
     leases: Collection<Document>,
     positions: Collection<Document>,
+    keys: Collection<Document>,
 }
 
 impl MongoStore {
@@ -53,6 +54,7 @@ impl MongoStore {
             jobs: db.collection(COLLECTION),
             leases: db.collection("leases"),
             positions: db.collection("positions"),
+            keys: db.collection("idempotency_keys"),
         })
     }
 
@@ -69,6 +71,10 @@ impl MongoStore {
         ];
         self.jobs
             .create_indexes(indexes)
+            .await
+            .map_err(unavailable)?;
+        self.keys
+            .create_index(IndexModel::builder().keys(doc! {"created_ms": 1}).build())
             .await
             .map_err(unavailable)?;
         Ok(())
@@ -245,6 +251,63 @@ impl JobStore for MongoStore {
         Ok(())
     }
 
+    async fn claim_key(
+        &self,
+        owner: &str,
+        key: &str,
+        fingerprint: &str,
+        job: JobId,
+        expired_before: chrono::DateTime<chrono::Utc>,
+    ) -> PortResult<KeyClaim> {
+        // One document per (owner, key) (see key_id); the unique _id makes
+        // the claim atomic.
+        let id = key_id(owner, key);
+        self.keys
+            .delete_many(doc! {"created_ms": {"$lt": expired_before.timestamp_millis()}})
+            .await
+            .map_err(unavailable)?;
+        for _ in 0..3 {
+            let claim = doc! {
+                "_id": &id,
+                "fingerprint": fingerprint,
+                "job": job.to_string(),
+                "created_ms": chrono::Utc::now().timestamp_millis(),
+            };
+            match self.keys.insert_one(claim).await {
+                Ok(_) => return Ok(KeyClaim::Claimed),
+                Err(e) if is_duplicate_key(&e) => {}
+                Err(e) => return Err(unavailable(e)),
+            }
+            // Held: by whom (unless it was released meanwhile: claim again).
+            if let Some(d) = self
+                .keys
+                .find_one(doc! {"_id": &id})
+                .await
+                .map_err(unavailable)?
+            {
+                let held = d
+                    .get_str("job")
+                    .ok()
+                    .and_then(|j| j.parse().ok())
+                    .ok_or_else(|| internal("an idempotency key without its job"))?;
+                return Ok(KeyClaim::Held {
+                    job: held,
+                    fingerprint: d.get_str("fingerprint").unwrap_or_default().to_string(),
+                });
+            }
+        }
+        Err(unavailable("the idempotency key keeps changing hands"))
+    }
+
+    async fn release_key(&self, owner: &str, key: &str, job: JobId) -> PortResult<()> {
+        let id = key_id(owner, key);
+        self.keys
+            .delete_one(doc! {"_id": id, "job": job.to_string()})
+            .await
+            .map_err(unavailable)?;
+        Ok(())
+    }
+
     async fn ended_before(
         &self,
         cutoff: chrono::DateTime<chrono::Utc>,
@@ -387,6 +450,13 @@ impl Leadership for MongoStore {
             Err(e) => Err(unavailable(e)),
         }
     }
+}
+
+/// The id of an idempotency key's document: the owner's name, a NUL, the
+/// key. Keys have no NUL (printable ASCII only), so the pair reads back
+/// from the last NUL: no two pairs share an id.
+fn key_id(owner: &str, key: &str) -> String {
+    format!("{owner}\u{0}{key}")
 }
 
 fn is_duplicate_key(e: &mongodb::error::Error) -> bool {

@@ -196,6 +196,8 @@ pub struct ApiConfig {
     pub body_timeout_secs: u64,
     /// On stop, open connections get this long to finish, then are closed.
     pub shutdown_deadline_secs: u64,
+    /// How long an `Idempotency-Key` is remembered.
+    pub idempotency_ttl_secs: u64,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -309,6 +311,7 @@ impl Config {
                 idle_timeout_secs: 60,
                 body_timeout_secs: 30,
                 shutdown_deadline_secs: 10,
+                idempotency_ttl_secs: 86_400,
             },
             worker: WorkerConfig {
                 slots: 2,
@@ -430,6 +433,7 @@ impl Config {
             "must be at least 1",
         )?;
         for (v, key) in [
+            (a.idempotency_ttl_secs, "api.idempotency_ttl_secs"),
             (a.header_timeout_secs, "api.header_timeout_secs"),
             (a.idle_timeout_secs, "api.idle_timeout_secs"),
             (a.body_timeout_secs, "api.body_timeout_secs"),
