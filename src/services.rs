@@ -133,6 +133,15 @@ pub async fn frontend(cfg: Config, shutdown: CancellationToken) -> Result<(), Up
             .run(shutdown.clone()),
         )
     });
+    let deliverer = tokio::spawn(
+        kumulus_frontend::webhooks::Deliverer {
+            state: state.clone(),
+            leader: store.clone() as Arc<dyn kumulus_core::ports::Leadership>,
+            holder: holder.clone(),
+            lead_ttl: period * 3,
+        }
+        .run(shutdown.clone()),
+    );
     let reaper = kumulus_frontend::reaper::Reaper {
         store: store.clone() as Arc<dyn JobStore>,
         queue: producer.clone() as Arc<dyn JobQueue>,
@@ -156,6 +165,7 @@ pub async fn frontend(cfg: Config, shutdown: CancellationToken) -> Result<(), Up
     shutdown.cancel();
     let _ = projector.await;
     let _ = reaper.await;
+    let _ = deliverer.await;
     if let Some(retention) = retention {
         let _ = retention.await;
     }

@@ -237,6 +237,15 @@ impl Standalone {
         };
         let autoscaler = tokio::spawn(scaler.run(self.status.subscribe(), shutdown.clone()));
         let reaper = tokio::spawn(self.reaper.run(shutdown.clone()));
+        let deliverer = tokio::spawn(
+            kumulus_frontend::webhooks::Deliverer {
+                state: self.frontend.clone(),
+                leader: Arc::new(SoleLeader),
+                holder: "kumulus-up".into(),
+                lead_ttl: Duration::from_secs(60),
+            }
+            .run(shutdown.clone()),
+        );
         let retention = self.cfg.retention.keep().map(|keep| {
             tokio::spawn(
                 kumulus_frontend::retention::Retention {
@@ -256,6 +265,7 @@ impl Standalone {
         let _ = worker.await;
         let _ = autoscaler.await;
         let _ = reaper.await;
+        let _ = deliverer.await;
         if let Some(retention) = retention {
             let _ = retention.await;
         }

@@ -861,3 +861,53 @@ async fn racing_submits_with_one_idempotency_key_make_one_job_in_mongodb() {
     let (_, list) = apis[0].json(Method::GET, "/api/jobs", &ana, None).await;
     assert_eq!(list["jobs"].as_array().unwrap().len(), 1, "{list}");
 }
+
+#[tokio::test]
+async fn with_two_frontends_a_webhook_is_delivered_once() {
+    let servers = Servers::load();
+    let env = service_env(&servers, &namespace());
+    let hooks: [(&str, &str); 4] = [
+        ("KUMULUS_WEBHOOKS__SECRET", "whsec-cluster"),
+        ("KUMULUS_WEBHOOKS__ALLOW_HTTP", "true"),
+        ("KUMULUS_WEBHOOKS__ALLOW_PRIVATE", "true"),
+        ("KUMULUS_WEBHOOKS__POLL_MS", "200"),
+    ];
+    let fronts = [
+        kumulus("frontend", &env, &hooks),
+        kumulus("frontend", &env, &hooks),
+    ];
+    let _worker = kumulus("worker", &env, &[]);
+    let api = Api::new(fronts[0].url());
+    let [(u1, p1), _] = servers.users();
+    let ana = api.login_with(&u1, &p1).await;
+    let hook = common::Receiver::start(vec![200]).await;
+    let repo = Repo::example();
+    let mut ids = Vec::new();
+    for _ in 0..3 {
+        let body = json!({
+            "url": repo.path(),
+            "callback_url": format!("http://127.0.0.1:{}/hook", hook.port),
+        });
+        ids.push(api.submit(&ana, body).await);
+    }
+    for id in &ids {
+        api.wait_for(&ana, id, &["succeeded"], 90).await;
+    }
+    common::eventually(30, "a delivery per job", || hook.count() >= ids.len()).await;
+    // Time for a second frontend's delivery, were there one.
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    let delivered: Vec<String> = hook
+        .seen
+        .lock()
+        .unwrap()
+        .iter()
+        .map(|(h, _)| h["webhook-id"].clone())
+        .collect();
+    let unique: BTreeSet<&String> = delivered.iter().collect();
+    assert_eq!((delivered.len(), unique.len()), (3, 3), "{delivered:?}");
+    for id in &ids {
+        let job = api.job(&ana, id).await;
+        assert_eq!(job["webhook"]["state"], "delivered", "{job}");
+        assert_eq!(job["webhook"]["attempts"], 1, "{job}");
+    }
+}

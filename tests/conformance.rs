@@ -251,6 +251,49 @@ async fn job_store_suite(store: &dyn JobStore) {
         .expect("ended_before"));
     assert!(!old.contains(&ana[1].id), "it ended just now");
 
+    // Webhooks: due once the job has ended, until delivered; a retry when
+    // its time comes.
+    let hooked_job = job("ana");
+    let hooked = JobRecord {
+        webhook: Some(kumulus_core::webhook::Delivery::new(
+            "https://hooks.example.com/x",
+        )),
+        ..JobRecord::queued(&hooked_job)
+    };
+    store.insert(&hooked, &hooked_job).await.expect("insert");
+    let due = |at: chrono::DateTime<chrono::Utc>| async move {
+        ids(store.webhooks_due(at, 1000).await.expect("webhooks_due"))
+    };
+    let soon = chrono::Utc::now() + chrono::Duration::seconds(5);
+    assert!(!due(soon).await.contains(&hooked.id), "not before it ends");
+    store
+        .apply(&finished(hooked.id, JobState::Succeeded))
+        .await
+        .expect("apply");
+    assert!(due(soon).await.contains(&hooked.id), "due once ended");
+    let mut retry = hooked.webhook.clone().unwrap();
+    retry.attempts = 1;
+    retry.next_at = Some(chrono::Utc::now() + chrono::Duration::seconds(60));
+    store
+        .set_webhook(hooked.id, &retry)
+        .await
+        .expect("set_webhook");
+    assert!(
+        !due(soon).await.contains(&hooked.id),
+        "not before its retry"
+    );
+    let a_minute_on = chrono::Utc::now() + chrono::Duration::seconds(90);
+    assert!(due(a_minute_on).await.contains(&hooked.id), "at its retry");
+    let rec = store.get(hooked.id).await.expect("get").expect("found");
+    assert_eq!(rec.webhook.as_ref(), Some(&retry));
+    assert_eq!(rec.state, JobState::Succeeded);
+    retry.state = kumulus_core::webhook::DeliveryState::Delivered;
+    store
+        .set_webhook(hooked.id, &retry)
+        .await
+        .expect("set_webhook");
+    assert!(!due(a_minute_on).await.contains(&hooked.id), "delivered");
+
     // Idempotency keys: claimed once, per owner, released only by their
     // job, forgotten once expired; racing claims get one winner.
     let key = format!("key-{}", JobId::new());

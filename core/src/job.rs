@@ -242,6 +242,9 @@ pub struct JobRecord {
     /// attempt: not because of the job itself.
     #[serde(default, deserialize_with = "lenient_bool")]
     pub infrastructure_failure: bool,
+    /// Where the record is POSTed when the job ends, and how that went.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub webhook: Option<crate::webhook::Delivery>,
 }
 
 impl JobRecord {
@@ -295,6 +298,7 @@ impl JobRecord {
             attempt: job.attempt,
             attempts: Vec::new(),
             infrastructure_failure: false,
+            webhook: None,
         }
     }
 }

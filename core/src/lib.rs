@@ -11,6 +11,7 @@ pub mod observation;
 pub mod ports;
 pub mod redact;
 pub mod submission;
+pub mod webhook;
 
 pub use event::{EventKind, StatusEvent};
 pub use job::{JobId, JobRecord, JobState, QueuedJob};

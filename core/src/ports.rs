@@ -111,6 +111,11 @@ pub trait JobStore: Send + Sync {
     ) -> PortResult<KeyClaim>;
     /// Gives a claim up (its job could not be created), if `job` holds it.
     async fn release_key(&self, owner: &str, key: &str, job: JobId) -> PortResult<()>;
+    /// Ended jobs whose webhook is pending and due by `now` (its next try
+    /// at or before it, or none yet), at most `limit`.
+    async fn webhooks_due(&self, now: DateTime<Utc>, limit: usize) -> PortResult<Vec<JobRecord>>;
+    /// Records how a job's webhook went.
+    async fn set_webhook(&self, id: JobId, delivery: &crate::webhook::Delivery) -> PortResult<()>;
     /// Jobs of any owner that ended before `cutoff`, oldest first, at most
     /// `limit` (the retention sweep).
     async fn ended_before(&self, cutoff: DateTime<Utc>, limit: usize)

@@ -47,6 +47,9 @@ pub struct JobSpec {
     pub config: Option<String>,
     pub timeout_secs: u64,
     pub limits: JobLimits,
+    /// Where to POST the record when the job ends (checked against the
+    /// webhook rules by the frontend, which can resolve names).
+    pub callback_url: Option<String>,
 }
 
 /// Why a submission was refused: the field and a sentence for the user.
@@ -117,6 +120,11 @@ impl JobSpec {
             },
             Some(_) => return Err(invalid("timeout_secs", "must be a whole number")),
         };
+        let callback_url = match map.get("callback_url") {
+            None | Some(Value::Null) => None,
+            Some(Value::String(s)) => Some(s.trim().to_string()),
+            Some(_) => return Err(invalid("callback_url", "must be a string")),
+        };
         let limits = match map.get("limits") {
             None | Some(Value::Null) => JobLimits::default(),
             Some(Value::Object(m)) => parse_limits(m, &limits.ceilings)?,
@@ -128,6 +136,7 @@ impl JobSpec {
             config,
             timeout_secs,
             limits,
+            callback_url,
         })
     }
 }
@@ -189,11 +198,20 @@ fn parse_limits(map: &Map<String, Value>, max: &Ceilings) -> Result<JobLimits, S
 }
 
 fn reject_unknown_fields(map: &Map<String, Value>) -> Result<(), SubmissionError> {
-    const KNOWN: [&str; 5] = ["url", "args", "config", "timeout_secs", "limits"];
+    const KNOWN: [&str; 6] = [
+        "url",
+        "args",
+        "config",
+        "timeout_secs",
+        "limits",
+        "callback_url",
+    ];
     match map.keys().find(|k| !KNOWN.contains(&k.as_str())) {
         Some(k) => Err(invalid(
             "body",
-            format!("unknown field `{k}`; expected url, args, config, timeout_secs, limits"),
+            format!(
+                "unknown field `{k}`; expected url, args, config, timeout_secs, limits, callback_url"
+            ),
         )),
         None => Ok(()),
     }

@@ -105,9 +105,16 @@ pub async fn submit(
         not_before: None,
         partition: None,
     };
+    let webhook = match &spec.callback_url {
+        Some(url) => Some(crate::webhooks::accept(state, url).await?),
+        None => None,
+    };
     let mut job = job;
     state.ports.queue.place(&mut job).await;
-    let record = JobRecord::queued(&job);
+    let record = JobRecord {
+        webhook,
+        ..JobRecord::queued(&job)
+    };
     state.ports.store.insert(&record, &job).await?;
     if let Err(e) = state.ports.queue.enqueue(&job).await {
         if let Err(cleanup) = state.ports.store.remove(job.id).await {

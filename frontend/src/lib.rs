@@ -23,6 +23,7 @@ pub mod request_id;
 pub mod retention;
 pub mod seed;
 pub mod server;
+pub mod webhooks;
 
 use axum::extract::{DefaultBodyLimit, MatchedPath, Request, State};
 use axum::middleware::{self, Next};
@@ -62,6 +63,7 @@ pub struct AppState {
     pub connections: server::ConnLimits,
     pub body_timeout: std::time::Duration,
     pub idempotency_ttl: std::time::Duration,
+    pub webhooks: kumulus_core::config::WebhooksConfig,
     pub metrics: metrics::Metrics,
 }
 
@@ -76,6 +78,7 @@ impl AppState {
             connections: server::ConnLimits::from_config(&cfg.api),
             body_timeout: std::time::Duration::from_secs(cfg.api.body_timeout_secs),
             idempotency_ttl: std::time::Duration::from_secs(cfg.api.idempotency_ttl_secs),
+            webhooks: cfg.webhooks.clone(),
             metrics: metrics::Metrics::new()?,
         })
     }

@@ -621,3 +621,65 @@ pub async fn report(
         recovery.as_secs_f64()
     );
 }
+
+/// An HTTP receiver on 127.0.0.1 for webhooks: answers each request with the
+/// next status of its script (the last one after the script ends) and keeps
+/// every request's headers (lower-case names) and body.
+pub struct Receiver {
+    pub port: u16,
+    pub seen:
+        std::sync::Arc<std::sync::Mutex<Vec<(std::collections::HashMap<String, String>, Vec<u8>)>>>,
+}
+
+impl Receiver {
+    pub async fn start(script: Vec<u16>) -> Self {
+        use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("bind");
+        let port = listener.local_addr().expect("addr").port();
+        let seen: std::sync::Arc<std::sync::Mutex<Vec<_>>> = Default::default();
+        let log = seen.clone();
+        tokio::spawn(async move {
+            let mut n = 0usize;
+            while let Ok((stream, _)) = listener.accept().await {
+                let status = *script.get(n).or(script.last()).unwrap_or(&200);
+                n += 1;
+                let log = log.clone();
+                tokio::spawn(async move {
+                    let mut reader = BufReader::new(stream);
+                    let mut headers = std::collections::HashMap::new();
+                    let mut line = String::new();
+                    reader.read_line(&mut line).await.ok();
+                    loop {
+                        line.clear();
+                        if reader.read_line(&mut line).await.unwrap_or(0) == 0
+                            || line.trim().is_empty()
+                        {
+                            break;
+                        }
+                        if let Some((k, v)) = line.trim_end().split_once(':') {
+                            headers.insert(k.trim().to_ascii_lowercase(), v.trim().to_string());
+                        }
+                    }
+                    let len: usize = headers
+                        .get("content-length")
+                        .and_then(|v| v.parse().ok())
+                        .unwrap_or(0);
+                    let mut body = vec![0u8; len];
+                    reader.read_exact(&mut body).await.ok();
+                    log.lock().unwrap().push((headers, body));
+                    let answer = format!(
+                        "HTTP/1.1 {status} X\r\ncontent-length: 0\r\nconnection: close\r\n\r\n"
+                    );
+                    let _ = reader.get_mut().write_all(answer.as_bytes()).await;
+                });
+            }
+        });
+        Self { port, seen }
+    }
+
+    pub fn count(&self) -> usize {
+        self.seen.lock().unwrap().len()
+    }
+}

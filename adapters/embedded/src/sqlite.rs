@@ -470,6 +470,45 @@ impl JobStore for Sqlite {
         .map(|_| ())
     }
 
+    async fn webhooks_due(
+        &self,
+        now: chrono::DateTime<chrono::Utc>,
+        limit: usize,
+    ) -> PortResult<Vec<JobRecord>> {
+        let now = now.to_rfc3339();
+        let limit = limit as i64;
+        self.call(move |c| {
+            let mut stmt = c.prepare_cached(
+                "SELECT record FROM jobs
+                 WHERE state NOT IN ('queued', 'running')
+                   AND json_extract(record, '$.webhook.state') = 'pending'
+                   AND (json_extract(record, '$.webhook.next_at') IS NULL
+                        OR julianday(json_extract(record, '$.webhook.next_at')) <= julianday(?1))
+                 ORDER BY id ASC LIMIT ?2",
+            )?;
+            let rows = stmt.query_map(params![now, limit], |r| parse_record(r.get(0)?))?;
+            rows.collect()
+        })
+        .await
+    }
+
+    async fn set_webhook(
+        &self,
+        id: JobId,
+        delivery: &kumulus_core::webhook::Delivery,
+    ) -> PortResult<()> {
+        let id = id.to_string();
+        let delivery = serde_json::to_string(delivery).map_err(internal)?;
+        self.call(move |c| {
+            c.execute(
+                "UPDATE jobs SET record = json_set(record, '$.webhook', json(?2)) WHERE id = ?1",
+                params![id, delivery],
+            )
+        })
+        .await
+        .map(|_| ())
+    }
+
     async fn ended_before(
         &self,
         cutoff: chrono::DateTime<chrono::Utc>,

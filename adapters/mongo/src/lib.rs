@@ -308,6 +308,60 @@ impl JobStore for MongoStore {
         Ok(())
     }
 
+    async fn webhooks_due(
+        &self,
+        now: chrono::DateTime<chrono::Utc>,
+        limit: usize,
+    ) -> PortResult<Vec<JobRecord>> {
+        let ended: Vec<&str> = JobState::ALL
+            .into_iter()
+            .filter(|s| s.is_terminal())
+            .map(JobState::as_str)
+            .collect();
+        // The pending ones; their time is checked here (a retry's time is
+        // optional, which MongoDB-wire servers match differently).
+        let filter = doc! {"state": {"$in": ended}, "webhook.state": "pending"};
+        let cursor = self
+            .jobs
+            .find(filter)
+            .sort(doc! {"_id": 1})
+            .await
+            .map_err(unavailable)?;
+        let docs: Vec<Document> = cursor.try_collect().await.map_err(unavailable)?;
+        let mut due = Vec::new();
+        for d in docs {
+            let rec = Self::from_doc(d)?;
+            if rec
+                .webhook
+                .as_ref()
+                .is_some_and(|w| w.next_at.is_none_or(|t| t <= now))
+            {
+                due.push(rec);
+                if due.len() == limit {
+                    break;
+                }
+            }
+        }
+        Ok(due)
+    }
+
+    async fn set_webhook(
+        &self,
+        id: JobId,
+        delivery: &kumulus_core::webhook::Delivery,
+    ) -> PortResult<()> {
+        let delivery = bson::to_bson(delivery).map_err(internal)?;
+        // A new revision: a projection racing this write reads it again.
+        self.jobs
+            .update_one(
+                doc! {"_id": id.to_string()},
+                doc! {"$set": {"webhook": delivery}, "$inc": {"rev": 1i64}},
+            )
+            .await
+            .map_err(unavailable)?;
+        Ok(())
+    }
+
     async fn ended_before(
         &self,
         cutoff: chrono::DateTime<chrono::Utc>,

@@ -41,9 +41,55 @@ pub struct Config {
     pub s3: S3Config,
     pub oidc: OidcConfig,
     pub retention: RetentionConfig,
+    pub webhooks: WebhooksConfig,
     /// The file this configuration was read from (jobs must not see it).
     #[serde(skip)]
     pub file: Option<PathBuf>,
+}
+
+/// Webhooks: where a job's `callback_url` may point, and how it is signed
+/// and retried ([`crate::webhook`]).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct WebhooksConfig {
+    /// Hosts a callback may go to; empty: any public host.
+    pub allow_hosts: Vec<String>,
+    pub allow_http: bool,
+    /// Loopback, private and link-local addresses (refused otherwise).
+    pub allow_private: bool,
+    /// The signing key (`webhook-signature`); callbacks are refused until
+    /// it is set.
+    pub secret: Option<Secret>,
+    /// How long after a job's end its webhook is retried.
+    pub retry_for_secs: u64,
+    /// Time limit of one try.
+    pub timeout_secs: u64,
+    /// How often pending deliveries are looked for.
+    pub poll_ms: u64,
+}
+
+impl Default for WebhooksConfig {
+    fn default() -> Self {
+        Self {
+            allow_hosts: Vec::new(),
+            allow_http: false,
+            allow_private: false,
+            secret: None,
+            retry_for_secs: 86_400,
+            timeout_secs: 10,
+            poll_ms: 1000,
+        }
+    }
+}
+
+impl WebhooksConfig {
+    pub fn rules(&self) -> crate::webhook::Rules {
+        crate::webhook::Rules {
+            allow_hosts: self.allow_hosts.clone(),
+            allow_http: self.allow_http,
+            allow_private: self.allow_private,
+        }
+    }
 }
 
 /// How long ended jobs are kept.
@@ -361,6 +407,7 @@ impl Config {
             s3: S3Config::default(),
             oidc: OidcConfig::default(),
             retention: RetentionConfig::default(),
+            webhooks: WebhooksConfig::default(),
             file: None,
         }
     }
@@ -421,6 +468,12 @@ impl Config {
             "retention.days",
             "must be a number of days above 0 (leave it out to keep jobs until deleted)",
         )?;
+        for (v, key) in [
+            (self.webhooks.timeout_secs, "webhooks.timeout_secs"),
+            (self.webhooks.poll_ms, "webhooks.poll_ms"),
+        ] {
+            check(v >= 1, key, "must be at least 1")?;
+        }
         check(
             self.retention.sweep_secs >= 1,
             "retention.sweep_secs",
@@ -708,7 +761,7 @@ impl Config {
     }
 }
 
-const TOP_LEVEL_KEYS: [&str; 11] = [
+const TOP_LEVEL_KEYS: [&str; 12] = [
     "listen",
     "data_dir",
     "api",
@@ -720,6 +773,7 @@ const TOP_LEVEL_KEYS: [&str; 11] = [
     "s3",
     "oidc",
     "retention",
+    "webhooks",
 ];
 
 /// A configuration error: the key and what is wrong with it.
