@@ -627,9 +627,11 @@ pub async fn report(
 /// every request's headers (lower-case names) and body.
 pub struct Receiver {
     pub port: u16,
-    pub seen:
-        std::sync::Arc<std::sync::Mutex<Vec<(std::collections::HashMap<String, String>, Vec<u8>)>>>,
+    pub seen: std::sync::Arc<std::sync::Mutex<Vec<Received>>>,
 }
+
+/// A request a [`Receiver`] got: its headers (lower-case names) and body.
+pub type Received = (std::collections::HashMap<String, String>, Vec<u8>);
 
 impl Receiver {
     pub async fn start(script: Vec<u16>) -> Self {
