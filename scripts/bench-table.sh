@@ -37,19 +37,31 @@ table() {
 
 if [ "${1:-}" = --table ]; then table; exit 0; fi
 SPEED="${1:-4}"
-# One release build, copied: every run uses the same binary.
-own_build
-cargo build --quiet --release --bin kumulus
+# One release build, copied: every run uses the same binary (kept with the
+# reports it made, so resumed runs use it too).
 export KUMULUS_BENCH_BIN="$ROOT/bench-load/kumulus"
 mkdir -p bench-load
-cp "$CARGO_TARGET_DIR/release/kumulus" "$KUMULUS_BENCH_BIN"
+if [ ! -x "$KUMULUS_BENCH_BIN" ]; then
+    own_build
+    cargo build --quiet --release --bin kumulus
+    cp "$CARGO_TARGET_DIR/release/kumulus" "$KUMULUS_BENCH_BIN"
+fi
 KUMULUS_BIN="$KUMULUS_BENCH_BIN"
-for t in ${KUMULUS_BENCH_TRACES:-burst diurnal heavy-tailed steady step}; do
-    lag="$(cheapest_lag "autoscaler/traces/$t.csv" 60)"; lag="${lag%% *}"
-    for target in ${KUMULUS_BENCH_TARGETS:-up cluster}; do
-        flag=""; [ "$target" = cluster ] && flag=--cluster
-        bash scripts/bench-load.sh $flag "$t" "$SPEED" kumulus
-        [ -z "$lag" ] || bash scripts/bench-load.sh $flag "$t" "$SPEED" lag "$lag"
+# The kumulus policy everywhere first, then the lag baseline; a run whose
+# report is there already is kept (remove bench-load/ to run all again).
+TRACES="${KUMULUS_BENCH_TRACES:-burst diurnal heavy-tailed steady step}"
+for policy in kumulus lag; do
+    for t in $TRACES; do
+        lag=""
+        if [ "$policy" = lag ]; then
+            lag="$(cheapest_lag "autoscaler/traces/$t.csv" 60)"; lag="${lag%% *}"
+            [ -n "$lag" ] || continue
+        fi
+        for target in ${KUMULUS_BENCH_TARGETS:-up cluster}; do
+            [ -e "bench-load/$target-$t-$policy-x$SPEED/report.json" ] && continue
+            flag=""; [ "$target" = cluster ] && flag=--cluster
+            bash scripts/bench-load.sh $flag "$t" "$SPEED" "$policy" $lag
+        done
     done
 done
 table

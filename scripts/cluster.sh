@@ -295,8 +295,7 @@ servers)
     say "servers are up; their addresses are in $DIR/servers.env" ;;
 up)
     install_all; write_env
-    own_build
-    (cd "$ROOT" && cargo build --quiet --bin kumulus)
+    if [ -z "$KUMULUS_BIN_GIVEN" ]; then own_build; (cd "$ROOT" && cargo build --quiet --bin kumulus); fi
     prepare_example
     for s in "${SERVERS[@]}" "${SERVICES[@]}"; do start_one "$s"; done
     echo "frontend: http://127.0.0.1:$FRONTEND_PORT"

@@ -4,6 +4,8 @@
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)"
 # A build cache outside the clone, reused by later clones; never required.
 export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$HOME/.cache/kumulus/target}"
+# KUMULUS_BIN from the caller: that binary, and nothing is built for it.
+if [ -n "${KUMULUS_BIN:-}" ]; then KUMULUS_BIN_GIVEN=1; else KUMULUS_BIN_GIVEN=""; fi
 KUMULUS_BIN="${KUMULUS_BIN:-$CARGO_TARGET_DIR/debug/kumulus}"
 
 say() { printf '==> %s\n' "$*" >&2; }
