@@ -9,11 +9,12 @@
 //!   `kumulus worker` does on shutdown (a running job finishes within its
 //!   grace, or is queued again), and no longer count.
 //! - A worker that dies no longer counts: the next decision replaces it.
-//!   One that dies soon after it started (a bad configuration, a broker it
-//!   cannot reach) is replaced after a growing pause instead
-//!   ([`restart_hold`]: 1 s, 2 s, 4 s, ... up to 5 min), as Kubernetes
-//!   backs off a crash loop, so that a worker that cannot run is not
-//!   restarted every period for ever.
+//!   When workers keep dying soon after they start (a bad configuration, a
+//!   broker they cannot reach), from the second such round on they are
+//!   replaced after a growing pause instead ([`restart_hold`]: 1 s, 2 s,
+//!   4 s, ... up to 5 min), as Kubernetes backs off a crash loop, so that a
+//!   worker that cannot run is not restarted every period for ever. One
+//!   early death alone (a worker killed) is replaced at once.
 //! - When the autoscaler stops, its workers are stopped too (`on_stop =
 //!   "stop"`, the default: a later autoscaler would not adopt them, count
 //!   from zero and start as many again), or left running (`"leave"`).
@@ -70,12 +71,13 @@ pub const EARLY_EXIT: Duration = Duration::from_secs(30);
 const LONGEST_HOLD: Duration = Duration::from_secs(300);
 
 /// How long to hold further starts after `early_exits` rounds in a row in
-/// which workers exited soon after they started: none after none, then
-/// 1 s, doubling each time, up to 5 min.
+/// which workers exited soon after they started: none after one round (a
+/// worker killed is replaced at the next decision), then 1 s, doubling
+/// each round, up to 5 min.
 pub fn restart_hold(early_exits: u32) -> Duration {
     match early_exits {
-        0 => Duration::ZERO,
-        n => Duration::from_secs(1u64 << (n - 1).min(16)).min(LONGEST_HOLD),
+        0 | 1 => Duration::ZERO,
+        n => Duration::from_secs(1u64 << (n - 2).min(16)).min(LONGEST_HOLD),
     }
 }
 
@@ -83,6 +85,8 @@ struct Worker {
     id: String,
     child: Child,
     since: Instant,
+    /// The `apply` that started it (workers started together are a round).
+    batch: u64,
 }
 
 #[derive(Default)]
@@ -92,8 +96,11 @@ struct Pool {
     /// Stopped with SIGTERM, draining.
     draining: Vec<Worker>,
     started: u64,
-    /// Rounds in a row (reaps) in which workers exited soon after their start.
+    /// Rounds in a row (batches started together) in which workers exited
+    /// soon after their start, and the last such batch.
     early_exits: u32,
+    last_early_batch: Option<u64>,
+    batch: u64,
     /// No worker starts before this (a crash loop's pause).
     hold_until: Option<Instant>,
 }
@@ -106,22 +113,23 @@ impl Pool {
         let mut exited = Vec::new();
         self.running.retain_mut(|w| match w.child.try_wait() {
             Ok(Some(status)) => {
-                exited.push((w.id.clone(), status, now.duration_since(w.since)));
+                exited.push((w.id.clone(), status, now.duration_since(w.since), w.batch));
                 false
             }
             _ => true,
         });
-        let early = exited.iter().any(|(_, _, lived)| *lived < EARLY_EXIT);
-        let held = self.hold_until.is_some_and(|t| t > now);
-        if early && !held {
-            // One more round of the loop, however many die in it: no
-            // worker starts during a hold, so exits then are this round's.
-            self.early_exits += 1;
-            self.hold_until = Some(now + restart_hold(self.early_exits));
-        } else if !early && !exited.is_empty() {
-            self.early_exits = 0;
+        for (_, _, lived, batch) in &exited {
+            if *lived >= EARLY_EXIT {
+                self.early_exits = 0;
+                self.last_early_batch = None;
+            } else if self.last_early_batch != Some(*batch) {
+                // One more round of the loop, however many die in it.
+                self.early_exits += 1;
+                self.last_early_batch = Some(*batch);
+                self.hold_until = Some(now + restart_hold(self.early_exits));
+            }
         }
-        for (id, status, lived) in exited {
+        for (id, status, lived, _) in exited {
             if lived < EARLY_EXIT {
                 tracing::warn!(
                     worker = %id, %status, lived_secs = lived.as_secs_f64(),
@@ -188,6 +196,7 @@ impl ProcessDriver {
             id,
             child,
             since: Instant::now(),
+            batch: pool.batch,
         });
         Ok(())
     }
@@ -258,12 +267,16 @@ impl ScalingPlatform for ProcessDriver {
                 return Ok(());
             }
         }
+        if (pool.running.len() as u32) < desired {
+            pool.batch += 1;
+        }
         while (pool.running.len() as u32) < desired {
             self.start(&mut pool)?;
         }
         // A worker that has lived past the early-exit window ends the loop.
         if pool.running.iter().any(|w| w.since.elapsed() >= EARLY_EXIT) {
             pool.early_exits = 0;
+            pool.last_early_batch = None;
         }
         while (pool.running.len() as u32) > desired {
             let Some(w) = pool.running.pop() else { break };
@@ -311,12 +324,13 @@ mod tests {
     fn a_crash_loop_is_held_longer_each_time_up_to_five_minutes() {
         for (exits, secs) in [
             (0, 0),
-            (1, 1),
-            (2, 2),
-            (3, 4),
-            (6, 32),
-            (9, 256),
-            (10, 300),
+            (1, 0),
+            (2, 1),
+            (3, 2),
+            (4, 4),
+            (7, 32),
+            (10, 256),
+            (11, 300),
             (40, 300),
         ] {
             assert_eq!(
@@ -339,7 +353,7 @@ mod tests {
     }
 
     #[tokio::test]
-    async fn workers_that_exit_as_they_start_are_restarted_after_a_pause_not_at_once() {
+    async fn workers_that_keep_exiting_as_they_start_are_restarted_after_a_pause() {
         let logs = tempfile::tempdir().unwrap();
         let driver = ProcessDriver::new(ProcessSettings {
             program: "false".into(),
@@ -354,18 +368,22 @@ mod tests {
         driver.apply(3).await.unwrap();
         assert_eq!(driver.lock().started, 3);
         all_exited(&driver).await;
-        // Held: asking again starts nobody.
+        // One round of early deaths is replaced at once (a worker killed).
         driver.apply(3).await.unwrap();
-        assert_eq!(driver.lock().started, 3, "restarted during the hold");
-        // After the first round's hold (1 s) they start again, and a second
-        // round of exits holds longer (2 s).
-        tokio::time::sleep(restart_hold(1) + Duration::from_millis(100)).await;
-        driver.apply(3).await.unwrap();
-        assert_eq!(driver.lock().started, 6);
+        assert_eq!(driver.lock().started, 6, "one round is replaced at once");
         all_exited(&driver).await;
-        assert_eq!(driver.lock().early_exits, 2);
-        tokio::time::sleep(restart_hold(1) + Duration::from_millis(100)).await;
+        // A second round: a crash loop. Asking again starts nobody.
         driver.apply(3).await.unwrap();
-        assert_eq!(driver.lock().started, 6, "the second hold is longer");
+        assert_eq!(driver.lock().started, 6, "restarted during the hold");
+        // After the hold (1 s) they start again, and a third round of
+        // exits holds longer (2 s).
+        tokio::time::sleep(restart_hold(2) + Duration::from_millis(100)).await;
+        driver.apply(3).await.unwrap();
+        assert_eq!(driver.lock().started, 9);
+        all_exited(&driver).await;
+        assert_eq!(driver.lock().early_exits, 3);
+        tokio::time::sleep(restart_hold(2) + Duration::from_millis(100)).await;
+        driver.apply(3).await.unwrap();
+        assert_eq!(driver.lock().started, 9, "the next hold is longer");
     }
 }
