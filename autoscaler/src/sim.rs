@@ -187,6 +187,9 @@ pub struct SimConfig {
     /// `startup_secs` is what it assumes. None: the policy's.
     pub ready_secs: Option<f64>,
     pub placement: Placement,
+    /// Partitions the jobs topic has from the start (a broker that cannot
+    /// add any was given them up front); None: the policy's own count.
+    pub partitions: Option<u32>,
 }
 
 impl SimConfig {
@@ -200,6 +203,7 @@ impl SimConfig {
             first_decision_secs: None,
             ready_secs: None,
             placement: Placement::default(),
+            partitions: None,
         }
     }
 }
@@ -289,7 +293,7 @@ pub fn simulate(trace: &[TraceJob], cfg: &SimConfig) -> SimResult {
     let mut partitions = if shared {
         1
     } else {
-        partitions_for(p, initial, 1) as usize
+        partitions_for(p, initial, cfg.partitions.unwrap_or(1)) as usize
     };
     let mut queues: Vec<VecDeque<usize>> = vec![VecDeque::new(); partitions];
     let mut placer = Placer {
@@ -786,6 +790,26 @@ mod tests {
             least.wait_p95_secs < hash.wait_p95_secs && least.wait_max_secs < hash.wait_max_secs,
             "least backlog {least:?}, hash {hash:?}"
         );
+    }
+
+    #[test]
+    fn a_topic_made_with_more_partitions_starts_with_them() {
+        let trace: Vec<TraceJob> = (0..20)
+            .map(|i| TraceJob {
+                arrival_secs: i as f64 * 3.0,
+                service_secs: 1.0,
+            })
+            .collect();
+        let own = simulate(&trace, &cfg(PolicyKind::Kumulus));
+        let given = simulate(
+            &trace,
+            &SimConfig {
+                partitions: Some(64),
+                ..cfg(PolicyKind::Kumulus)
+            },
+        );
+        assert!(own.timeline[0].partitions < 64, "{:?}", own.timeline[0]);
+        assert_eq!(given.timeline[0].partitions, 64);
     }
 
     #[test]

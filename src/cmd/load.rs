@@ -111,6 +111,9 @@ pub struct Report {
 #[derive(Debug, Clone, Serialize, PartialEq)]
 pub struct Model {
     pub queue: QueueModel,
+    /// The jobs topic's partitions as last seen (a broker that cannot add
+    /// partitions has had these from the start; Kafka never removes any).
+    pub partitions: Option<u32>,
     /// Mean time a job held its worker beyond its own run.
     pub overhead_secs: f64,
     /// When the autoscaler's first decision fell after the first submit.
@@ -138,10 +141,14 @@ fn measure(
 ) -> Model {
     let last = run.last_metrics.as_deref().unwrap_or("");
     // `kumulus up` has one queue and no partitions.
-    let queue = match metric(last, "kumulus_kafka_partitions") {
+    let seen_partitions = metric(last, "kumulus_kafka_partitions");
+    let queue = match seen_partitions {
         Some(p) if p < 0.5 => QueueModel::Shared,
         _ => QueueModel::Partitioned,
     };
+    let partitions = seen_partitions
+        .filter(|p| *p >= 0.5)
+        .map(|p| p.round() as u32);
     let overheads: Vec<f64> = run
         .rows
         .iter()
@@ -180,6 +187,7 @@ fn measure(
     };
     Model {
         queue,
+        partitions,
         overhead_secs,
         first_decision_secs,
         ready_secs,
@@ -194,6 +202,7 @@ impl Model {
         SimConfig {
             overhead_secs: self.overhead_secs,
             queue: self.queue,
+            partitions: self.partitions,
             first_decision_secs: self.first_decision_secs,
             ready_secs: Some(self.ready_secs),
             ..SimConfig::new(policy, self.rebalance_secs)
@@ -823,6 +832,7 @@ mod tests {
         );
         let m = measure(&run, &policy, 3.0);
         assert_eq!(m.queue, QueueModel::Partitioned);
+        assert_eq!(m.partitions, Some(8));
         assert_eq!((m.ready_secs, m.ready_from), (3.0, "measured"));
         assert_eq!((m.rebalance_secs, m.rebalance_from), (2.0, "measured"));
         // Nothing measured on a cluster: the policy's own assumption.
