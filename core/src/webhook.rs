@@ -69,8 +69,9 @@ impl Delivery {
     }
 }
 
-/// The host and port of a callback URL the rules allow, or why not. Names
-/// are checked again once resolved ([`is_public`]).
+/// The host (an IPv6 address without its brackets) and port of a callback
+/// URL the rules allow, or why not. Names are checked again once resolved
+/// ([`is_public`]).
 pub fn check_url(url: &str, rules: &Rules) -> Result<(String, u16), String> {
     if url.len() > 2048 {
         return Err("is longer than 2048 characters".into());
@@ -102,11 +103,7 @@ pub fn check_url(url: &str, rules: &Rules) -> Result<(String, u16), String> {
     {
         return Err(format!("host `{host}` is not in webhooks.allow_hosts"));
     }
-    if let Ok(ip) = host
-        .trim_start_matches('[')
-        .trim_end_matches(']')
-        .parse::<IpAddr>()
-    {
+    if let Ok(ip) = host.parse::<IpAddr>() {
         if !rules.allow_private && !is_public(ip) {
             return Err(format!(
                 "address {ip} is not public (webhooks.allow_private is off)"
@@ -237,6 +234,10 @@ mod tests {
         assert_eq!(
             check_url("https://Hooks.Example.com:8443/x", &strict).unwrap(),
             ("hooks.example.com".into(), 8443)
+        );
+        assert_eq!(
+            check_url("https://[2606:4700::1111]:8443/x", &strict).unwrap(),
+            ("2606:4700::1111".into(), 8443)
         );
     }
 

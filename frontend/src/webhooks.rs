@@ -41,9 +41,8 @@ pub async fn accept(state: &AppState, url: &str) -> Result<Delivery, ApiError> {
 
 /// The addresses `host` resolves to, all allowed by the rules.
 async fn resolve(host: &str, port: u16, allow_private: bool) -> Result<Vec<SocketAddr>, String> {
-    let bare = host.trim_start_matches('[').trim_end_matches(']');
     let addrs: Vec<SocketAddr> =
-        tokio::time::timeout(RESOLVE_WITHIN, tokio::net::lookup_host((bare, port)))
+        tokio::time::timeout(RESOLVE_WITHIN, tokio::net::lookup_host((host, port)))
             .await
             .map_err(|_| {
                 format!(
@@ -181,7 +180,7 @@ impl Deliverer {
         let client = reqwest::Client::builder()
             .redirect(reqwest::redirect::Policy::none())
             .timeout(Duration::from_secs(cfg.timeout_secs))
-            .resolve_to_addrs(host.trim_start_matches('[').trim_end_matches(']'), &addrs)
+            .resolve_to_addrs(&host, &addrs)
             .build()
             .map_err(|e| Try::Failed(e.to_string()))?;
         let resp = client

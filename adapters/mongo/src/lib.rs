@@ -313,11 +313,7 @@ impl JobStore for MongoStore {
         now: chrono::DateTime<chrono::Utc>,
         limit: usize,
     ) -> PortResult<Vec<JobRecord>> {
-        let ended: Vec<&str> = JobState::ALL
-            .into_iter()
-            .filter(|s| s.is_terminal())
-            .map(JobState::as_str)
-            .collect();
+        let ended = ended_states();
         // The pending ones; their time is checked here (a retry's time is
         // optional, which MongoDB-wire servers match differently).
         let filter = doc! {"state": {"$in": ended}, "webhook.state": "pending"};
@@ -367,11 +363,7 @@ impl JobStore for MongoStore {
         cutoff: chrono::DateTime<chrono::Utc>,
         limit: usize,
     ) -> PortResult<Vec<JobRecord>> {
-        let ended: Vec<&str> = JobState::ALL
-            .into_iter()
-            .filter(|s| s.is_terminal())
-            .map(JobState::as_str)
-            .collect();
+        let ended = ended_states();
         // Times are stored as RFC 3339 text in UTC, which sorts as time does
         // (to within the second's fraction, where the digits vary).
         let cutoff = bson::to_bson(&cutoff).map_err(internal)?;
@@ -504,6 +496,15 @@ impl Leadership for MongoStore {
             Err(e) => Err(unavailable(e)),
         }
     }
+}
+
+/// The names of the states a job ends in.
+fn ended_states() -> Vec<&'static str> {
+    JobState::ALL
+        .into_iter()
+        .filter(|s| s.is_terminal())
+        .map(JobState::as_str)
+        .collect()
 }
 
 /// The id of an idempotency key's document: the owner's name, a NUL, the
