@@ -104,6 +104,7 @@ pub async fn frontend(cfg: Config, shutdown: CancellationToken) -> Result<(), Up
                 blobs: s3(&cfg, &shutdown) as Arc<dyn BlobStore>,
                 auth: Arc::new(auth) as Arc<dyn Authenticator>,
                 observations: Arc::new(observations) as Arc<dyn ObservationFeed>,
+                logs: producer.clone() as Arc<dyn kumulus_core::ports::LogBus>,
             },
         )
         .map_err(backend)?,
@@ -133,6 +134,10 @@ pub async fn frontend(cfg: Config, shutdown: CancellationToken) -> Result<(), Up
             .run(shutdown.clone()),
         )
     });
+    let relay = tokio::spawn(kumulus_frontend::logs::relay(
+        state.clone(),
+        shutdown.clone(),
+    ));
     let deliverer = tokio::spawn(
         kumulus_frontend::webhooks::Deliverer {
             state: state.clone(),
@@ -166,6 +171,7 @@ pub async fn frontend(cfg: Config, shutdown: CancellationToken) -> Result<(), Up
     let _ = projector.await;
     let _ = reaper.await;
     let _ = deliverer.await;
+    let _ = relay.await;
     if let Some(retention) = retention {
         let _ = retention.await;
     }
@@ -188,8 +194,9 @@ pub async fn worker(mut cfg: Config, shutdown: CancellationToken) -> Result<(), 
             source: Arc::new(source) as Arc<dyn JobSource>,
             queue: producer.clone() as Arc<dyn JobQueue>,
             status: producer.clone() as Arc<dyn StatusBus>,
-            cancels: producer as Arc<dyn CancelBus>,
+            cancels: producer.clone() as Arc<dyn CancelBus>,
             blobs: s3(&cfg, &shutdown) as Arc<dyn BlobStore>,
+            logs: producer as Arc<dyn kumulus_core::ports::LogBus>,
         },
     )
     .map_err(|source| UpError::Io {

@@ -100,6 +100,8 @@ impl Standalone {
         let store: Arc<dyn JobStore> = Arc::new(db.clone());
         let status = Arc::new(LocalStatusBus::new(store.clone()));
         let cancels: Arc<dyn CancelBus> = Arc::new(LocalCancelBus::new(db.clone()));
+        let logs: Arc<dyn kumulus_core::ports::LogBus> =
+            Arc::new(kumulus_embedded::bus::LocalLogBus::default());
         let board = Arc::new(ObservationBoard::default());
 
         let frontend = Arc::new(
@@ -113,6 +115,7 @@ impl Standalone {
                     blobs: blobs.clone(),
                     auth: Arc::new(users) as Arc<dyn Authenticator>,
                     observations: board.clone() as Arc<dyn ObservationFeed>,
+                    logs: logs.clone(),
                 },
             )
             .map_err(|e| UpError::Backend(format!("metrics: {e}")))?,
@@ -142,6 +145,7 @@ impl Standalone {
                 status: status.clone() as Arc<dyn StatusBus>,
                 cancels,
                 blobs,
+                logs,
             },
         )
         .map_err(io("cannot make the work folder"))?;
@@ -237,6 +241,10 @@ impl Standalone {
         };
         let autoscaler = tokio::spawn(scaler.run(self.status.subscribe(), shutdown.clone()));
         let reaper = tokio::spawn(self.reaper.run(shutdown.clone()));
+        let relay = tokio::spawn(kumulus_frontend::logs::relay(
+            self.frontend.clone(),
+            shutdown.clone(),
+        ));
         let deliverer = tokio::spawn(
             kumulus_frontend::webhooks::Deliverer {
                 state: self.frontend.clone(),
@@ -266,6 +274,7 @@ impl Standalone {
         let _ = autoscaler.await;
         let _ = reaper.await;
         let _ = deliverer.await;
+        let _ = relay.await;
         if let Some(retention) = retention {
             let _ = retention.await;
         }

@@ -6,8 +6,21 @@ use std::fmt;
 use std::str::FromStr;
 
 /// A job's id: a UUID v7, so ids sort by submission time.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+#[derive(
+    Debug,
+    Clone,
+    Copy,
+    PartialEq,
+    Eq,
+    Hash,
+    PartialOrd,
+    Ord,
+    Serialize,
+    Deserialize,
+    utoipa::ToSchema,
+)]
 #[serde(transparent)]
+#[schema(value_type = String, format = Uuid)]
 pub struct JobId(uuid::Uuid);
 
 impl JobId {
@@ -45,7 +58,7 @@ impl FromStr for JobId {
 }
 
 /// `queued` -> `running` -> one of the terminal states. Terminal states never change.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum JobState {
     Queued,
@@ -170,7 +183,7 @@ pub fn lenient_bool<'de, D: serde::Deserializer<'de>>(d: D) -> Result<bool, D::E
 }
 
 /// One try at running a job.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct Attempt {
     pub attempt: u32,
     pub worker: Option<String>,
@@ -184,7 +197,7 @@ pub struct Attempt {
 
 /// Limits a job may ask for, each lower than the worker's (`worker.*`);
 /// absent ones are the worker's.
-#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct JobLimits {
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -209,7 +222,7 @@ impl JobLimits {
 
 /// The job as users and the store see it. The URL is redacted, and the
 /// config text is not kept here (it may hold secrets): only its size.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct JobRecord {
     pub id: JobId,
     pub owner: String,

@@ -7,6 +7,7 @@ pub mod config;
 pub mod event;
 pub mod job;
 pub mod lease;
+pub mod logs;
 pub mod observation;
 pub mod ports;
 pub mod redact;

@@ -9,7 +9,7 @@ use crate::ports::PortResult;
 /// arrivals (jobs submitted), services (jobs that went from queued to
 /// running), finished (jobs that ended), and the mean response time in
 /// seconds of the jobs that ended in the period (from submission to end).
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct Observation {
     pub avg_rate_of_arrival: f64,

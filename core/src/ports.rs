@@ -248,6 +248,16 @@ pub trait CancelBus: Send + Sync {
     fn subscribe(&self) -> BoxStream<'static, CancelRequest>;
 }
 
+/// Running jobs' output, from the workers to every frontend, as it is
+/// written ([`crate::logs`]). Best effort: a publisher never waits long, and
+/// a slow subscriber misses chunks rather than slowing anyone.
+#[async_trait]
+pub trait LogBus: Send + Sync {
+    async fn publish(&self, chunk: &crate::logs::LogChunk) -> PortResult<()>;
+    /// Chunks published from now on, by every worker.
+    fn subscribe(&self) -> BoxStream<'static, crate::logs::LogChunk>;
+}
+
 /// A stored file, as a stream of chunks.
 pub struct Blob {
     pub len: u64,

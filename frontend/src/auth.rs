@@ -5,12 +5,13 @@ use axum::extract::{FromRequestParts, Path, State};
 use axum::http::header;
 use axum::http::request::Parts;
 use axum::Json;
-use serde_json::{json, Value};
+use serde_json::Value;
 use std::sync::Arc;
 
 use kumulus_core::ports::Principal;
 
 use crate::error::ApiError;
+use crate::openapi::{Credentials, SeedToken, Token};
 use crate::server::ClientAddr;
 use crate::AppState;
 use kumulus_core::ports::AuthError;
@@ -81,11 +82,27 @@ async fn issue(
 }
 
 /// `POST /auth/token` with `{"username","password"}`.
+#[utoipa::path(
+    post,
+    path = "/auth/token",
+    operation_id = "getToken",
+    tag = "auth",
+    summary = "Log in: a bearer token for the `/api` routes",
+    description = "Failed logins are limited per address and per user name (429 past them); a correct password is never refused for someone else's failures.",
+    request_body(content = Credentials, content_type = "application/json"),
+    responses(
+        (status = 200, description = "A token", body = Token),
+        (status = 401, description = "Wrong user name or password", body = crate::openapi::ErrorBody),
+        (status = 422, description = "A field is missing or not text", body = crate::openapi::ErrorBody),
+        (status = 429, description = "Too many failed logins; see Retry-After", body = crate::openapi::ErrorBody),
+        (status = 503, description = "The identity provider is unavailable", body = crate::openapi::ErrorBody)
+    )
+)]
 pub async fn token(
     State(state): State<Arc<AppState>>,
     from: ClientAddr,
     body: axum::body::Body,
-) -> Result<Json<Value>, ApiError> {
+) -> Result<Json<Token>, ApiError> {
     let body = crate::body::read_within(body, state.body_limit, state.body_timeout).await?;
     let value = crate::body::json(&body)?;
     let field = |name: &'static str| -> Result<String, ApiError> {
@@ -102,20 +119,37 @@ pub async fn token(
     }
     let (username, password) = (field("username")?, field("password")?);
     let (access_token, expires_in) = issue(&state, from, &username, &password).await?;
-    Ok(Json(json!({
-        "access_token": access_token,
-        "token_type": "Bearer",
-        "expires_in": expires_in,
-    })))
+    Ok(Json(Token {
+        access_token,
+        token_type: "Bearer".into(),
+        expires_in,
+    }))
 }
 
 /// The seed's `GET /auth/{user}/{password}` -> `{"token"}`. The password is
 /// in the path: the request log shows route templates, never paths.
+#[utoipa::path(
+    get,
+    path = "/auth/{user}/{password}",
+    operation_id = "seedLogin",
+    tag = "seed",
+    summary = "Log in (the seed's route; prefer POST /auth/token)",
+    params(
+        ("user" = String, Path, description = "User name"),
+        ("password" = String, Path, description = "Password")
+    ),
+    responses(
+        (status = 200, description = "A token", body = SeedToken),
+        (status = 401, description = "Wrong user name or password", body = crate::openapi::ErrorBody),
+        (status = 429, description = "Too many failed logins; see Retry-After", body = crate::openapi::ErrorBody),
+        (status = 503, description = "The identity provider is unavailable", body = crate::openapi::ErrorBody)
+    )
+)]
 pub async fn seed_login(
     State(state): State<Arc<AppState>>,
     from: ClientAddr,
     Path((user, password)): Path<(String, String)>,
-) -> Result<Json<Value>, ApiError> {
+) -> Result<Json<SeedToken>, ApiError> {
     let (token, _) = issue(&state, from, &user, &password).await?;
-    Ok(Json(json!({ "token": token })))
+    Ok(Json(SeedToken { token }))
 }

@@ -4,7 +4,6 @@
 use axum::http::{header, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::Json;
-use serde_json::json;
 
 use kumulus_core::ports::{AuthError, PortError};
 use kumulus_core::submission::SubmissionError;
@@ -124,11 +123,13 @@ impl IntoResponse for ApiError {
             }
             other => other.to_string(),
         };
-        let mut error = json!({"code": self.code(), "message": message});
-        if let Some(id) = crate::request_id::current() {
-            error["request_id"] = id.into();
-        }
-        let body = Json(json!({ "error": error }));
+        let body = Json(crate::openapi::ErrorBody {
+            error: crate::openapi::ErrorDetail {
+                code: self.code().into(),
+                message,
+                request_id: crate::request_id::current(),
+            },
+        });
         let mut resp = (status, body).into_response();
         match &self {
             ApiError::Unauthorized(_) => {

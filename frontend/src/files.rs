@@ -5,7 +5,6 @@ use axum::extract::{Path, State};
 use axum::http::{header, HeaderValue};
 use axum::response::{IntoResponse, Response};
 use axum::Json;
-use serde_json::{json, Value};
 use std::sync::Arc;
 
 use kumulus_core::job::JobRecord;
@@ -16,15 +15,47 @@ use crate::error::ApiError;
 use crate::jobs::own_job;
 use crate::AppState;
 
+#[utoipa::path(
+    get,
+    path = "/api/jobs/{id}/files",
+    operation_id = "listFiles",
+    tag = "files",
+    summary = "The job's files",
+    description = "`stdout.log`, `stderr.log` and what the job wrote under `output/`, once it has ended.",
+    security(("bearer" = [])),
+    params(("id" = String, Path, description = "The job's id")),
+    responses(
+        (status = 200, description = "Its files", body = crate::openapi::FileList),
+        (status = 404, description = "No such job of yours", body = crate::openapi::ErrorBody)
+    )
+)]
 pub async fn list(
     State(state): State<Arc<AppState>>,
     caller: Caller,
     Path(id): Path<String>,
-) -> Result<Json<Value>, ApiError> {
+) -> Result<Json<crate::openapi::FileList>, ApiError> {
     let rec = own_job(&state, &caller, &id).await?;
-    Ok(Json(json!({"files": rec.files})))
+    Ok(Json(crate::openapi::FileList { files: rec.files }))
 }
 
+#[utoipa::path(
+    get,
+    path = "/api/jobs/{id}/files/{*path}",
+    operation_id = "downloadFile",
+    tag = "files",
+    summary = "Download one of the job's files",
+    security(("bearer" = [])),
+    params(
+        ("id" = String, Path, description = "The job's id"),
+        ("path" = String, Path, description = "A name from the file list (`output/a.txt`; its `/` may be sent as `%2F`)")
+    ),
+    responses(
+        (status = 200, description = "The file, as an attachment", content_type = "*/*", body = Vec<u8>),
+        (status = 307, description = "The file, from the object store directly (when `s3.presign_secs` is set)",
+            headers(("Location" = String, description = "A presigned URL"))),
+        (status = 404, description = "No such job of yours, or no such file", body = crate::openapi::ErrorBody)
+    )
+)]
 pub async fn download(
     State(state): State<Arc<AppState>>,
     caller: Caller,

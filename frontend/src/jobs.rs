@@ -6,7 +6,7 @@ use axum::extract::{Path, Query, State};
 use axum::http::{header, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::Json;
-use serde_json::{json, Value};
+use serde_json::Value;
 use std::collections::HashMap;
 use std::sync::Arc;
 
@@ -198,6 +198,38 @@ pub async fn cancel(state: &AppState, caller: &Caller, id: &str) -> Result<JobRe
 
 /// `POST /api/jobs`: 201 with the job's id (the first request's, for a
 /// repeated `Idempotency-Key`, marked `Idempotent-Replayed: true`).
+#[utoipa::path(
+    post,
+    path = "/api/jobs",
+    operation_id = "createJob",
+    tag = "jobs",
+    summary = "Submit a job",
+    description = "Stores the job and queues it before answering: a 201 is never lost.\n\nWith an `Idempotency-Key`, the same key and body within `api.idempotency_ttl_secs` (24 h) answer with the first request's job, marked `Idempotent-Replayed: true`, and make no other.",
+    security(("bearer" = [])),
+    params(
+        ("Idempotency-Key" = Option<String>, Header, description = "1 to 255 printable ASCII characters, yours to choose per submission")
+    ),
+    request_body(content = crate::openapi::Submission, content_type = "application/json"),
+    responses(
+        (status = 201, description = "Accepted and queued", body = crate::openapi::Created,
+            headers(
+                ("Location" = String, description = "The job's URL"),
+                ("Idempotent-Replayed" = String, description = "`true` when an earlier request with the same key made the job")
+            ),
+            links(
+                ("getJob" = (operation_id = "getJob", parameters(("id" = "$response.body#/id")))),
+                ("deleteJob" = (operation_id = "deleteJob", parameters(("id" = "$response.body#/id")))),
+                ("listFiles" = (operation_id = "listFiles", parameters(("id" = "$response.body#/id")))),
+                ("getLogs" = (operation_id = "getLogs", parameters(("id" = "$response.body#/id")))),
+                ("seedStatus" = (operation_id = "seedStatus", parameters(("id" = "$response.body#/id")))),
+                ("seedDeleteJob" = (operation_id = "seedDeleteJob", parameters(("id" = "$response.body#/id"))))
+            )
+        ),
+        (status = 409, description = "A request with this Idempotency-Key is still being answered", body = crate::openapi::ErrorBody),
+        (status = 422, description = "A field is invalid (named in the message), or the Idempotency-Key was used with another body", body = crate::openapi::ErrorBody),
+        (status = 507, description = "The store is full", body = crate::openapi::ErrorBody)
+    )
+)]
 pub async fn create(
     State(state): State<Arc<AppState>>,
     caller: Caller,
@@ -212,7 +244,10 @@ pub async fn create(
     let mut resp = (
         StatusCode::CREATED,
         [(header::LOCATION, format!("/api/jobs/{}", rec.id))],
-        Json(json!({"id": rec.id, "state": rec.state})),
+        Json(crate::openapi::Created {
+            id: rec.id,
+            state: rec.state,
+        }),
     )
         .into_response();
     if done.replayed {
@@ -227,11 +262,36 @@ pub async fn create(
 const DEFAULT_PAGE: usize = 20;
 const MAX_PAGE: usize = 100;
 
+/// `GET /api/jobs`: the caller's jobs, newest first, a page at a time.
+#[utoipa::path(
+    get,
+    path = "/api/jobs",
+    operation_id = "listJobs",
+    tag = "jobs",
+    summary = "List your jobs",
+    security(("bearer" = [])),
+    params(
+        ("state" = Option<JobState>, Query, description = "Only jobs in this state"),
+        ("limit" = Option<u32>, Query, minimum = 1, maximum = 100, description = "Jobs per page (20 unless given)"),
+        ("cursor" = Option<String>, Query, description = "`next_cursor` of the previous page")
+    ),
+    responses(
+        (status = 200, description = "A page of jobs", body = crate::openapi::JobPage,
+            links(
+                ("getJob" = (operation_id = "getJob", parameters(("id" = "$response.body#/jobs/0/id")))),
+                ("listFiles" = (operation_id = "listFiles", parameters(("id" = "$response.body#/jobs/0/id")))),
+                ("downloadFile" = (operation_id = "downloadFile", parameters(("id" = "$response.body#/jobs/0/id"), ("path" = "$response.body#/jobs/0/files/0")))),
+                ("nextPage" = (operation_id = "listJobs", parameters(("cursor" = "$response.body#/next_cursor"))))
+            )),
+        (status = 400, description = "The query string cannot be read", body = crate::openapi::ErrorBody),
+        (status = 422, description = "An unknown parameter, or one out of range", body = crate::openapi::ErrorBody)
+    )
+)]
 pub async fn list(
     State(state): State<Arc<AppState>>,
     caller: Caller,
     query: Result<Query<HashMap<String, String>>, QueryRejection>,
-) -> Result<Json<Value>, ApiError> {
+) -> Result<Json<crate::openapi::JobPage>, ApiError> {
     let Query(params) =
         query.map_err(|e| ApiError::BadRequest(format!("bad query string: {}", e.body_text())))?;
     if let Some(k) = params
@@ -287,9 +347,22 @@ pub async fn list(
     } else {
         None
     };
-    Ok(Json(json!({"jobs": jobs, "next_cursor": next_cursor})))
+    Ok(Json(crate::openapi::JobPage { jobs, next_cursor }))
 }
 
+#[utoipa::path(
+    get,
+    path = "/api/jobs/{id}",
+    operation_id = "getJob",
+    tag = "jobs",
+    summary = "A job's record",
+    security(("bearer" = [])),
+    params(("id" = String, Path, description = "The job's id")),
+    responses(
+        (status = 200, description = "The job", body = JobRecord),
+        (status = 404, description = "No such job of yours", body = crate::openapi::ErrorBody)
+    )
+)]
 pub async fn show(
     State(state): State<Arc<AppState>>,
     caller: Caller,
@@ -300,6 +373,21 @@ pub async fn show(
 
 /// `DELETE /api/jobs/{id}`: a job that has ended is removed with its files
 /// (204); a queued or running one is cancelled (202, with its record).
+#[utoipa::path(
+    delete,
+    path = "/api/jobs/{id}",
+    operation_id = "deleteJob",
+    tag = "jobs",
+    summary = "Cancel a job, or delete one that has ended",
+    description = "A queued or running job is cancelled (202, with its record). One that has ended is deleted with its files (204).",
+    security(("bearer" = [])),
+    params(("id" = String, Path, description = "The job's id")),
+    responses(
+        (status = 202, description = "Cancelled; it ends shortly", body = JobRecord),
+        (status = 204, description = "Deleted, with its files"),
+        (status = 404, description = "No such job of yours", body = crate::openapi::ErrorBody)
+    )
+)]
 pub async fn delete(
     State(state): State<Arc<AppState>>,
     caller: Caller,

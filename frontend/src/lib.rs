@@ -17,7 +17,9 @@ pub mod idempotency;
 pub mod jobs;
 pub mod limits;
 pub mod login_guard;
+pub mod logs;
 pub mod metrics;
+pub mod openapi;
 pub mod reaper;
 pub mod request_id;
 pub mod retention;
@@ -28,8 +30,8 @@ pub mod webhooks;
 use axum::extract::{DefaultBodyLimit, MatchedPath, Request, State};
 use axum::middleware::{self, Next};
 use axum::response::Response;
-use axum::routing::{get, post};
-use axum::Router;
+use axum::routing::get;
+use axum::{Json, Router};
 use std::sync::Arc;
 use std::time::Instant;
 use tokio::net::TcpListener;
@@ -38,7 +40,9 @@ use tracing::Instrument;
 
 use kumulus_core::config::Config;
 use kumulus_core::observation::ObservationFeed;
-use kumulus_core::ports::{Authenticator, BlobStore, CancelBus, JobQueue, JobStore, StatusBus};
+use kumulus_core::ports::{
+    Authenticator, BlobStore, CancelBus, JobQueue, JobStore, LogBus, StatusBus,
+};
 use kumulus_core::submission::Limits;
 
 use error::ApiError;
@@ -52,6 +56,8 @@ pub struct FrontendPorts {
     pub blobs: Arc<dyn BlobStore>,
     pub auth: Arc<dyn Authenticator>,
     pub observations: Arc<dyn ObservationFeed>,
+    /// Running jobs' output, from the workers.
+    pub logs: Arc<dyn LogBus>,
 }
 
 pub struct AppState {
@@ -64,6 +70,7 @@ pub struct AppState {
     pub body_timeout: std::time::Duration,
     pub idempotency_ttl: std::time::Duration,
     pub webhooks: kumulus_core::config::WebhooksConfig,
+    pub live_logs: logs::Relay,
     pub metrics: metrics::Metrics,
 }
 
@@ -79,29 +86,57 @@ impl AppState {
             body_timeout: std::time::Duration::from_secs(cfg.api.body_timeout_secs),
             idempotency_ttl: std::time::Duration::from_secs(cfg.api.idempotency_ttl_secs),
             webhooks: cfg.webhooks.clone(),
+            live_logs: logs::Relay::new(cfg.api.live_logs_buffer_bytes),
             metrics: metrics::Metrics::new()?,
         })
     }
 }
 
+/// Every documented route, with its document ([`openapi`]).
+pub fn routes() -> (Router<Arc<AppState>>, utoipa::openapi::OpenApi) {
+    use utoipa::OpenApi as _;
+    use utoipa_axum::routes;
+    let (router, mut doc) =
+        utoipa_axum::router::OpenApiRouter::with_openapi(openapi::ApiDoc::openapi())
+            .routes(routes!(jobs::create, jobs::list))
+            .routes(routes!(jobs::show, jobs::delete))
+            .routes(routes!(files::list))
+            .routes(routes!(files::download))
+            .routes(routes!(logs::logs))
+            .routes(routes!(seed::add_job))
+            .routes(routes!(seed::status_all))
+            .routes(routes!(seed::status_one))
+            .routes(routes!(seed::results))
+            .routes(routes!(seed::delete_job))
+            .routes(routes!(auth::token))
+            .routes(routes!(auth::seed_login))
+            .routes(routes!(health::health))
+            .routes(routes!(health::load))
+            .routes(routes!(health::metrics))
+            .split_for_parts();
+    openapi::finish(&mut doc);
+    (router, doc)
+}
+
 pub fn router(state: Arc<AppState>) -> Router {
-    let api = Router::new()
-        .route("/jobs", post(jobs::create).get(jobs::list))
-        .route("/jobs/{id}", get(jobs::show).delete(jobs::delete))
-        .route("/jobs/{id}/files", get(files::list))
-        .route("/jobs/{id}/files/{*path}", get(files::download))
-        .route("/addJob", post(seed::add_job))
-        .route("/status", get(seed::status_all))
-        .route("/status/{id}", get(seed::status_one))
-        .route("/results/{id}/{file}", get(seed::results))
-        .route("/deleteJob/{id}", get(seed::delete_job));
-    Router::new()
-        .nest("/api", api)
-        .route("/auth/token", post(auth::token))
-        .route("/auth/{user}/{password}", get(auth::seed_login))
-        .route("/health", get(health::health))
-        .route("/health/load", get(health::load))
-        .route("/metrics", get(health::metrics))
+    let (routes, doc) = routes();
+    let page = Arc::new(openapi::page(&doc));
+    let doc = Arc::new(openapi::json(&doc));
+    routes
+        .route(
+            "/openapi.json",
+            get(move || {
+                let doc = doc.clone();
+                async move { Json(doc.as_ref().clone()) }
+            }),
+        )
+        .route(
+            "/docs",
+            get(move || {
+                let page = page.clone();
+                async move { axum::response::Html(page.as_ref().clone()) }
+            }),
+        )
         .fallback(|| async { ApiError::NotFound })
         .method_not_allowed_fallback(|| async { ApiError::MethodNotAllowed })
         .layer(DefaultBodyLimit::disable())

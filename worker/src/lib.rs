@@ -9,6 +9,7 @@ pub mod cgroup;
 pub mod git;
 pub mod identity;
 pub mod limits;
+pub mod live;
 pub mod process;
 pub mod runner;
 pub mod sandbox;
@@ -20,7 +21,7 @@ use std::time::Duration;
 use tokio_util::sync::CancellationToken;
 
 use kumulus_core::config::Config;
-use kumulus_core::ports::{BlobStore, CancelBus, JobQueue, JobSource, StatusBus};
+use kumulus_core::ports::{BlobStore, CancelBus, JobQueue, JobSource, LogBus, StatusBus};
 
 use limits::{Enforcer, Limits};
 pub use runner::RunSettings;
@@ -34,6 +35,8 @@ pub struct WorkerPorts {
     pub status: Arc<dyn StatusBus>,
     pub cancels: Arc<dyn CancelBus>,
     pub blobs: Arc<dyn BlobStore>,
+    /// Where running jobs' output goes live.
+    pub logs: Arc<dyn LogBus>,
 }
 
 /// The sandbox `worker.sandbox` asks for: `bwrap`, `none`, or `auto`
@@ -187,6 +190,10 @@ impl Worker {
                 .then(|| work_dir.join(runner::NPM_CACHES)),
             sandbox,
             fast_start: cfg.worker.fast_start,
+            live_logs: (cfg.worker.live_logs_rate_bytes > 0).then(|| live::LiveLogs {
+                bus: ports.logs.clone(),
+                rate: cfg.worker.live_logs_rate_bytes,
+            }),
             work_dir,
         };
         runner::clean_interrupted(&settings);

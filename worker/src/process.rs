@@ -11,6 +11,8 @@ use tokio::io::{AsyncRead, AsyncReadExt, AsyncWriteExt};
 use tokio::process::{Child, Command};
 use tokio_util::sync::CancellationToken;
 
+use kumulus_core::logs::LogStream;
+
 /// How a process ended.
 #[derive(Debug)]
 pub enum Exit {
@@ -22,11 +24,13 @@ pub enum Exit {
     Cancelled,
 }
 
-/// What holds a process: its limits, and the user it becomes.
+/// What holds a process: its limits, and the user it becomes; and where
+/// its output also goes, live.
 #[derive(Default, Clone, Copy)]
 pub struct Confine<'a> {
     pub limits: Option<&'a crate::limits::Confinement>,
     pub user: Option<crate::identity::JobUser>,
+    pub live: Option<&'a crate::live::Tap>,
 }
 
 /// Time between SIGTERM and SIGKILL when a job is stopped.
@@ -62,13 +66,15 @@ pub async fn run(
         child.stdout.take(),
         stdout_path.to_owned(),
         log_limit,
-        "stdout",
+        LogStream::Stdout,
+        confine.live.cloned(),
     ));
     let err = tokio::spawn(pump(
         child.stderr.take(),
         stderr_path.to_owned(),
         log_limit,
-        "stderr",
+        LogStream::Stderr,
+        confine.live.cloned(),
     ));
 
     let exit = tokio::select! {
@@ -110,13 +116,15 @@ async fn stop_group(child: &mut Child, pgid: Option<Pid>) {
     }
 }
 
-/// Copies a stream into a file, up to `limit` bytes; the rest is read and
-/// dropped (so the child never blocks on a full pipe) and a marker line says so.
+/// Copies a stream into a file (and to `live`), up to `limit` bytes; the
+/// rest is read and dropped (so the child never blocks on a full pipe) and a
+/// marker line says so.
 async fn pump<R: AsyncRead + Unpin>(
     stream: Option<R>,
     path: std::path::PathBuf,
     limit: u64,
-    name: &'static str,
+    which: LogStream,
+    live: Option<crate::live::Tap>,
 ) -> std::io::Result<()> {
     let mut file = tokio::fs::File::create(&path).await?;
     let Some(mut stream) = stream else {
@@ -135,12 +143,16 @@ async fn pump<R: AsyncRead + Unpin>(
         if keep > 0 {
             file.write_all(&buf[..keep]).await?;
             written += keep as u64;
+            if let Some(tap) = &live {
+                tap.offer(which, &buf[..keep]);
+            }
         }
         dropped += (n - keep) as u64;
     }
     if dropped > 0 {
         let marker = format!(
-            "\n[kumulus: {name} cut at {limit} bytes; {dropped} more bytes were dropped]\n"
+            "\n[kumulus: {} cut at {limit} bytes; {dropped} more bytes were dropped]\n",
+            which.as_str()
         );
         file.write_all(marker.as_bytes()).await?;
     }

@@ -14,6 +14,7 @@ use kumulus_core::submission::RepoPolicy;
 
 use crate::git::{self, CloneError};
 use crate::limits::{Ending, Enforcer, Limits};
+use crate::live::Tap;
 use crate::process::{self, Exit};
 
 /// What a job needs from the worker's configuration.
@@ -35,6 +36,8 @@ pub struct RunSettings {
     pub sandbox: crate::sandbox::Sandbox,
     /// Run the `start` script without npm's start-up (see [`fast_command`]).
     pub fast_start: bool,
+    /// Where running jobs' output goes live, and at what rate (0: nowhere).
+    pub live_logs: Option<crate::live::LiveLogs>,
     /// Who jobs run as, where the worker is root.
     pub job_user: Option<crate::identity::JobUser>,
 }
@@ -264,6 +267,10 @@ async fn prepare_and_run(
         home: &home,
         npm_cache,
     };
+    let live = settings
+        .live_logs
+        .as_ref()
+        .map(|l| Tap::start(l.bus.clone(), job.id, job.attempt, l.rate));
     let exit = process::run(
         if settings.fast_start && !package.has_hooks {
             fast_command(job, &package, &places, &settings.sandbox)
@@ -278,6 +285,7 @@ async fn prepare_and_run(
         process::Confine {
             limits: Some(&confinement),
             user: settings.job_user,
+            live: live.as_ref(),
         },
     )
     .await

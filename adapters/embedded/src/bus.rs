@@ -11,7 +11,8 @@ use tokio::sync::broadcast;
 use tokio_util::sync::CancellationToken;
 
 use kumulus_core::event::StatusEvent;
-use kumulus_core::ports::{CancelBus, CancelRequest, JobStore, PortResult, StatusBus};
+use kumulus_core::logs::LogChunk;
+use kumulus_core::ports::{CancelBus, CancelRequest, JobStore, LogBus, PortResult, StatusBus};
 
 use crate::sqlite::Sqlite;
 
@@ -89,6 +90,32 @@ impl CancelBus for LocalCancelBus {
     }
 
     fn subscribe(&self) -> BoxStream<'static, CancelRequest> {
+        stream_of(self.tx.subscribe())
+    }
+}
+
+/// Live logs within one process.
+pub struct LocalLogBus {
+    tx: broadcast::Sender<LogChunk>,
+}
+
+impl Default for LocalLogBus {
+    fn default() -> Self {
+        Self {
+            tx: broadcast::channel(FANOUT).0,
+        }
+    }
+}
+
+#[async_trait]
+impl LogBus for LocalLogBus {
+    async fn publish(&self, chunk: &LogChunk) -> PortResult<()> {
+        // No subscriber is not an error: nobody is following.
+        let _ = self.tx.send(chunk.clone());
+        Ok(())
+    }
+
+    fn subscribe(&self) -> BoxStream<'static, LogChunk> {
         stream_of(self.tx.subscribe())
     }
 }

@@ -15,8 +15,11 @@ use crate::liveness::PartitionWatch;
 use kumulus_core::config::KafkaConfig;
 use kumulus_core::event::StatusEvent;
 use kumulus_core::job::QueuedJob;
+use kumulus_core::logs::LogChunk;
 use kumulus_core::observation::{Observation, ObservationSink};
-use kumulus_core::ports::{CancelBus, CancelRequest, JobQueue, PortError, PortResult, StatusBus};
+use kumulus_core::ports::{
+    CancelBus, CancelRequest, JobQueue, LogBus, PortError, PortResult, StatusBus,
+};
 
 use crate::{client_config, tail, unavailable};
 
@@ -278,6 +281,18 @@ impl CancelBus for KafkaProducer {
     /// jobs cancelled while they waited.
     fn subscribe(&self) -> BoxStream<'static, CancelRequest> {
         tail::follow(&self.cfg, &self.cfg.cancel_topic, tail::Start::Last(10_000))
+    }
+}
+
+#[async_trait]
+impl LogBus for KafkaProducer {
+    async fn publish(&self, chunk: &LogChunk) -> PortResult<()> {
+        self.send(&self.cfg.logs_topic, &chunk.job.to_string(), chunk)
+            .await
+    }
+
+    fn subscribe(&self) -> BoxStream<'static, LogChunk> {
+        tail::follow(&self.cfg, &self.cfg.logs_topic, tail::Start::End)
     }
 }
 

@@ -41,6 +41,8 @@ pub struct KafkaConfig {
     pub cancel_topic: String,
     /// The autoscaler's observations.
     pub observer_topic: String,
+    /// Running jobs' live logs, from the workers to every frontend.
+    pub logs_topic: String,
     /// The workers' consumer group.
     pub worker_group: String,
     /// The frontends' group for projecting status events into MongoDB.
@@ -66,6 +68,7 @@ impl Default for KafkaConfig {
             results_topic: "results-queue".into(),
             cancel_topic: "ignore-jobs".into(),
             observer_topic: "observer-queue".into(),
+            logs_topic: "job-logs".into(),
             worker_group: "worker-group".into(),
             projector_group: "frontend-projector".into(),
             autoscaler_group: "autoscaler".into(),

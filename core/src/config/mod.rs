@@ -244,6 +244,9 @@ pub struct ApiConfig {
     pub shutdown_deadline_secs: u64,
     /// How long an `Idempotency-Key` is remembered.
     pub idempotency_ttl_secs: u64,
+    /// Live logs kept per running job for followers who join late (the
+    /// oldest go first past it).
+    pub live_logs_buffer_bytes: usize,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -301,6 +304,10 @@ pub struct WorkerConfig {
     /// Run the `start` script without npm's own start-up, as npm would run it
     /// (npm is still used when package.json has prestart or poststart).
     pub fast_start: bool,
+    /// Bytes per second of a running job's output sent live to followers
+    /// (`GET /api/jobs/{id}/logs?follow=true`); past it, live chunks are
+    /// dropped (never the stored logs). 0 sends none.
+    pub live_logs_rate_bytes: u64,
     /// The unprivileged user and group a root worker runs jobs as.
     pub job_uid: u32,
     pub job_gid: u32,
@@ -358,6 +365,7 @@ impl Config {
                 body_timeout_secs: 30,
                 shutdown_deadline_secs: 10,
                 idempotency_ttl_secs: 86_400,
+                live_logs_buffer_bytes: 256 * 1024,
             },
             worker: WorkerConfig {
                 slots: 2,
@@ -385,6 +393,7 @@ impl Config {
                 git_cache_limit_bytes: 4 * 1024 * 1024 * 1024,
                 npm_cache: true,
                 fast_start: true,
+                live_logs_rate_bytes: 64 * 1024,
                 job_uid: 65534,
                 job_gid: 65534,
                 heartbeat_secs: 10,
