@@ -56,6 +56,18 @@ install_python_servers() {
         "$VENV/bin/pip" install -q --disable-pip-version-check noida-db==0.2.3 nx-27017==0.8.1 >&2
     fi
 }
+# The outside fuzzer of the API's OpenAPI document (tests/openapi.rs), in
+# a virtualenv of its own.
+SCHEMATHESIS_VERSION=4.32.5
+install_schemathesis() {
+    local venv="$TOOLS/schemathesis"
+    if [ "$("$venv/bin/schemathesis" --version 2>/dev/null)" != "schemathesis, version $SCHEMATHESIS_VERSION" ]; then
+        need python3 python3
+        say "installing schemathesis $SCHEMATHESIS_VERSION (pip)"
+        python3 -m venv "$venv" >&2 || { need_pkg python3-venv; python3 -m venv "$venv" >&2; }
+        "$venv/bin/pip" install -q --disable-pip-version-check "schemathesis==$SCHEMATHESIS_VERSION" >&2
+    fi
+}
 need_pkg() { DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "$@" >&2; }
 
 install_s3() {
@@ -94,6 +106,7 @@ install_cue() {
 install_all() {
     need_runtime
     install_python_servers
+    install_schemathesis
     install_s3
     install_oidc
     install_prometheus
@@ -184,6 +197,7 @@ PASSWORD1=$PASSWORD1
 USER2=$USER2
 PASSWORD2=$PASSWORD2
 CLUSTER_SCRIPT=$ROOT/scripts/cluster.sh
+SCHEMATHESIS=$TOOLS/schemathesis/bin/schemathesis
 ENV
     cat >"$DIR/cluster.env" <<ENV
 FRONTEND_URL=http://127.0.0.1:$FRONTEND_PORT

@@ -911,3 +911,60 @@ async fn with_two_frontends_a_webhook_is_delivered_once() {
         assert_eq!(job["webhook"]["attempts"], 1, "{job}");
     }
 }
+
+#[tokio::test]
+async fn a_running_jobs_logs_reach_a_follower_on_another_frontend() {
+    let servers = Servers::load();
+    let env = service_env(&servers, &namespace());
+    let fronts = [
+        kumulus("frontend", &env, &[]),
+        kumulus("frontend", &env, &[]),
+    ];
+    let _worker = kumulus("worker", &env, &[]);
+    let [(u1, p1), _] = servers.users();
+    let submit_on = kumulus_client::Client::new(&fronts[0].url())
+        .unwrap()
+        .login(&u1, &p1)
+        .await
+        .unwrap();
+    let follow_on = kumulus_client::Client::new(&fronts[1].url())
+        .unwrap()
+        .session(submit_on.token());
+    // A line every 200 ms, 20 in all.
+    let repo = Repo::node(
+        "let i = 0; const t = setInterval(() => { i++; console.log(`line ${i}`); if (i === 20) clearInterval(t); }, 200);",
+    );
+    let id = submit_on
+        .submit(&kumulus_client::NewJob::repo(repo.path()))
+        .await
+        .unwrap()
+        .id;
+    let mut events = follow_on.logs(&id, true).await.unwrap();
+    let mut text = String::new();
+    let mut live = false;
+    let mut end = None;
+    while let Some(event) = tokio::time::timeout(Duration::from_secs(90), events.next())
+        .await
+        .expect("an event")
+        .unwrap()
+    {
+        match event {
+            kumulus_client::LogEvent::Output(c) => {
+                assert_eq!(c.offset as usize, text.len(), "in order, nothing twice");
+                if text.is_empty() {
+                    // The first output came while the job still ran: live,
+                    // from the worker through the job-logs topic.
+                    live = follow_on.job(&id).await.unwrap().state
+                        == kumulus_client::JobState::Running;
+                }
+                text.push_str(&c.text);
+            }
+            kumulus_client::LogEvent::End(job) => end = Some(job.state),
+            other => panic!("unexpected {other:?}"),
+        }
+    }
+    assert!(live, "the output came while the job ran");
+    let want: String = (1..=20).map(|i| format!("line {i}\n")).collect();
+    assert_eq!(text, want);
+    assert_eq!(end, Some(kumulus_client::JobState::Succeeded));
+}

@@ -19,6 +19,9 @@ use serde::{Deserialize, Serialize};
 use std::time::Duration;
 
 pub use kumulus_core::job::JobState;
+pub use logs::{LogChunk, LogEvent, LogEvents, LogStream};
+
+mod logs;
 
 /// What went wrong with a call.
 #[derive(Debug, thiserror::Error)]
@@ -330,6 +333,20 @@ impl Session {
             .map_err(transport)?;
         let resp = check(resp).await?;
         Ok(resp.bytes().await.map_err(transport)?.to_vec())
+    }
+
+    /// The job's stdout and stderr as events: what there is now, or with
+    /// `follow`, everything until the job ends (then [`LogEvent::End`]).
+    /// The stream has no time limit of its own.
+    pub async fn logs(&self, id: &str, follow: bool) -> Result<LogEvents> {
+        let resp = self
+            .request(Method::GET, &format!("/api/jobs/{id}/logs"))
+            .query(&[("follow", follow)])
+            .timeout(Duration::from_secs(7 * 24 * 3600))
+            .send()
+            .await
+            .map_err(transport)?;
+        Ok(LogEvents::new(check(resp).await?))
     }
 
     /// Polls the job every `every` until it is terminal or `within` passed.

@@ -273,7 +273,7 @@ const MAX_PAGE: usize = 100;
     params(
         ("state" = Option<JobState>, Query, description = "Only jobs in this state"),
         ("limit" = Option<u32>, Query, minimum = 1, maximum = 100, description = "Jobs per page (20 unless given)"),
-        ("cursor" = Option<String>, Query, description = "`next_cursor` of the previous page")
+        ("cursor" = Option<String>, Query, format = Uuid, description = "`next_cursor` of the previous page")
     ),
     responses(
         (status = 200, description = "A page of jobs", body = crate::openapi::JobPage,
@@ -304,7 +304,6 @@ pub async fn list(
     }
     let state_filter = params
         .get("state")
-        .filter(|s| !s.is_empty())
         .map(|s| {
             s.parse::<JobState>()
                 .map_err(|e| ApiError::Invalid(format!("state: {e}")))
@@ -323,7 +322,6 @@ pub async fn list(
     };
     let before = params
         .get("cursor")
-        .filter(|c| !c.is_empty())
         .map(|c| {
             c.parse::<JobId>()
                 .map_err(|_| ApiError::Invalid("cursor: not a cursor from a previous page".into()))

@@ -142,6 +142,46 @@ pub async fn relay(state: Arc<AppState>, shutdown: CancellationToken) {
     }
 }
 
+/// One event of the stream. Its `data` is JSON: a [`LogChunk`] for
+/// `stdout` and `stderr`, `{"stream", "from", "to"}` for `gap`,
+/// `{"attempt"}` for `attempt`, and the job's record for `end`.
+#[derive(serde::Serialize, utoipa::ToSchema)]
+#[allow(dead_code)] // a schema only: events are written by `json_event`
+pub struct LogEvent {
+    event: LogEventKind,
+    data: String,
+}
+
+/// The events' names.
+#[derive(Debug, Clone, Copy, serde::Serialize, utoipa::ToSchema)]
+#[serde(rename_all = "lowercase")]
+pub enum LogEventKind {
+    Stdout,
+    Stderr,
+    Gap,
+    Attempt,
+    End,
+}
+
+impl LogEventKind {
+    fn as_str(self) -> &'static str {
+        match self {
+            Self::Stdout => "stdout",
+            Self::Stderr => "stderr",
+            Self::Gap => "gap",
+            Self::Attempt => "attempt",
+            Self::End => "end",
+        }
+    }
+
+    fn of(stream: LogStream) -> Self {
+        match stream {
+            LogStream::Stdout => Self::Stdout,
+            LogStream::Stderr => Self::Stderr,
+        }
+    }
+}
+
 #[utoipa::path(
     get,
     path = "/api/jobs/{id}/logs",
@@ -155,7 +195,7 @@ pub async fn relay(state: Arc<AppState>, shutdown: CancellationToken) {
         ("follow" = Option<bool>, Query, description = "Keep the stream open until the job ends")
     ),
     responses(
-        (status = 200, description = "The event stream", content_type = "text/event-stream", body = String),
+        (status = 200, description = "The event stream (the schema is each event's)", content_type = "text/event-stream", body = LogEvent),
         (status = 404, description = "No such job of yours", body = crate::openapi::ErrorBody),
         (status = 422, description = "An unknown parameter, or `follow` not true or false", body = crate::openapi::ErrorBody)
     )
@@ -221,8 +261,11 @@ impl Out {
         if c.attempt > self.attempt {
             self.attempt = c.attempt;
             self.seen = [0, 0];
-            self.send(json_event("attempt", &json!({ "attempt": c.attempt })))
-                .await?;
+            self.send(json_event(
+                LogEventKind::Attempt,
+                &json!({ "attempt": c.attempt }),
+            ))
+            .await?;
         }
         if c.attempt < self.attempt {
             return Ok(());
@@ -234,13 +277,13 @@ impl Out {
         }
         if c.offset > seen {
             self.send(json_event(
-                "gap",
+                LogEventKind::Gap,
                 &json!({"stream": c.stream, "from": seen, "to": c.offset}),
             ))
             .await?;
         }
         self.seen[c.stream as usize] = end;
-        self.send(json_event(c.stream.as_str(), c)).await
+        self.send(json_event(LogEventKind::of(c.stream), c)).await
     }
 
     /// A running job's logs: the relay's backlog, then live chunks until
@@ -289,15 +332,18 @@ impl Out {
         if rec.attempt > self.attempt {
             self.attempt = rec.attempt;
             self.seen = [0, 0];
-            self.send(json_event("attempt", &json!({ "attempt": rec.attempt })))
-                .await?;
+            self.send(json_event(
+                LogEventKind::Attempt,
+                &json!({ "attempt": rec.attempt }),
+            ))
+            .await?;
         }
         for stream in [LogStream::Stdout, LogStream::Stderr] {
             if rec.files.iter().any(|f| f == stream.file_name()) {
                 self.stored(state, rec, stream).await?;
             }
         }
-        self.send(json_event("end", rec)).await
+        self.send(json_event(LogEventKind::End, rec)).await
     }
 
     async fn stored(
@@ -353,15 +399,16 @@ impl Out {
                     text,
                 };
                 self.seen[stream as usize] += used as u64;
-                self.send(json_event(stream.as_str(), &chunk)).await?;
+                self.send(json_event(LogEventKind::of(stream), &chunk))
+                    .await?;
             }
         }
         Ok(())
     }
 }
 
-fn json_event<T: serde::Serialize>(name: &str, data: &T) -> Event {
+fn json_event<T: serde::Serialize>(kind: LogEventKind, data: &T) -> Event {
     Event::default()
-        .event(name)
+        .event(kind.as_str())
         .data(serde_json::to_string(data).unwrap_or_default())
 }

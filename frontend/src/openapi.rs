@@ -45,7 +45,7 @@ pub struct Submission {
     #[schema(
         pattern = "^https://[^\\s]+$",
         max_length = 2048,
-        example = "https://github.com/kumulus/hello.git"
+        example = "https://git.example.com/you/repo.git"
     )]
     url: String,
     /// The `start` script's arguments: a list, or one command line split
@@ -107,7 +107,9 @@ pub struct FileList {
 
 #[derive(Debug, Serialize, Deserialize, ToSchema)]
 pub struct Credentials {
+    #[schema(min_length = 1)]
     pub username: String,
+    #[schema(min_length = 1)]
     pub password: String,
 }
 
@@ -161,6 +163,7 @@ pub struct Health {
         license(name = "Apache-2.0", identifier = "Apache-2.0")
     ),
     modifiers(&Bearer),
+    components(schemas(kumulus_core::logs::LogChunk, kumulus_core::logs::LogStream)),
     tags(
         (name = "jobs", description = "Submit, list, follow, cancel and delete jobs"),
         (name = "files", description = "What a job wrote under output/, and its logs"),

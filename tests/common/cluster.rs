@@ -78,6 +78,7 @@ pub fn service_env(servers: &Servers, ns: &str) -> Vec<(String, String)> {
         v("KUMULUS_KAFKA__RESULTS_TOPIC", &format!("results-{ns}")),
         v("KUMULUS_KAFKA__CANCEL_TOPIC", &format!("cancel-{ns}")),
         v("KUMULUS_KAFKA__OBSERVER_TOPIC", &format!("observer-{ns}")),
+        v("KUMULUS_KAFKA__LOGS_TOPIC", &format!("logs-{ns}")),
         v("KUMULUS_KAFKA__WORKER_GROUP", &format!("workers-{ns}")),
         v("KUMULUS_KAFKA__PROJECTOR_GROUP", &format!("projector-{ns}")),
         v(
@@ -110,6 +111,7 @@ pub fn config(servers: &Servers, ns: &str) -> Config {
     k.results_topic = format!("results-{ns}");
     k.cancel_topic = format!("cancel-{ns}");
     k.observer_topic = format!("observer-{ns}");
+    k.logs_topic = format!("logs-{ns}");
     k.worker_group = format!("workers-{ns}");
     k.projector_group = format!("projector-{ns}");
     k.session_timeout_ms = 6000;
