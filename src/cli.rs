@@ -65,6 +65,9 @@ enum Command {
     /// Job history as a trace for `kumulus sim`.
     #[command(subcommand)]
     Trace(crate::cmd::trace::TraceCommand),
+    /// Apply a worker count through the configured platform driver (within
+    /// its bounds), or print the current one.
+    Scale(crate::cmd::scale::ScaleArgs),
 }
 
 /// Runs a client-side command to its end: its output on stdout, or its
@@ -165,6 +168,7 @@ pub fn main() -> ExitCode {
         Command::HashPassword => hash_password(),
         Command::Load(args) => client_command(crate::cmd::load::run(&args)),
         Command::Trace(cmd) => client_command(crate::cmd::trace::run(&cmd)),
+        Command::Scale(args) => client_command(crate::cmd::scale::run(&args)),
         Command::Sim(args) => match crate::cmd::sim::run(&args) {
             Ok(out) => {
                 println!("{out}");

@@ -10,6 +10,7 @@ use std::time::Duration;
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 
+use kumulus_autoscaler::driver::kumori::{Cli, Login};
 use kumulus_autoscaler::driver::process::{OnStop, ProcessDriver, ProcessSettings};
 use kumulus_autoscaler::driver::{CommandDriver, DryRun, KumoriDriver};
 use kumulus_autoscaler::metrics::Metrics;
@@ -255,18 +256,32 @@ impl QueueProbe for KafkaQueue {
     }
 }
 
+/// The `kumori` driver the configuration describes.
+pub fn kumori_driver(cfg: &Config) -> KumoriDriver {
+    let a = &cfg.autoscaler;
+    KumoriDriver::new(
+        // Checked when the configuration was loaded.
+        Cli::parse(&a.kumori_cli).unwrap_or(Cli::Kam),
+        a.kumori_program.clone(),
+        a.kumori_manifest.clone(),
+        a.kumori_deployment.clone(),
+        a.kumori_role.clone(),
+        a.kumori_wait.clone(),
+        (!a.kumori_user.is_empty()).then(|| Login {
+            user: a.kumori_user.clone(),
+            password: a.kumori_password.clone(),
+        }),
+        Duration::from_secs(a.driver_timeout_secs),
+        (a.min_workers, a.max_workers),
+    )
+}
+
 /// The platform driver the configuration names.
-fn driver(cfg: &Config) -> Arc<dyn ScalingPlatform> {
+pub fn driver(cfg: &Config) -> Arc<dyn ScalingPlatform> {
     let a = &cfg.autoscaler;
     let timeout = Duration::from_secs(a.driver_timeout_secs);
     match a.driver.as_str() {
-        "kumori" => Arc::new(KumoriDriver {
-            manifest: a.kumori_manifest.clone(),
-            role: "worker".into(),
-            command: a.kumori_command.clone(),
-            deployment: a.kumori_deployment.clone(),
-            timeout,
-        }),
+        "kumori" => Arc::new(kumori_driver(cfg)),
         "command" => {
             let (program, args) = a
                 .command

@@ -1,99 +1,260 @@
-//! The kumori driver against a stand-in `kumorictl` on PATH that records
-//! its arguments and the manifest it sees (the Kumori platform itself cannot
-//! run here; this checks the exact contract), and `cue vet` (CUE v0.4, the
-//! Kumori modules' version, from scripts/cue) of the manifests it leaves.
+//! The kumori driver, and `kumulus scale` through it, against a stand-in
+//! `kam` that records its arguments and the manifest it sees and answers
+//! `describe` (the Kumori platform itself cannot run here; this checks the
+//! exact contract), and `cue vet` (CUE v0.4, the Kumori modules' version,
+//! from scripts/cue) of the manifests it leaves.
 #![allow(clippy::unwrap_used)] // tests: a panic is the failure report
 
 use std::path::Path;
 use std::time::Duration;
 
-use kumulus_autoscaler::driver::{read_hsize, KumoriDriver};
+use kumulus_autoscaler::driver::cue::find_count;
+use kumulus_autoscaler::driver::kumori::{Cli, Login};
+use kumulus_autoscaler::driver::KumoriDriver;
 use kumulus_core::ports::ScalingPlatform;
 
-#[tokio::test]
-async fn kumorictl_gets_the_right_arguments_and_the_new_manifest() {
-    let dir = tempfile::tempdir().unwrap();
-    // The whole CUE module (schema, components, service, deployment), as
-    // kumorictl would see it.
-    let module = dir.path().join("kumori");
-    copy_tree(
-        &Path::new(env!("CARGO_MANIFEST_DIR")).join("kumori"),
-        &module,
-    );
-    let deployment = module.join("deployment");
-    let shipped = Path::new(env!("CARGO_MANIFEST_DIR")).join("kumori/deployment/manifest.cue");
-    cue_vet(&module).expect("the shipped manifests pass cue vet");
-    let bin = dir.path().join("bin");
-    std::fs::create_dir_all(&bin).unwrap();
-    let log = dir.path().join("calls.log");
-    let stand_in = bin.join("kumorictl");
+/// A stand-in `kam` that records its arguments (and what came on stdin for
+/// `login`), answers `describe` from what it last applied (or from
+/// `state/platform`, as if someone else had scaled), and fails an update
+/// when `state/fail` exists or any call before a login when
+/// `state/needs-login` does.
+fn stand_in(dir: &Path) -> (std::path::PathBuf, std::path::PathBuf) {
+    let state = dir.join("state");
+    std::fs::create_dir_all(&state).unwrap();
+    let log = dir.join("calls.log");
+    let program = dir.join("kam");
     std::fs::write(
-        &stand_in,
+        &program,
         format!(
-            "#!/bin/sh\nprintf '%s\\n' \"$*\" >> {log}\ngrep -E '^[[:space:]]*worker: hsize:' \"$5/manifest.cue\" >> {log}\n[ \"$KUMORICTL_FAIL\" = 1 ] && exit 3\nexit 0\n",
+            r#"#!/bin/sh
+state={state}
+log={log}
+printf 'argv: %s\n' "$*" >> "$log"
+if [ "$2" = login ]; then read -r pw; printf 'login %s stdin %s\n' "$3" "$pw" >> "$log"; touch "$state/logged-in"; exit 0; fi
+if [ -f "$state/needs-login" ] && [ ! -f "$state/logged-in" ]; then echo "Error: you are not logged in" >&2; exit 1; fi
+case "$2" in
+describe)
+    n=$(cat "$state/platform" 2>/dev/null || echo 2)
+    printf 'Deployment %s\nRoles:\n  frontend  instances: 1\n  worker    instances: %s\n' "$4" "$n"
+    ;;
+update)
+    if [ -f "$state/fail" ]; then echo "Error: the deployment was rejected" >&2; exit 3; fi
+    grep -E 'worker: *hsize' "$6/manifest.cue" >> "$log"
+    sed -n 's/.*worker: *hsize: *\([0-9]*\).*/\1/p' "$6/manifest.cue" > "$state/platform"
+    ;;
+*) echo "unknown: $*" >&2; exit 2 ;;
+esac
+"#,
+            state = state.display(),
             log = log.display()
         ),
     )
     .unwrap();
     use std::os::unix::fs::PermissionsExt;
-    std::fs::set_permissions(&stand_in, std::fs::Permissions::from_mode(0o755)).unwrap();
-    // This test binary has this one test: changing PATH here touches nothing else.
-    let path = format!(
-        "{}:{}",
-        bin.display(),
-        std::env::var("PATH").unwrap_or_default()
-    );
-    std::env::set_var("PATH", path);
+    std::fs::set_permissions(&program, std::fs::Permissions::from_mode(0o755)).unwrap();
+    (program, log)
+}
 
-    let driver = KumoriDriver {
-        manifest: deployment.join("manifest.cue"),
-        role: "worker".into(),
-        command: kumulus_core::config::Config::defaults(kumulus_core::config::Mode::Production)
-            .autoscaler
-            .kumori_command,
-        deployment: "kumulus".into(),
-        timeout: Duration::from_secs(10),
-    };
-    assert_eq!(driver.current().await.unwrap(), 2);
-    driver.apply(5).await.unwrap();
-    assert_eq!(driver.current().await.unwrap(), 5);
+fn driver(program: &Path, manifest: &Path, login: Option<Login>) -> KumoriDriver {
+    KumoriDriver::new(
+        Cli::Kam,
+        program.to_path_buf(),
+        manifest.to_path_buf(),
+        "kumulus".into(),
+        "worker".into(),
+        "5m".into(),
+        login,
+        Duration::from_secs(10),
+        (1, 10),
+    )
+}
+
+/// The shipped module, copied.
+fn module(dir: &Path) -> std::path::PathBuf {
+    let module = dir.join("kumori");
+    copy_tree(
+        &Path::new(env!("CARGO_MANIFEST_DIR")).join("kumori"),
+        &module,
+    );
+    module
+}
+
+fn count_in(manifest: &Path) -> u32 {
+    find_count(&std::fs::read_to_string(manifest).unwrap(), "worker")
+        .unwrap()
+        .value
+}
+
+#[tokio::test]
+async fn kam_gets_the_update_and_the_count_comes_from_describe() {
+    let dir = tempfile::tempdir().unwrap();
+    let module = module(dir.path());
+    let deployment = module.join("deployment");
+    let manifest = deployment.join("manifest.cue");
+    cue_vet(&module).expect("the shipped manifests pass cue vet");
+    let (program, log) = stand_in(dir.path());
+    let d = driver(&program, &manifest, None);
+    assert_eq!(d.current().await.unwrap(), 2);
+    let shipped = std::fs::read(&manifest).unwrap();
+    d.apply(5).await.unwrap();
+    assert_eq!(d.current().await.unwrap(), 5);
     let calls = std::fs::read_to_string(&log).unwrap();
-    let lines: Vec<&str> = calls.lines().collect();
-    assert_eq!(
-        lines[0],
-        format!(
-            "update deployment kumulus --deployment {} --yes --wait 5m",
+    assert!(
+        calls.contains(&format!(
+            "argv: ctl update deployment kumulus --deployment {} --yes --wait 5m\n",
             deployment.display()
-        )
+        )),
+        "{calls}"
     );
-    assert_eq!(
-        lines[1].trim(),
-        "worker: hsize: 5",
-        "kumorictl saw the new count"
+    assert!(
+        calls.contains("argv: ctl describe deployment kumulus\n"),
+        "{calls}"
     );
-    // Everything else in the manifest is as shipped.
-    let now = std::fs::read_to_string(deployment.join("manifest.cue")).unwrap();
-    let shipped_text = std::fs::read_to_string(&shipped).unwrap();
-    assert_eq!(
-        now,
-        shipped_text.replace("worker: hsize: 2", "worker: hsize: 5")
+    // kam saw the new count, and the file changed in that digit only.
+    assert!(
+        calls.lines().any(|l| l.trim() == "worker: hsize: 5"),
+        "{calls}"
     );
-    // ... and it still passes cue vet.
-    cue_vet(&module).expect("the rewritten manifest passes cue vet");
+    let now = std::fs::read(&manifest).unwrap();
+    assert_eq!(now.len(), shipped.len());
+    assert_eq!(now.iter().zip(&shipped).filter(|(a, b)| a != b).count(), 1);
+    cue_vet(&module).expect("the edited manifest passes cue vet");
 
-    // A failing kumorictl leaves the manifest saying what runs.
-    std::env::set_var("KUMORICTL_FAIL", "1");
-    assert!(driver.apply(9).await.is_err());
+    // Someone else scaled it: the platform's count is believed.
+    std::fs::write(dir.path().join("state/platform"), "7\n").unwrap();
+    assert_eq!(d.current().await.unwrap(), 7);
+
+    // A failed update leaves the manifest as it was.
+    std::fs::write(dir.path().join("state/fail"), "").unwrap();
+    let e = d.apply(9).await.unwrap_err().to_string();
+    assert!(e.contains("the deployment was rejected"), "{e}");
+    assert_eq!(count_in(&manifest), 5);
+    // Outside the bounds nothing runs at all.
+    std::fs::remove_file(dir.path().join("state/fail")).unwrap();
+    let before = std::fs::read_to_string(&log).unwrap().lines().count();
+    assert!(d
+        .apply(11)
+        .await
+        .unwrap_err()
+        .to_string()
+        .contains("bounds"));
     assert_eq!(
-        read_hsize(
-            &std::fs::read_to_string(deployment.join("manifest.cue")).unwrap(),
-            "worker"
-        )
-        .unwrap(),
-        5
+        std::fs::read_to_string(&log).unwrap().lines().count(),
+        before
     );
-    assert_eq!(driver.current().await.unwrap(), 5);
     cue_vet_catches_a_broken_manifest(&module);
+}
+
+#[tokio::test]
+async fn a_session_that_is_not_logged_in_logs_in_from_the_secret_once() {
+    let dir = tempfile::tempdir().unwrap();
+    let module = module(dir.path());
+    let manifest = module.join("deployment/manifest.cue");
+    let (program, log) = stand_in(dir.path());
+    std::fs::write(dir.path().join("state/needs-login"), "").unwrap();
+    // Without credentials it says what to set.
+    let e = driver(&program, &manifest, None)
+        .apply(3)
+        .await
+        .unwrap_err()
+        .to_string();
+    assert!(e.contains("kumori_user"), "{e}");
+    assert_eq!(count_in(&manifest), 2, "put back");
+    let d = driver(
+        &program,
+        &manifest,
+        Some(Login {
+            user: "ops".into(),
+            password: kumulus_core::config::Secret::new("s3cret"),
+        }),
+    );
+    d.apply(3).await.unwrap();
+    let calls = std::fs::read_to_string(&log).unwrap();
+    // The password came on stdin, never in the arguments.
+    assert!(
+        calls.contains("argv: ctl login ops\nlogin ops stdin s3cret\n"),
+        "{calls}"
+    );
+    assert_eq!(calls.matches("s3cret").count(), 1, "{calls}");
+    assert_eq!(count_in(&manifest), 3);
+}
+
+#[tokio::test]
+async fn a_manifest_that_cannot_be_edited_safely_is_refused_and_left_alone() {
+    let dir = tempfile::tempdir().unwrap();
+    let manifest = dir.path().join("deployment/manifest.cue");
+    std::fs::create_dir_all(manifest.parent().unwrap()).unwrap();
+    let (program, log) = stand_in(dir.path());
+    for (text, why) in [
+        ("config: scale: detail: worker: hsize: #n\n#n: 2\n", "not a plain number"),
+        (
+            "a: config: scale: detail: worker: hsize: 2\nb: config: scale: detail: worker: hsize: 2\n",
+            "2 places",
+        ),
+    ] {
+        std::fs::write(&manifest, text).unwrap();
+        let e = driver(&program, &manifest, None).apply(4).await.unwrap_err().to_string();
+        assert!(e.contains(why), "{e}");
+        assert_eq!(std::fs::read_to_string(&manifest).unwrap(), text);
+    }
+    assert!(!std::fs::read_to_string(&log)
+        .unwrap_or_default()
+        .contains("update"));
+}
+
+#[tokio::test]
+async fn kumulus_scale_goes_through_the_same_driver() {
+    let dir = tempfile::tempdir().unwrap();
+    let module = module(dir.path());
+    let manifest = module.join("deployment/manifest.cue");
+    let (program, log) = stand_in(dir.path());
+    let config = dir.path().join("kumulus.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "[autoscaler]\ndriver = \"kumori\"\nkumori_program = \"{}\"\nkumori_manifest = \"{}\"\nmin_workers = 1\nmax_workers = 6\n",
+            program.display(),
+            manifest.display()
+        ),
+    )
+    .unwrap();
+    let scale = |args: &[&str]| {
+        let out = std::process::Command::new(common_bin())
+            .arg("scale")
+            .args(args)
+            .arg("--config")
+            .arg(&config)
+            .output()
+            .unwrap();
+        (
+            out.status.code(),
+            String::from_utf8_lossy(&out.stdout).trim().to_string(),
+            String::from_utf8_lossy(&out.stderr).trim().to_string(),
+        )
+    };
+    assert_eq!(scale(&[]), (Some(0), "2".into(), String::new()));
+    let (code, out, _) = scale(&["4"]);
+    assert_eq!(
+        (code, out.as_str()),
+        (Some(0), "workers: 2 -> 4 (kumori driver)")
+    );
+    assert_eq!(count_in(&manifest), 4);
+    assert!(std::fs::read_to_string(&log)
+        .unwrap()
+        .contains("ctl update deployment kumulus"));
+    // Outside the bounds: one line, non-zero, nothing changed.
+    let (code, out, err) = scale(&["9"]);
+    assert_eq!((code, out.as_str()), (Some(1), ""));
+    assert_eq!(err.lines().count(), 1, "{err}");
+    assert!(
+        err.contains("outside the configured bounds (1 to 6"),
+        "{err}"
+    );
+    assert_eq!(count_in(&manifest), 4);
+}
+
+fn common_bin() -> &'static str {
+    env!("CARGO_BIN_EXE_kumulus")
 }
 
 /// `cue vet -c ./deployment` in `module`: Ok, or CUE's complaint.
@@ -136,7 +297,10 @@ fn copy_tree(from: &Path, to: &Path) {
 fn cue_vet_catches_a_broken_manifest(module: &Path) {
     let manifest = module.join("deployment/manifest.cue");
     let good = std::fs::read_to_string(&manifest).unwrap();
-    let worker = format!("worker: hsize: {}", read_hsize(&good, "worker").unwrap());
+    let worker = format!(
+        "worker: hsize: {}",
+        find_count(&good, "worker").unwrap().value
+    );
     for (from, to, complaint) in [
         (worker.as_str(), "worker: hsize: -1", "out of bound"),
         (worker.as_str(), "workers: hsize: 2", "_unknownRoles"),

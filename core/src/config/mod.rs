@@ -155,11 +155,22 @@ pub struct AutoscalerConfig {
     /// `command` driver: the program and its first arguments; the desired
     /// count is appended.
     pub command: Vec<String>,
-    /// `kumori` driver: the deployment manifest, its name, and the command
-    /// (`{deployment}` and `{dir}` are replaced).
+    /// `kumori` driver: the deployment manifest, and the deployment's name.
     pub kumori_manifest: PathBuf,
     pub kumori_deployment: String,
-    pub kumori_command: Vec<String>,
+    /// `kumori` driver: `kam` (`kam ctl ...`) or `kumorictl`.
+    pub kumori_cli: String,
+    /// `kumori` driver: the tool's path; empty for its name on PATH.
+    pub kumori_program: PathBuf,
+    /// `kumori` driver: the role it scales.
+    pub kumori_role: String,
+    /// `kumori` driver: `--wait` of each update.
+    pub kumori_wait: String,
+    /// `kumori` driver: the user it logs in as when the tool says it is not
+    /// logged in (empty: it never logs in), and the password, from a secret
+    /// (`KUMULUS_AUTOSCALER__KUMORI_PASSWORD`).
+    pub kumori_user: String,
+    pub kumori_password: Secret,
     /// `process` driver: the command that runs one worker (no shell);
     /// empty for this executable's `worker`, with this configuration file.
     pub process_command: Vec<String>,
@@ -200,20 +211,12 @@ impl Default for AutoscalerConfig {
             command: Vec::new(),
             kumori_manifest: PathBuf::from("kumori/deployment/manifest.cue"),
             kumori_deployment: "kumulus".into(),
-            kumori_command: [
-                "kumorictl",
-                "update",
-                "deployment",
-                "{deployment}",
-                "--deployment",
-                "{dir}",
-                "--yes",
-                "--wait",
-                "5m",
-            ]
-            .iter()
-            .map(|s| s.to_string())
-            .collect(),
+            kumori_cli: "kam".into(),
+            kumori_program: PathBuf::new(),
+            kumori_role: "worker".into(),
+            kumori_wait: "5m".into(),
+            kumori_user: String::new(),
+            kumori_password: Secret::default(),
             process_command: Vec::new(),
             process_log_dir: PathBuf::new(),
             process_on_stop: "stop".into(),
@@ -636,6 +639,16 @@ impl Config {
             ),
             "autoscaler.driver",
             "must be dry-run, command, kumori or process",
+        )?;
+        check(
+            matches!(a.kumori_cli.as_str(), "kam" | "kumorictl"),
+            "autoscaler.kumori_cli",
+            "must be kam or kumorictl",
+        )?;
+        check(
+            a.kumori_user.is_empty() || !a.kumori_password.is_empty(),
+            "autoscaler.kumori_password",
+            "kumori_user is set: the password is needed to log in (KUMULUS_AUTOSCALER__KUMORI_PASSWORD)",
         )?;
         check(
             matches!(a.process_on_stop.as_str(), "stop" | "leave"),
