@@ -39,8 +39,8 @@ describe)
     ;;
 update)
     if [ -f "$state/fail" ]; then echo "Error: the deployment was rejected" >&2; exit 3; fi
-    grep -E 'worker: *hsize' "$6/manifest.cue" >> "$log"
-    sed -n 's/.*worker: *hsize: *\([0-9]*\).*/\1/p' "$6/manifest.cue" > "$state/platform"
+    grep -v '//' "$6/manifest.cue" | grep -E 'worker: *hsize' >> "$log"
+    grep -v '//' "$6/manifest.cue" | sed -n 's/.*worker: *hsize: *\([0-9][0-9]*\).*/\1/p' > "$state/platform"
     ;;
 *) echo "unknown: $*" >&2; exit 2 ;;
 esac
@@ -89,7 +89,7 @@ fn count_in(manifest: &Path) -> u32 {
 async fn kam_gets_the_update_and_the_count_comes_from_describe() {
     let dir = tempfile::tempdir().unwrap();
     let module = module(dir.path());
-    let deployment = module.join("deployment");
+    let deployment = module.join("deployments/system");
     let manifest = deployment.join("manifest.cue");
     cue_vet(&module).expect("the shipped manifests pass cue vet");
     let (program, log) = stand_in(dir.path());
@@ -112,7 +112,9 @@ async fn kam_gets_the_update_and_the_count_comes_from_describe() {
     );
     // kam saw the new count, and the file changed in that digit only.
     assert!(
-        calls.lines().any(|l| l.trim() == "worker: hsize: 5"),
+        calls
+            .lines()
+            .any(|l| l.split_whitespace().eq(["worker:", "hsize:", "5"])),
         "{calls}"
     );
     let now = std::fs::read(&manifest).unwrap();
@@ -149,7 +151,7 @@ async fn kam_gets_the_update_and_the_count_comes_from_describe() {
 async fn a_session_that_is_not_logged_in_logs_in_from_the_secret_once() {
     let dir = tempfile::tempdir().unwrap();
     let module = module(dir.path());
-    let manifest = module.join("deployment/manifest.cue");
+    let manifest = module.join("deployments/system/manifest.cue");
     let (program, log) = stand_in(dir.path());
     std::fs::write(dir.path().join("state/needs-login"), "").unwrap();
     // Without credentials it says what to set.
@@ -206,7 +208,7 @@ async fn a_manifest_that_cannot_be_edited_safely_is_refused_and_left_alone() {
 async fn kumulus_scale_goes_through_the_same_driver() {
     let dir = tempfile::tempdir().unwrap();
     let module = module(dir.path());
-    let manifest = module.join("deployment/manifest.cue");
+    let manifest = module.join("deployments/system/manifest.cue");
     let (program, log) = stand_in(dir.path());
     let config = dir.path().join("kumulus.toml");
     std::fs::write(
@@ -257,7 +259,8 @@ fn common_bin() -> &'static str {
     env!("CARGO_BIN_EXE_kumulus")
 }
 
-/// `cue vet -c ./deployment` in `module`: Ok, or CUE's complaint.
+/// `cue vet -c ./check` in `module` (every artifact and deployment against
+/// our constraints): Ok, or CUE's complaint.
 fn cue_vet(module: &Path) -> Result<(), String> {
     let runner = Path::new(env!("CARGO_MANIFEST_DIR")).join("scripts/cue/cue.cjs");
     assert!(
@@ -270,7 +273,7 @@ fn cue_vet(module: &Path) -> Result<(), String> {
     let out = std::process::Command::new("node")
         .arg(&runner)
         .arg(module)
-        .args(["vet", "-c", "./deployment"])
+        .args(["vet", "-c", "./check"])
         .output()
         .unwrap();
     if out.status.success() {
@@ -295,20 +298,66 @@ fn copy_tree(from: &Path, to: &Path) {
 
 /// cue vet is no rubber stamp: it refuses broken manifests.
 fn cue_vet_catches_a_broken_manifest(module: &Path) {
-    let manifest = module.join("deployment/manifest.cue");
-    let good = std::fs::read_to_string(&manifest).unwrap();
     let worker = format!(
-        "worker: hsize: {}",
-        find_count(&good, "worker").unwrap().value
+        "worker: hsize:     {}",
+        find_count(
+            &std::fs::read_to_string(module.join("deployments/system/manifest.cue")).unwrap(),
+            "worker"
+        )
+        .unwrap()
+        .value
     );
-    for (from, to, complaint) in [
-        (worker.as_str(), "worker: hsize: -1", "out of bound"),
-        (worker.as_str(), "workers: hsize: 2", "_unknownRoles"),
-        ("autoscaler: hsize: 1", "", "_unscaledRoles"),
+    let system = "deployments/system/manifest.cue";
+    let service = "services/system/service.cue";
+    for (file, from, to, complaint) in [
+        (
+            system,
+            worker.as_str(),
+            "worker: hsize:     -1",
+            "out of bound",
+        ),
+        (
+            system,
+            worker.as_str(),
+            "workers: hsize:     2",
+            "_unknownRoles",
+        ),
+        (system, "autoscaler: hsize: 1", "", "_unscaledRoles"),
+        // An inbound is not scaled.
+        (
+            system,
+            "autoscaler: hsize: 1",
+            "autoscaler: hsize: 1\n\t\t\tinbound: hsize: 1",
+            "_unknownRoles",
+        ),
+        // Every client channel is connected, to a server channel that exists.
+        (
+            service,
+            r#"from: {frontend: "s3client", worker: "s3client"}"#,
+            r#"from: frontend: "s3client""#,
+            "_unwired",
+        ),
+        (
+            service,
+            "to: minio: s3server: _",
+            "to: minio: s3: _",
+            "_dangling",
+        ),
+        // A secret a variable names is one the role has.
+        (
+            "components/worker/component.cue",
+            r#"secret:    "s3_secret_key""#,
+            r#"secret:    "nope""#,
+            "missing",
+        ),
     ] {
-        assert!(good.contains(from), "{from}");
-        std::fs::write(&manifest, good.replace(from, to)).unwrap();
+        let path = module.join(file);
+        let good = std::fs::read_to_string(&path).unwrap();
+        assert!(good.contains(from), "{file}: {from}");
+        std::fs::write(&path, good.replace(from, to)).unwrap();
         let err = cue_vet(module).expect_err(to);
         assert!(err.contains(complaint), "{to}: {err}");
+        std::fs::write(&path, good).unwrap();
     }
+    cue_vet(module).expect("back as it was");
 }

@@ -452,7 +452,7 @@ mod tests {
     #[test]
     fn the_shipped_manifest_has_one_worker_count() {
         let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
-            .join("../kumori/deployment/manifest.cue");
+            .join("../kumori/deployments/system/manifest.cue");
         let text = std::fs::read_to_string(path).unwrap();
         assert!(find_count(&text, "worker").is_ok());
     }

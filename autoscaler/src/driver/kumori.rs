@@ -70,7 +70,7 @@ pub struct KumoriDriver {
     pub cli: Cli,
     /// The program to run; empty for the tool's name on PATH.
     pub program: PathBuf,
-    /// The deployment manifest (`.../deployment/manifest.cue`).
+    /// The deployment manifest (`kumori/deployments/system/manifest.cue`).
     pub manifest: PathBuf,
     pub deployment: String,
     /// The role to scale (`worker`).

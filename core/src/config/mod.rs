@@ -209,7 +209,7 @@ impl Default for AutoscalerConfig {
             partition_factor: 2,
             driver: "dry-run".into(),
             command: Vec::new(),
-            kumori_manifest: PathBuf::from("kumori/deployment/manifest.cue"),
+            kumori_manifest: PathBuf::from("kumori/deployments/system/manifest.cue"),
             kumori_deployment: "kumulus".into(),
             kumori_cli: "kam".into(),
             kumori_program: PathBuf::new(),
