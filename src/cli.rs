@@ -68,6 +68,48 @@ enum Command {
     /// Apply a worker count through the configured platform driver (within
     /// its bounds), or print the current one.
     Scale(crate::cmd::scale::ScaleArgs),
+    /// Log in to a Kumulus and keep the token for the commands below.
+    Login(crate::cmd::login::LoginArgs),
+    /// Submit a job; with --wait, wait for it and exit with its exit code.
+    Submit(crate::cmd::submit::SubmitArgs),
+    /// Your jobs, newest first.
+    Jobs(crate::cmd::jobs::JobsArgs),
+    /// One job's state.
+    Status(crate::cmd::status::StatusArgs),
+    /// A job's stdout and stderr; -f follows it until it ends.
+    Logs(crate::cmd::logs::LogsArgs),
+    /// Download a job's files.
+    Download(crate::cmd::download::DownloadArgs),
+    /// Cancel a queued or running job.
+    Cancel(crate::cmd::cancel::CancelArgs),
+    /// Delete a job that has ended, with its files.
+    Rm(crate::cmd::rm::RmArgs),
+    /// A shell completion script.
+    Completions(crate::cmd::completions::CompletionsArgs),
+}
+
+/// Runs a user's command against a Kumulus: its answer on stdout and its
+/// exit code, or its error as one line on stderr with exit code 1.
+fn user_command<F>(work: F) -> ExitCode
+where
+    F: std::future::Future<Output = Result<crate::cmd::remote::Outcome, String>>,
+{
+    let runtime = match runtime() {
+        Ok(rt) => rt,
+        Err(code) => return code,
+    };
+    match runtime.block_on(work) {
+        Ok(out) => {
+            if !out.text.is_empty() {
+                println!("{}", out.text.trim_end_matches('\n'));
+            }
+            ExitCode::from(out.code)
+        }
+        Err(e) => {
+            eprintln!("kumulus: {}", e.lines().next().unwrap_or_default());
+            ExitCode::from(1)
+        }
+    }
 }
 
 /// Runs a client-side command to its end: its output on stdout, or its
@@ -169,6 +211,19 @@ pub fn main() -> ExitCode {
         Command::Load(args) => client_command(crate::cmd::load::run(&args)),
         Command::Trace(cmd) => client_command(crate::cmd::trace::run(&cmd)),
         Command::Scale(args) => client_command(crate::cmd::scale::run(&args)),
+        Command::Login(args) => user_command(crate::cmd::login::run(&args)),
+        Command::Submit(args) => user_command(crate::cmd::submit::run(&args)),
+        Command::Jobs(args) => user_command(crate::cmd::jobs::run(&args)),
+        Command::Status(args) => user_command(crate::cmd::status::run(&args)),
+        Command::Logs(args) => user_command(crate::cmd::logs::run(&args)),
+        Command::Download(args) => user_command(crate::cmd::download::run(&args)),
+        Command::Cancel(args) => user_command(crate::cmd::cancel::run(&args)),
+        Command::Rm(args) => user_command(crate::cmd::rm::run(&args)),
+        Command::Completions(args) => {
+            use clap::CommandFactory;
+            print!("{}", crate::cmd::completions::run(&args, Cli::command()));
+            ExitCode::SUCCESS
+        }
         Command::Sim(args) => match crate::cmd::sim::run(&args) {
             Ok(out) => {
                 println!("{out}");

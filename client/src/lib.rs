@@ -349,6 +349,31 @@ impl Session {
         Ok(LogEvents::new(check(resp).await?))
     }
 
+    /// A file of a job as it arrives, for large ones: its length when the
+    /// server says it, and its bytes chunk by chunk.
+    pub async fn download(&self, id: &str, name: &str) -> Result<Download> {
+        let path = name
+            .split('/')
+            .map(|p| {
+                p.replace('%', "%25")
+                    .replace('?', "%3F")
+                    .replace('#', "%23")
+            })
+            .collect::<Vec<_>>()
+            .join("/");
+        let resp = self
+            .request(Method::GET, &format!("/api/jobs/{id}/files/{path}"))
+            .timeout(Duration::from_secs(24 * 3600))
+            .send()
+            .await
+            .map_err(transport)?;
+        let resp = check(resp).await?;
+        Ok(Download {
+            len: resp.content_length(),
+            resp,
+        })
+    }
+
     /// Polls the job every `every` until it is terminal or `within` passed.
     pub async fn wait(&self, id: &str, every: Duration, within: Duration) -> Result<Job> {
         let deadline = std::time::Instant::now() + within;
@@ -359,6 +384,25 @@ impl Session {
             }
             tokio::time::sleep(every).await;
         }
+    }
+}
+
+/// A file being downloaded.
+pub struct Download {
+    /// Its length, when the server said it.
+    pub len: Option<u64>,
+    resp: reqwest::Response,
+}
+
+impl Download {
+    /// The next bytes; `None` at the end.
+    pub async fn chunk(&mut self) -> Result<Option<Vec<u8>>> {
+        Ok(self
+            .resp
+            .chunk()
+            .await
+            .map_err(transport)?
+            .map(|b| b.to_vec()))
     }
 }
 
