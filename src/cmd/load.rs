@@ -73,6 +73,9 @@ pub struct JobRow {
     pub started_at: Option<DateTime<Utc>>,
     pub finished_at: Option<DateTime<Utc>>,
     pub state: JobState,
+    /// The worker that ran it (its last attempt's).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub worker: Option<String>,
     #[serde(skip)]
     pub elapsed_secs: Option<f64>,
     /// The run time the job was asked for (its trace's, divided by the speed).
@@ -478,6 +481,7 @@ async fn drive(
             started_at: j.started_at,
             finished_at: j.finished_at,
             state: j.state,
+            worker: j.worker.clone(),
             elapsed_secs: j.elapsed_secs,
             asked_secs: trace[*i].service_secs,
         })
@@ -803,6 +807,7 @@ mod tests {
             started_at: Some(at(start)),
             finished_at: Some(at(end)),
             state: JobState::Succeeded,
+            worker: None,
             elapsed_secs: Some(asked + 0.1),
             asked_secs: asked,
         };
