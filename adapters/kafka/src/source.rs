@@ -106,6 +106,8 @@ pub struct KafkaJobSource {
     jobs: Mutex<mpsc::Receiver<Delivery>>,
     pauses: Arc<std::sync::Mutex<PauseClock>>,
     demand: Arc<AtomicUsize>,
+    /// Tells the pump at once that a slot is free (it resumes the partitions).
+    wake: Arc<tokio::sync::Notify>,
     commands: mpsc::UnboundedSender<Command>,
     stop: CancellationToken,
     stopped: Mutex<Option<oneshot::Receiver<()>>>,
@@ -119,6 +121,7 @@ impl KafkaJobSource {
         let (jobs_tx, jobs_rx) = mpsc::channel(1);
         let (cmd_tx, cmd_rx) = mpsc::unbounded_channel();
         let demand = Arc::new(AtomicUsize::new(0));
+        let wake = Arc::new(tokio::sync::Notify::new());
         let stop = CancellationToken::new();
         let (done_tx, done_rx) = oneshot::channel();
         let session = Duration::from_millis(cfg.session_timeout_ms as u64);
@@ -126,6 +129,7 @@ impl KafkaJobSource {
             consumer,
             cfg: cfg.clone(),
             demand: demand.clone(),
+            wake: wake.clone(),
             in_flight: HashMap::new(),
             pauses: pauses.clone(),
             paused: false,
@@ -137,6 +141,7 @@ impl KafkaJobSource {
             jobs: Mutex::new(jobs_rx),
             pauses,
             demand,
+            wake,
             commands: cmd_tx,
             stop,
             stopped: Mutex::new(Some(done_rx)),
@@ -206,6 +211,7 @@ impl Drop for Waiting {
 impl JobSource for KafkaJobSource {
     async fn next(&self) -> PortResult<Delivery> {
         self.demand.fetch_add(1, Ordering::SeqCst);
+        self.wake.notify_one();
         let _waiting = Waiting(self.demand.clone());
         let mut jobs = self.jobs.lock().await;
         jobs.recv()
@@ -365,6 +371,7 @@ struct Pump {
     consumer: StreamConsumer<GroupLog>,
     cfg: KafkaConfig,
     demand: Arc<AtomicUsize>,
+    wake: Arc<tokio::sync::Notify>,
     in_flight: HashMap<i32, PartitionState>,
     pauses: Arc<std::sync::Mutex<PauseClock>>,
     paused: bool,
@@ -382,6 +389,7 @@ impl Pump {
         done: oneshot::Sender<()>,
     ) {
         let mut tick = tokio::time::interval(Duration::from_millis(500));
+        let wake = self.wake.clone();
         loop {
             let wanted = self.demand.load(Ordering::SeqCst) > 0;
             self.set_paused(!wanted);
@@ -416,6 +424,9 @@ impl Pump {
                         tokio::time::sleep(Duration::from_millis(200)).await;
                     }
                 },
+                // A slot became free: resume now, not at the next tick (a
+                // job that waits on its paused partition waits this long).
+                _ = wake.notified() => {}
                 // Wake up to re-check demand and keep polling while paused.
                 _ = tick.tick() => self.rejoin_if_stranded().await,
             }
