@@ -255,6 +255,29 @@ async fn kumulus_scale_goes_through_the_same_driver() {
     assert_eq!(count_in(&manifest), 4);
 }
 
+#[test]
+fn the_constraints_accept_a_module_in_the_public_examples_shape() {
+    // tests/fixtures/kumori-example: a frontend and a worker behind the
+    // service's own channel, written the way public Kumori projects are
+    // (two-space indents, `from: self:`, empty mappings), with our
+    // constraints beside it.
+    let dir = tempfile::tempdir().unwrap();
+    let module = dir.path().join("calc");
+    let root = Path::new(env!("CARGO_MANIFEST_DIR"));
+    copy_tree(&root.join("tests/fixtures/kumori-example"), &module);
+    copy_tree(
+        &root.join("kumori/constraints"),
+        &module.join("constraints"),
+    );
+    cue_vet(&module).expect("the public shape passes");
+    // ... and is still checked: a connector to a channel the worker lacks.
+    let service = module.join("service/service.cue");
+    let good = std::fs::read_to_string(&service).unwrap();
+    std::fs::write(&service, good.replace("\"evalserver\": _", "\"nope\": _")).unwrap();
+    let err = cue_vet(&module).expect_err("a dangling connector");
+    assert!(err.contains("_dangling"), "{err}");
+}
+
 fn common_bin() -> &'static str {
     env!("CARGO_BIN_EXE_kumulus")
 }
