@@ -49,6 +49,22 @@ pub struct LogChunk {
 /// Largest chunk a worker sends.
 pub const MAX_CHUNK: usize = 16 * 1024;
 
+/// The next chunk from the front of `buf`: at most [`MAX_CHUNK`] bytes, as
+/// text, cut between characters (an unfinished last one waits unless
+/// `finished` and it is the end), removed from `buf`; the text and the
+/// bytes it took. `None` when nothing can go yet.
+pub fn next_chunk(buf: &mut Vec<u8>, finished: bool) -> Option<(String, usize)> {
+    let n = buf.len().min(MAX_CHUNK);
+    let mut piece = buf[..n].to_vec();
+    let text = take_text(&mut piece, finished && n == buf.len());
+    let used = n - piece.len();
+    if used == 0 {
+        return None;
+    }
+    buf.drain(..used);
+    Some((text, used))
+}
+
 /// Splits `buf` at the last complete UTF-8 character (at most 3 bytes of
 /// an unfinished one are kept back for the next chunk), as text.
 pub fn take_text(buf: &mut Vec<u8>, finished: bool) -> String {
@@ -84,5 +100,21 @@ mod tests {
         let mut buf = b"\xFF\xFEok".to_vec();
         assert_eq!(take_text(&mut buf, false), "\u{FFFD}\u{FFFD}ok");
         assert!(buf.is_empty());
+    }
+
+    #[test]
+    fn chunks_are_bounded_and_cut_between_characters() {
+        // MAX_CHUNK - 1 ASCII bytes, then "é" across the bound, then more.
+        let mut buf = vec![b'a'; MAX_CHUNK - 1];
+        buf.extend_from_slice("éb".as_bytes());
+        let (text, used) = next_chunk(&mut buf, false).unwrap();
+        assert_eq!((text.len(), used), (MAX_CHUNK - 1, MAX_CHUNK - 1));
+        assert_eq!(next_chunk(&mut buf, false), Some(("éb".into(), 3)));
+        assert!(buf.is_empty());
+        // Half a character waits, unless the stream is over.
+        let mut buf = b"\xC3".to_vec();
+        assert_eq!(next_chunk(&mut buf, false), None);
+        assert_eq!(next_chunk(&mut buf, true), Some(("\u{FFFD}".into(), 1)));
+        assert_eq!(next_chunk(&mut buf, true), None);
     }
 }

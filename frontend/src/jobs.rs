@@ -292,16 +292,7 @@ pub async fn list(
     caller: Caller,
     query: Result<Query<HashMap<String, String>>, QueryRejection>,
 ) -> Result<Json<crate::openapi::JobPage>, ApiError> {
-    let Query(params) =
-        query.map_err(|e| ApiError::BadRequest(format!("bad query string: {}", e.body_text())))?;
-    if let Some(k) = params
-        .keys()
-        .find(|k| !["state", "limit", "cursor"].contains(&k.as_str()))
-    {
-        return Err(ApiError::Invalid(format!(
-            "{k}: unknown parameter; expected state, limit, cursor"
-        )));
-    }
+    let params = crate::query::params(query, &["state", "limit", "cursor"])?;
     let state_filter = params
         .get("state")
         .map(|s| {

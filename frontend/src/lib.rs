@@ -20,6 +20,7 @@ pub mod login_guard;
 pub mod logs;
 pub mod metrics;
 pub mod openapi;
+pub mod query;
 pub mod reaper;
 pub mod request_id;
 pub mod retention;

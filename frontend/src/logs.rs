@@ -26,7 +26,7 @@ use tokio::sync::{broadcast, mpsc};
 use tokio_util::sync::CancellationToken;
 
 use kumulus_core::job::{JobId, JobRecord};
-use kumulus_core::logs::{take_text, LogChunk, LogStream, MAX_CHUNK};
+use kumulus_core::logs::{next_chunk, LogChunk, LogStream, MAX_CHUNK};
 
 use crate::auth::Caller;
 use crate::error::ApiError;
@@ -206,13 +206,7 @@ pub async fn logs(
     Path(id): Path<String>,
     query: Result<Query<HashMap<String, String>>, QueryRejection>,
 ) -> Result<Response, ApiError> {
-    let Query(params) =
-        query.map_err(|e| ApiError::BadRequest(format!("bad query string: {}", e.body_text())))?;
-    if let Some(k) = params.keys().find(|k| k.as_str() != "follow") {
-        return Err(ApiError::Invalid(format!(
-            "{k}: unknown parameter; expected follow"
-        )));
-    }
+    let params = crate::query::params(query, &["follow"])?;
     let follow = match params.get("follow").map(String::as_str) {
         None | Some("false") | Some("0") => false,
         Some("true") | Some("1") => true,
@@ -382,15 +376,10 @@ impl Out {
                 }
                 None => done = true,
             }
-            while buf.len() >= MAX_CHUNK || (done && !buf.is_empty()) {
-                let n = buf.len().min(MAX_CHUNK);
-                let mut piece = buf[..n].to_vec();
-                let text = take_text(&mut piece, done && n == buf.len());
-                let used = n - piece.len();
-                if used == 0 {
+            while buf.len() >= MAX_CHUNK || done {
+                let Some((text, used)) = next_chunk(&mut buf, done) else {
                     break;
-                }
-                buf.drain(..used);
+                };
                 let chunk = LogChunk {
                     job: rec.id,
                     attempt: rec.attempt,

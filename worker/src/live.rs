@@ -10,7 +10,7 @@ use std::time::Duration;
 use tokio::sync::mpsc;
 
 use kumulus_core::job::JobId;
-use kumulus_core::logs::{take_text, LogChunk, LogStream, MAX_CHUNK};
+use kumulus_core::logs::{next_chunk, LogChunk, LogStream};
 use kumulus_core::ports::LogBus;
 
 /// Pieces waiting to be sent, at most (each at most a pump's read).
@@ -136,15 +136,7 @@ impl Sender {
     /// Sends `p`'s bytes in chunks at the rate, all but an unfinished last
     /// character unless `finished`; false once past the deadline.
     async fn flush(&mut self, stream: LogStream, p: &mut Pending, finished: bool) -> bool {
-        while !p.buf.is_empty() {
-            let n = p.buf.len().min(MAX_CHUNK);
-            let mut piece = p.buf[..n].to_vec();
-            let text = take_text(&mut piece, finished && n == p.buf.len());
-            let used = n - piece.len();
-            if used == 0 {
-                break;
-            }
-            p.buf.drain(..used);
+        while let Some((text, used)) = next_chunk(&mut p.buf, finished) {
             let chunk = LogChunk {
                 job: self.job,
                 attempt: self.attempt,
