@@ -94,6 +94,9 @@ install_oidc() {
 
 install_prometheus() { need prometheus prometheus; need promtool prometheus; }
 
+# Headless Chromium and its WebDriver, for the web UI's tests (tests/browser.rs).
+install_browser() { need chromium chromium; need chromedriver chromium-driver; }
+
 # cue vet for the Kumori manifests (the kumori driver's test).
 install_cue() {
     need node nodejs; need npm npm
@@ -110,6 +113,7 @@ install_all() {
     install_s3
     install_oidc
     install_prometheus
+    install_browser
     install_cue
     [ "${KUMULUS_INSTALL_TANSU:-0}" = 1 ] && install_tansu
     return 0

@@ -183,7 +183,7 @@ async fn a_user_does_everything_the_demo_does_with_kumulus_commands() {
     assert_eq!(ended.state, kumulus_client::JobState::Cancelled);
     let r = cli.run(&["cancel", &running]);
     assert_eq!(r.code, 1);
-    assert!(r.err.contains("has ended"), "{}", r.err);
+    assert!(r.err.contains("has already ended"), "{}", r.err);
     let rm: Value = serde_json::from_str(&cli.ok(&["rm", &running, "--json"])).unwrap();
     assert_eq!(rm["done"], "removed");
     let r = cli.run(&["status", &running]);

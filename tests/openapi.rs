@@ -12,11 +12,12 @@ use serde_json::Value;
 use std::collections::BTreeSet;
 
 /// Every operation of the API, as its clients know it.
-const OPERATIONS: [(&str, &str); 17] = [
+const OPERATIONS: [(&str, &str); 19] = [
     ("post", "/api/jobs"),
     ("get", "/api/jobs"),
     ("get", "/api/jobs/{id}"),
     ("delete", "/api/jobs/{id}"),
+    ("post", "/api/jobs/{id}/cancel"),
     ("get", "/api/jobs/{id}/files"),
     ("get", "/api/jobs/{id}/files/{path}"),
     ("get", "/api/jobs/{id}/logs"),
@@ -30,6 +31,7 @@ const OPERATIONS: [(&str, &str); 17] = [
     ("get", "/health"),
     ("get", "/health/load"),
     ("get", "/metrics"),
+    ("get", "/api/autoscaler"),
 ];
 
 #[tokio::test]
@@ -163,7 +165,7 @@ async fn schemathesis_finds_no_failure_in_any_operation() {
         String::from_utf8_lossy(&out.stderr)
     );
     // It tested every operation and ran every phase.
-    assert!(text.contains("Tested: 17"), "{text}");
+    assert!(text.contains("Tested: 19"), "{text}");
     for phase in ["Examples", "Coverage", "Fuzzing", "Stateful"] {
         assert!(
             text.contains(&format!("✅ {phase}")),

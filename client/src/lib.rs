@@ -324,6 +324,17 @@ impl Session {
             .map(|job| Deleted::Cancelled(Box::new(job)))
     }
 
+    /// `POST /api/jobs/{id}/cancel`: cancels a queued or running job, and
+    /// never deletes one (a job that has ended is a `conflict` error).
+    pub async fn cancel(&self, id: &str) -> Result<Job> {
+        let resp = self
+            .request(Method::POST, &format!("/api/jobs/{id}/cancel"))
+            .send()
+            .await
+            .map_err(transport)?;
+        decode(resp).await
+    }
+
     /// A file of a job (`stdout.log`, `stderr.log`, or one under output/).
     pub async fn file(&self, id: &str, name: &str) -> Result<Vec<u8>> {
         let resp = self

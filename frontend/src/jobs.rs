@@ -219,6 +219,7 @@ pub async fn cancel(state: &AppState, caller: &Caller, id: &str) -> Result<JobRe
             links(
                 ("getJob" = (operation_id = "getJob", parameters(("id" = "$response.body#/id")))),
                 ("deleteJob" = (operation_id = "deleteJob", parameters(("id" = "$response.body#/id")))),
+                ("cancelJob" = (operation_id = "cancelJob", parameters(("id" = "$response.body#/id")))),
                 ("listFiles" = (operation_id = "listFiles", parameters(("id" = "$response.body#/id")))),
                 ("getLogs" = (operation_id = "getLogs", parameters(("id" = "$response.body#/id")))),
                 ("seedStatus" = (operation_id = "seedStatus", parameters(("id" = "$response.body#/id")))),
@@ -386,6 +387,32 @@ pub async fn delete(
         Removal::Cancelled(rec) => (StatusCode::ACCEPTED, Json(rec)).into_response(),
         Removal::Removed(_) => StatusCode::NO_CONTENT.into_response(),
     })
+}
+
+/// `POST /api/jobs/{id}/cancel`: cancels and never deletes, so a job that
+/// ended a moment before keeps its record and files (409).
+#[utoipa::path(
+    post,
+    path = "/api/jobs/{id}/cancel",
+    operation_id = "cancelJob",
+    tag = "jobs",
+    summary = "Cancel a queued or running job",
+    description = "Unlike `DELETE`, never deletes: a job that has already ended is left as it is, with a 409.",
+    security(("bearer" = [])),
+    params(("id" = String, Path, description = "The job's id")),
+    responses(
+        (status = 202, description = "Cancelled; it ends shortly", body = JobRecord),
+        (status = 404, description = "No such job of yours", body = crate::openapi::ErrorBody),
+        (status = 409, description = "The job has already ended", body = crate::openapi::ErrorBody)
+    )
+)]
+pub async fn cancel_only(
+    State(state): State<Arc<AppState>>,
+    caller: Caller,
+    Path(id): Path<String>,
+) -> Result<Response, ApiError> {
+    let rec = cancel(&state, &caller, &id).await?;
+    Ok((StatusCode::ACCEPTED, Json(rec)).into_response())
 }
 
 /// What a delete did.

@@ -5,10 +5,13 @@
 //! - [`seed`] - the seed's routes for existing clients
 //! - [`auth`] - bearer tokens and the login routes
 //! - [`health`] - `/health`, `/health/load`, `/metrics`
+//! - [`autoscaler`] - `/api/autoscaler`, the autoscaler's recent decisions
+//! - [`ui`] - the web UI at `/` (its files are built into the binary)
 //! - [`reaper`] - stalled jobs queued again (job leases)
 //! - [`error`] - the one error type and its HTTP mapping
 
 pub mod auth;
+pub mod autoscaler;
 pub mod body;
 pub mod error;
 pub mod files;
@@ -26,6 +29,7 @@ pub mod request_id;
 pub mod retention;
 pub mod seed;
 pub mod server;
+pub mod ui;
 pub mod webhooks;
 
 use axum::extract::{DefaultBodyLimit, MatchedPath, Request, State};
@@ -101,6 +105,7 @@ pub fn routes() -> (Router<Arc<AppState>>, utoipa::openapi::OpenApi) {
         utoipa_axum::router::OpenApiRouter::with_openapi(openapi::ApiDoc::openapi())
             .routes(routes!(jobs::create, jobs::list))
             .routes(routes!(jobs::show, jobs::delete))
+            .routes(routes!(jobs::cancel_only))
             .routes(routes!(files::list))
             .routes(routes!(files::download))
             .routes(routes!(logs::logs))
@@ -114,6 +119,7 @@ pub fn routes() -> (Router<Arc<AppState>>, utoipa::openapi::OpenApi) {
             .routes(routes!(health::health))
             .routes(routes!(health::load))
             .routes(routes!(health::metrics))
+            .routes(routes!(autoscaler::history))
             .split_for_parts();
     openapi::finish(&mut doc);
     (router, doc)
@@ -138,6 +144,7 @@ pub fn router(state: Arc<AppState>) -> Router {
                 async move { axum::response::Html(page.as_ref().clone()) }
             }),
         )
+        .merge(ui::routes())
         .fallback(|| async { ApiError::NotFound })
         .method_not_allowed_fallback(|| async { ApiError::MethodNotAllowed })
         .layer(DefaultBodyLimit::disable())

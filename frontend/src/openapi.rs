@@ -105,6 +105,15 @@ pub struct FileList {
     pub files: Vec<String>,
 }
 
+/// The autoscaler's recent history (`GET /api/autoscaler`).
+#[derive(Debug, Serialize, Deserialize, ToSchema)]
+pub struct AutoscalerView {
+    /// Newest first.
+    pub decisions: Vec<kumulus_core::observation::ScalingDecision>,
+    /// The seed's observations, newest first.
+    pub observations: Vec<kumulus_core::observation::Observation>,
+}
+
 #[derive(Debug, Serialize, Deserialize, ToSchema)]
 pub struct Credentials {
     #[schema(min_length = 1)]

@@ -1,7 +1,5 @@
 //! `kumulus cancel ID`: stops a queued or running job.
 
-use kumulus_client::Deleted;
-
 use super::remote::{json, line, session, Outcome, Remote};
 
 #[derive(clap::Args, Debug)]
@@ -13,20 +11,22 @@ pub struct CancelArgs {
 
 pub async fn run(args: &CancelArgs) -> Result<Outcome, String> {
     let s = session(&args.remote).await?;
-    let job = s.job(&args.id).await.map_err(|e| e.to_string())?;
-    if job.is_terminal() {
-        return Err(format!(
-            "{} has ended ({}): nothing to cancel (`kumulus rm` deletes it)",
-            job.id, job.state
-        ));
-    }
-    match s.delete(&args.id).await.map_err(|e| e.to_string())? {
-        Deleted::Cancelled(job) => Ok(Outcome::ok(if args.remote.json {
-            json(&job)
-        } else {
-            format!("cancelling: {}", line(&job))
-        })),
-        // It ended meanwhile, and went.
-        Deleted::Removed => Err(format!("{} ended before it could be cancelled", args.id)),
-    }
+    // The cancel route never deletes: a job that ended meanwhile keeps its
+    // record and files, and the server says it has ended.
+    let job = s.cancel(&args.id).await.map_err(|e| match e {
+        kumulus_client::ClientError::Api {
+            ref code,
+            ref message,
+            ..
+        } if code == "conflict" => format!(
+            "{}: {message}: nothing to cancel (`kumulus rm` deletes it)",
+            args.id
+        ),
+        e => e.to_string(),
+    })?;
+    Ok(Outcome::ok(if args.remote.json {
+        json(&job)
+    } else {
+        format!("cancelling: {}", line(&job))
+    }))
 }

@@ -112,6 +112,7 @@ pub fn config(servers: &Servers, ns: &str) -> Config {
     k.cancel_topic = format!("cancel-{ns}");
     k.observer_topic = format!("observer-{ns}");
     k.logs_topic = format!("logs-{ns}");
+    k.decisions_topic = format!("decisions-{ns}");
     k.worker_group = format!("workers-{ns}");
     k.projector_group = format!("projector-{ns}");
     k.session_timeout_ms = 6000;

@@ -135,6 +135,8 @@ pub fn until_cancelled<T: Send + 'static>(
 #[derive(Default)]
 pub struct ObservationBoard {
     items: std::sync::Mutex<std::collections::VecDeque<kumulus_core::observation::Observation>>,
+    decisions:
+        std::sync::Mutex<std::collections::VecDeque<kumulus_core::observation::ScalingDecision>>,
 }
 
 const OBSERVATIONS_KEPT: usize = 100;
@@ -157,6 +159,17 @@ impl kumulus_core::observation::ObservationSink for ObservationBoard {
         self.push(observation.clone());
         Ok(())
     }
+
+    async fn decided(
+        &self,
+        decision: &kumulus_core::observation::ScalingDecision,
+    ) -> PortResult<()> {
+        if let Ok(mut items) = self.decisions.lock() {
+            items.push_front(decision.clone());
+            items.truncate(kumulus_core::observation::DECISIONS_KEPT);
+        }
+        Ok(())
+    }
 }
 
 #[async_trait]
@@ -164,6 +177,17 @@ impl kumulus_core::observation::ObservationFeed for ObservationBoard {
     async fn recent(&self, n: usize) -> PortResult<Vec<kumulus_core::observation::Observation>> {
         Ok(self
             .items
+            .lock()
+            .map(|items| items.iter().take(n).cloned().collect())
+            .unwrap_or_default())
+    }
+
+    async fn decisions(
+        &self,
+        n: usize,
+    ) -> PortResult<Vec<kumulus_core::observation::ScalingDecision>> {
+        Ok(self
+            .decisions
             .lock()
             .map(|items| items.iter().take(n).cloned().collect())
             .unwrap_or_default())

@@ -29,6 +29,7 @@ pub async fn ensure_topics(cfg: &KafkaConfig) -> PortResult<()> {
         NewTopic::new(&cfg.cancel_topic, 1, TopicReplication::Fixed(1)),
         NewTopic::new(&cfg.observer_topic, 1, TopicReplication::Fixed(1)),
         NewTopic::new(&cfg.logs_topic, 1, TopicReplication::Fixed(1)),
+        NewTopic::new(&cfg.decisions_topic, 1, TopicReplication::Fixed(1)),
     ];
     let opts = AdminOptions::new().operation_timeout(Some(Duration::from_secs(10)));
     let results = admin

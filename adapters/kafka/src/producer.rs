@@ -16,7 +16,7 @@ use kumulus_core::config::KafkaConfig;
 use kumulus_core::event::StatusEvent;
 use kumulus_core::job::QueuedJob;
 use kumulus_core::logs::LogChunk;
-use kumulus_core::observation::{Observation, ObservationSink};
+use kumulus_core::observation::{Observation, ObservationSink, ScalingDecision};
 use kumulus_core::ports::{
     CancelBus, CancelRequest, JobQueue, LogBus, PortError, PortResult, StatusBus,
 };
@@ -300,6 +300,11 @@ impl LogBus for KafkaProducer {
 impl ObservationSink for KafkaProducer {
     async fn publish(&self, observation: &Observation) -> PortResult<()> {
         self.send(&self.cfg.observer_topic, "observation", observation)
+            .await
+    }
+
+    async fn decided(&self, decision: &ScalingDecision) -> PortResult<()> {
+        self.send(&self.cfg.decisions_topic, "decision", decision)
             .await
     }
 }

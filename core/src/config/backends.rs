@@ -43,6 +43,8 @@ pub struct KafkaConfig {
     pub observer_topic: String,
     /// Running jobs' live logs, from the workers to every frontend.
     pub logs_topic: String,
+    /// The autoscaler's decisions, for the web UI's autoscaler page.
+    pub decisions_topic: String,
     /// The workers' consumer group.
     pub worker_group: String,
     /// The frontends' group for projecting status events into MongoDB.
@@ -69,6 +71,7 @@ impl Default for KafkaConfig {
             cancel_topic: "ignore-jobs".into(),
             observer_topic: "observer-queue".into(),
             logs_topic: "job-logs".into(),
+            decisions_topic: "autoscaler-decisions".into(),
             worker_group: "worker-group".into(),
             projector_group: "frontend-projector".into(),
             autoscaler_group: "autoscaler".into(),
