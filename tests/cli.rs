@@ -6,65 +6,9 @@
 
 mod common;
 
+use common::cli::Cli;
 use common::{Kumulus, Options, Repo, USERS};
 use serde_json::Value;
-use std::io::Write;
-use std::process::{Command, Stdio};
-
-struct Cli {
-    creds: tempfile::TempDir,
-}
-
-struct Ran {
-    code: i32,
-    out: String,
-    err: String,
-}
-
-impl Cli {
-    fn new() -> Self {
-        Self {
-            creds: tempfile::tempdir().unwrap(),
-        }
-    }
-
-    fn run_with(&self, args: &[&str], stdin: &str) -> Ran {
-        let mut child = Command::new(common::bin())
-            .args(args)
-            .env(
-                "KUMULUS_CREDENTIALS",
-                self.creds.path().join("credentials.json"),
-            )
-            .env_remove("KUMULUS_URL")
-            .stdin(Stdio::piped())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .spawn()
-            .unwrap();
-        child
-            .stdin
-            .take()
-            .unwrap()
-            .write_all(stdin.as_bytes())
-            .unwrap();
-        let out = child.wait_with_output().unwrap();
-        Ran {
-            code: out.status.code().unwrap_or(-1),
-            out: String::from_utf8_lossy(&out.stdout).into_owned(),
-            err: String::from_utf8_lossy(&out.stderr).into_owned(),
-        }
-    }
-
-    fn run(&self, args: &[&str]) -> Ran {
-        self.run_with(args, "")
-    }
-
-    fn ok(&self, args: &[&str]) -> String {
-        let r = self.run(args);
-        assert_eq!(r.code, 0, "{args:?}: {}{}", r.out, r.err);
-        r.out
-    }
-}
 
 #[tokio::test]
 async fn a_user_does_everything_the_demo_does_with_kumulus_commands() {

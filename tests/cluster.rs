@@ -93,7 +93,12 @@ async fn the_full_flow_through_three_processes() {
     })
     .await;
     let (status, rec) = api
-        .json(Method::DELETE, &format!("/api/jobs/{running}"), &ana, None)
+        .json(
+            Method::POST,
+            &format!("/api/jobs/{running}/cancel"),
+            &ana,
+            None,
+        )
         .await;
     assert_eq!(status, StatusCode::ACCEPTED, "{rec}");
     assert_eq!(rec["state"], "cancelled");
@@ -967,4 +972,82 @@ async fn a_running_jobs_logs_reach_a_follower_on_another_frontend() {
     let want: String = (1..=20).map(|i| format!("line {i}\n")).collect();
     assert_eq!(text, want);
     assert_eq!(end, Some(kumulus_client::JobState::Succeeded));
+}
+
+#[tokio::test]
+async fn the_cli_and_the_web_ui_work_against_the_cluster() {
+    use common::browser::Browser;
+    use common::cli::Cli;
+    let servers = Servers::load();
+    let env = service_env(&servers, &namespace());
+    let frontend = kumulus("frontend", &env, &[]);
+    let _worker = kumulus("worker", &env, &[]);
+    let _autoscaler = kumulus(
+        "autoscaler",
+        &env,
+        &[
+            ("KUMULUS_AUTOSCALER__LISTEN", "127.0.0.1:0"),
+            ("KUMULUS_AUTOSCALER__DRIVER", "dry-run"),
+        ],
+    );
+    let [(user, password), _] = servers.users();
+
+    // The CLI: log in against the provider, submit the example and wait
+    // for it (exit 0), list it, download its output.
+    let cli = Cli::new();
+    let r = cli.run_with(
+        &["login", &frontend.url(), "--user", &user],
+        &format!("{password}\n"),
+    );
+    assert_eq!(r.code, 0, "{}", r.err);
+    let repo = Repo::example();
+    let r = cli.run(&[
+        "submit",
+        &repo.path(),
+        "-a",
+        "from",
+        "the",
+        "cli",
+        "--wait",
+        "--json",
+    ]);
+    assert_eq!(r.code, 0, "{}{}", r.out, r.err);
+    let job: Value = serde_json::from_str(&r.out).unwrap();
+    assert_eq!(job["state"], "succeeded", "{job}");
+    let id = job["id"].as_str().unwrap().to_string();
+    let jobs: Value = serde_json::from_str(&cli.ok(&["jobs", "--json"])).unwrap();
+    assert!(
+        jobs.as_array().unwrap().iter().any(|j| j["id"] == id),
+        "{jobs}"
+    );
+    let dir = tempfile::tempdir().unwrap();
+    cli.ok(&["download", &id, "-o", dir.path().to_str().unwrap()]);
+    let result: Value = serde_json::from_str(
+        &std::fs::read_to_string(dir.path().join("output/result.json")).unwrap(),
+    )
+    .unwrap();
+    assert_eq!(result["args"], json!(["from", "the", "cli"]));
+
+    // The web UI, same user: the job's page, its log, and the autoscaler's
+    // page with the cluster autoscaler's decisions.
+    let b = Browser::open(&frontend.url()).await;
+    b.log_in(&user, &password).await;
+    b.text_until(&format!(r#"tr[data-id="{id}"]"#), 20, |t| {
+        t.contains("succeeded")
+    })
+    .await;
+    b.go(&format!("#/jobs/{id}")).await;
+    b.text_until("#logs", 20, |t| t.contains(r#"args: ["from","the","cli"]"#))
+        .await;
+    b.go("#/autoscaler").await;
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while b.points("#chart-workers").await < 2 {
+        assert!(
+            Instant::now() < deadline,
+            "no decisions on the autoscaler page"
+        );
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+    let table = b.text_until("#decisions-body", 10, |t| !t.is_empty()).await;
+    assert!(!table.is_empty());
 }

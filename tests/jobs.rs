@@ -166,16 +166,32 @@ async fn cancelling_queued_and_running_jobs() {
         .submit(&token, json!({"url": repo.path(), "args": ["queued-one"]}))
         .await;
     let (status, rec) = k
-        .json(Method::DELETE, &format!("/api/jobs/{queued}"), &token, None)
+        .json(
+            Method::POST,
+            &format!("/api/jobs/{queued}/cancel"),
+            &token,
+            None,
+        )
         .await;
     assert_eq!(status, StatusCode::ACCEPTED, "{rec}");
     assert_eq!(rec["state"], "cancelled");
     assert_eq!(rec["id"], queued.as_str());
+    // Cancelled, it stays, and cancelling it again is a conflict.
+    assert_eq!(k.job(&token, &queued).await["state"], "cancelled");
+    let (status, _) = k
+        .call(
+            Method::POST,
+            &format!("/api/jobs/{queued}/cancel"),
+            &token,
+            None,
+        )
+        .await;
+    assert_eq!(status, StatusCode::CONFLICT);
 
     let (status, rec) = k
         .json(
-            Method::DELETE,
-            &format!("/api/jobs/{running}"),
+            Method::POST,
+            &format!("/api/jobs/{running}/cancel"),
             &token,
             None,
         )
@@ -187,7 +203,7 @@ async fn cancelling_queued_and_running_jobs() {
     })
     .await;
 
-    // Deleting it again: it has ended, so it is removed, files and all.
+    // Deleting it: it has ended, so it is removed, files and all.
     let (status, _) = k
         .call(
             Method::DELETE,
@@ -222,6 +238,34 @@ async fn cancelling_queued_and_running_jobs() {
     let rec = k.job(&token, &queued).await;
     assert_eq!(rec["state"], "cancelled");
     assert!(rec["started_at"].is_null(), "{rec}");
+
+    // DELETE on a running job cancels it and deletes it: gone at once, its
+    // process stopped, and what its worker uploaded as it stopped swept.
+    let marker = format!("kumulus-delete-{}", std::process::id());
+    let doomed = k
+        .submit(
+            &token,
+            json!({"url": repo.path(), "args": [marker.clone()]}),
+        )
+        .await;
+    k.wait_for(&token, &doomed, &["running"], 60).await;
+    let (status, rec) = k
+        .json(Method::DELETE, &format!("/api/jobs/{doomed}"), &token, None)
+        .await;
+    assert_eq!(status, StatusCode::ACCEPTED, "{rec}");
+    assert_eq!(rec["state"], "cancelled");
+    let (status, _) = k
+        .call(Method::GET, &format!("/api/jobs/{doomed}"), &token, None)
+        .await;
+    assert_eq!(status, StatusCode::NOT_FOUND);
+    eventually(10, "the deleted job's processes to be gone", || {
+        processes_with(&marker).is_empty()
+    })
+    .await;
+    let folder = k.data.join("files").join(&doomed);
+    // Past the first sweep (5 s after the delete).
+    tokio::time::sleep(std::time::Duration::from_secs(7)).await;
+    assert!(!folder.exists(), "{} is left", folder.display());
 }
 
 #[tokio::test]

@@ -308,8 +308,9 @@ impl Session {
         }
     }
 
-    /// `DELETE /api/jobs/{id}`: cancels a queued or running job (the answer
-    /// is the job, cancelled), or removes an ended one with its files.
+    /// `DELETE /api/jobs/{id}`: removes the job with its files; a queued or
+    /// running one is cancelled first (the answer is its last record,
+    /// cancelled). Either way it is gone.
     pub async fn delete(&self, id: &str) -> Result<Deleted> {
         let resp = self
             .request(Method::DELETE, &format!("/api/jobs/{id}"))

@@ -368,12 +368,12 @@ pub async fn show(
     path = "/api/jobs/{id}",
     operation_id = "deleteJob",
     tag = "jobs",
-    summary = "Cancel a job, or delete one that has ended",
-    description = "A queued or running job is cancelled (202, with its record). One that has ended is deleted with its files (204).",
+    summary = "Delete a job and its files (cancelling it first if it is active)",
+    description = "One that has ended is deleted with its files (204). A queued or running job is cancelled and deleted (202, with its last record, cancelled); what its worker still uploads as it stops is swept after it. Either way the job is 404 on every route from then on. `POST /api/jobs/{id}/cancel` cancels without deleting.",
     security(("bearer" = [])),
     params(("id" = String, Path, description = "The job's id")),
     responses(
-        (status = 202, description = "Cancelled; it ends shortly", body = JobRecord),
+        (status = 202, description = "Cancelled and deleted; its worker stops shortly", body = JobRecord),
         (status = 204, description = "Deleted, with its files"),
         (status = 404, description = "No such job of yours", body = crate::openapi::ErrorBody)
     )
@@ -383,10 +383,12 @@ pub async fn delete(
     caller: Caller,
     Path(id): Path<String>,
 ) -> Result<Response, ApiError> {
-    Ok(match cancel_or_remove(&state, &caller, &id).await? {
-        Removal::Cancelled(rec) => (StatusCode::ACCEPTED, Json(rec)).into_response(),
-        Removal::Removed(_) => StatusCode::NO_CONTENT.into_response(),
-    })
+    Ok(
+        match cancel_or_remove(&state, &caller, &id, WhenActive::Remove).await? {
+            Removal::Cancelled(rec) => (StatusCode::ACCEPTED, Json(rec)).into_response(),
+            Removal::Removed(_) => StatusCode::NO_CONTENT.into_response(),
+        },
+    )
 }
 
 /// `POST /api/jobs/{id}/cancel`: cancels and never deletes, so a job that
@@ -430,16 +432,37 @@ impl Removal {
     }
 }
 
-/// Cancels an active job, removes an ended one.
+/// What a delete does to a job that is still queued or running.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum WhenActive {
+    /// Cancels it and removes it (`DELETE /api/jobs/{id}`).
+    Remove,
+    /// Cancels it and keeps its record (the seed's `deleteJob`, whose
+    /// status then says `Eliminado`).
+    KeepCancelled,
+}
+
+/// Removes an ended job with its files. An active one is cancelled, then
+/// removed too or kept, as `active` says; removed, a job is 404 on every
+/// route from then on.
 pub async fn cancel_or_remove(
     state: &AppState,
     caller: &Caller,
     id: &str,
+    active: WhenActive,
 ) -> Result<Removal, ApiError> {
     let rec = own_job(state, caller, id).await?;
     if !rec.state.is_terminal() {
         match cancel(state, caller, id).await {
-            Ok(rec) => return Ok(Removal::Cancelled(Box::new(rec))),
+            Ok(cancelled) if active == WhenActive::KeepCancelled => {
+                return Ok(Removal::Cancelled(Box::new(cancelled)))
+            }
+            Ok(cancelled) => {
+                crate::retention::remove(state, &cancelled, crate::retention::Reason::Deleted)
+                    .await?;
+                crate::retention::sweep_late_files(state.ports.blobs.clone(), cancelled.id);
+                return Ok(Removal::Cancelled(Box::new(cancelled)));
+            }
             // It ended meanwhile: remove it, as asked.
             Err(ApiError::Conflict(_)) => {}
             Err(e) => return Err(e),

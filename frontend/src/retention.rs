@@ -10,7 +10,7 @@ use std::sync::Arc;
 use std::time::Duration;
 use tokio_util::sync::CancellationToken;
 
-use kumulus_core::job::JobRecord;
+use kumulus_core::job::{JobId, JobRecord};
 use kumulus_core::ports::{Leadership, PortResult};
 
 use crate::AppState;
@@ -45,6 +45,26 @@ pub async fn remove(state: &AppState, rec: &JobRecord, why: Reason) -> PortResul
         .inc();
     tracing::info!(job_id = %rec.id, files, reason = why.label(), "job removed");
     Ok(())
+}
+
+/// After a running job is deleted, its worker may still upload its logs as
+/// it stops (the cancel reaches it within a lease): sweep the job's files
+/// again a few times, until well past the time a worker takes to stop.
+pub fn sweep_late_files(blobs: Arc<dyn kumulus_core::ports::BlobStore>, id: JobId) {
+    tokio::spawn(async move {
+        for wait in [5, 25, 90] {
+            tokio::time::sleep(Duration::from_secs(wait)).await;
+            match blobs.remove_job(id).await {
+                Ok(0) => {}
+                Ok(files) => {
+                    tracing::info!(job_id = %id, files, "removed the files a deleted job's worker uploaded as it stopped")
+                }
+                Err(e) => {
+                    tracing::warn!(job_id = %id, error = %e, "could not sweep a deleted job's late files")
+                }
+            }
+        }
+    });
 }
 
 pub struct Retention {

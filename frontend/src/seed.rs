@@ -185,6 +185,7 @@ pub async fn delete_job(
     caller: Caller,
     Path(id): Path<String>,
 ) -> Result<String, ApiError> {
-    let done = jobs::cancel_or_remove(&state, &caller, &id).await?;
+    let done =
+        jobs::cancel_or_remove(&state, &caller, &id, jobs::WhenActive::KeepCancelled).await?;
     Ok(format!("El trabajo {} ha sido eliminado.", done.id()))
 }

@@ -511,8 +511,13 @@ function renderFacts(dl, job) {
   dl.replaceChildren(...rows.flatMap(([k, v]) => [el("dt", { text: k }), el("dd", {}, v)]));
 }
 
+// Buttons and links are replaced only when they change, so one a person
+// has focused (or is about to click) stays where it is.
 function renderActions(box, job, on) {
   const done = TERMINAL.has(job.state);
+  const kind = done ? "delete" : "cancel";
+  if (box.dataset.kind === kind) return;
+  box.dataset.kind = kind;
   box.replaceChildren(
     done
       ? el("button.danger", { type: "button", id: "delete", onclick: on.remove, text: "Delete" })
@@ -520,6 +525,9 @@ function renderActions(box, job, on) {
 }
 
 function renderFiles(list, job) {
+  const key = job.state + "\n" + job.files.join("\n");
+  if (list.dataset.key === key) return;
+  list.dataset.key = key;
   if (!job.files.length) {
     list.replaceChildren(el("li.muted", {
       text: TERMINAL.has(job.state) ? "No files." : "Files appear when the job ends.",

@@ -17,9 +17,9 @@ pub async fn run(args: &RmArgs) -> Result<Outcome, String> {
     let (what, text) = match s.delete(&args.id).await.map_err(|e| e.to_string())? {
         Deleted::Removed => ("removed", format!("{} removed, with its files", args.id)),
         Deleted::Cancelled(_) => (
-            "cancelled",
+            "cancelled and removed",
             format!(
-                "{} was still active: cancelled (rm it again once it has ended)",
+                "{} was still active: cancelled and removed, with its files",
                 args.id
             ),
         ),

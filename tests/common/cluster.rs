@@ -79,6 +79,7 @@ pub fn service_env(servers: &Servers, ns: &str) -> Vec<(String, String)> {
         v("KUMULUS_KAFKA__CANCEL_TOPIC", &format!("cancel-{ns}")),
         v("KUMULUS_KAFKA__OBSERVER_TOPIC", &format!("observer-{ns}")),
         v("KUMULUS_KAFKA__LOGS_TOPIC", &format!("logs-{ns}")),
+        v("KUMULUS_KAFKA__DECISIONS_TOPIC", &format!("decisions-{ns}")),
         v("KUMULUS_KAFKA__WORKER_GROUP", &format!("workers-{ns}")),
         v("KUMULUS_KAFKA__PROJECTOR_GROUP", &format!("projector-{ns}")),
         v(

@@ -577,6 +577,8 @@ pub async fn eventually(secs: u64, what: &str, mut cond: impl FnMut() -> bool) {
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
 }
+pub mod browser;
+pub mod cli;
 pub mod cluster;
 
 /// One row of RELIABILITY.md, printed for `scripts/reliability.sh`: the
