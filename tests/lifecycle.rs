@@ -87,22 +87,9 @@ fn bad_configuration_stops_with_one_line_and_exit_code_2() {
 
 #[test]
 fn hash_password_prints_a_hash_that_logs_in() {
-    use std::io::Write;
-    let mut child = Command::new(bin())
-        .arg("hash-password")
-        .stdin(std::process::Stdio::piped())
-        .stdout(std::process::Stdio::piped())
-        .spawn()
-        .unwrap();
-    child
-        .stdin
-        .take()
-        .unwrap()
-        .write_all(b"correct horse\n")
-        .unwrap();
-    let out = child.wait_with_output().unwrap();
-    assert!(out.status.success());
-    let hash = String::from_utf8(out.stdout).unwrap();
+    let out = common::cli::Cli::new().run_with(&["hash-password"], "correct horse\n");
+    assert_eq!(out.code, 0, "{}", out.err);
+    let hash = out.out;
     assert!(hash.starts_with("$argon2id$"), "{hash}");
     assert!(!hash.contains("correct horse"));
 }

@@ -40,17 +40,7 @@ pub async fn history(
     query: Result<Query<HashMap<String, String>>, QueryRejection>,
 ) -> Result<Json<AutoscalerView>, ApiError> {
     let params = crate::query::params(query, &["limit"])?;
-    let limit = match params.get("limit") {
-        None => DECISIONS_KEPT,
-        Some(l) => match l.parse::<usize>() {
-            Ok(n) if (1..=DECISIONS_KEPT).contains(&n) => n,
-            _ => {
-                return Err(ApiError::Invalid(format!(
-                    "limit: must be a whole number from 1 to {DECISIONS_KEPT}"
-                )))
-            }
-        },
-    };
+    let limit = crate::query::limit(&params, DECISIONS_KEPT, DECISIONS_KEPT)?;
     let feed = &state.ports.observations;
     Ok(Json(AutoscalerView {
         decisions: feed.decisions(limit).await?,

@@ -301,17 +301,7 @@ pub async fn list(
                 .map_err(|e| ApiError::Invalid(format!("state: {e}")))
         })
         .transpose()?;
-    let limit = match params.get("limit") {
-        None => DEFAULT_PAGE,
-        Some(l) => match l.parse::<usize>() {
-            Ok(n) if (1..=MAX_PAGE).contains(&n) => n,
-            _ => {
-                return Err(ApiError::Invalid(format!(
-                    "limit: must be a whole number from 1 to {MAX_PAGE}"
-                )))
-            }
-        },
-    };
+    let limit = crate::query::limit(&params, DEFAULT_PAGE, MAX_PAGE)?;
     let before = params
         .get("cursor")
         .map(|c| {

@@ -22,3 +22,21 @@ pub fn params(
     }
     Ok(params)
 }
+
+/// The `limit` parameter: `default` when absent, else a whole number from
+/// 1 to `max` (422 otherwise).
+pub fn limit(
+    params: &HashMap<String, String>,
+    default: usize,
+    max: usize,
+) -> Result<usize, ApiError> {
+    match params.get("limit") {
+        None => Ok(default),
+        Some(l) => match l.parse::<usize>() {
+            Ok(n) if (1..=max).contains(&n) => Ok(n),
+            _ => Err(ApiError::Invalid(format!(
+                "limit: must be a whole number from 1 to {max}"
+            ))),
+        },
+    }
+}

@@ -621,7 +621,8 @@ function scalerView(view) {
       tbody));
 
   const stop = every(SCALER_POLL_MS, async () => {
-    const [h, obs] = await Promise.all([api("/api/autoscaler"), api("/health/load")]);
+    // One request: the decisions come with the observations /health/load serves.
+    const h = await api("/api/autoscaler");
     const d = h.decisions.slice().reverse(); // oldest first, for the charts
     if (!d.length) {
       summary.textContent = "No decision yet: the autoscaler decides once a period.";
@@ -639,7 +640,7 @@ function scalerView(view) {
       { name: "running", cls: "s2", points: d.map((x) => [x.timestamp, x.running]) },
       { name: "arrivals", cls: "s3", points: d.map((x) => [x.timestamp, x.arrivals]) },
     ]);
-    const o = obs.slice().reverse();
+    const o = h.observations.slice().reverse();
     drawChart(load, "The seed's observations: arrivals, services, finished per period, mean response time (s)", [
       { name: "arrivals", cls: "s1", points: o.map((x) => [x.timestamp, x.avgRateOfArrival]) },
       { name: "services", cls: "s2", points: o.map((x) => [x.timestamp, x.avgRateOfService]) },

@@ -130,23 +130,35 @@ pub fn until_cancelled<T: Send + 'static>(
         .boxed()
 }
 
-/// The latest observations, kept in memory (the autoscaler writes, the
-/// frontend reads).
+/// The latest observations and decisions, kept in memory (the autoscaler
+/// writes, the frontend reads).
 #[derive(Default)]
 pub struct ObservationBoard {
-    items: std::sync::Mutex<std::collections::VecDeque<kumulus_core::observation::Observation>>,
-    decisions:
-        std::sync::Mutex<std::collections::VecDeque<kumulus_core::observation::ScalingDecision>>,
+    items: Kept<kumulus_core::observation::Observation>,
+    decisions: Kept<kumulus_core::observation::ScalingDecision>,
 }
 
 const OBSERVATIONS_KEPT: usize = 100;
 
+/// Newest first, at most a bound.
+type Kept<T> = std::sync::Mutex<std::collections::VecDeque<T>>;
+
+fn keep<T>(kept: &Kept<T>, item: T, bound: usize) {
+    if let Ok(mut items) = kept.lock() {
+        items.push_front(item);
+        items.truncate(bound);
+    }
+}
+
+fn newest<T: Clone>(kept: &Kept<T>, n: usize) -> Vec<T> {
+    kept.lock()
+        .map(|items| items.iter().take(n).cloned().collect())
+        .unwrap_or_default()
+}
+
 impl ObservationBoard {
     pub fn push(&self, obs: kumulus_core::observation::Observation) {
-        if let Ok(mut items) = self.items.lock() {
-            items.push_front(obs);
-            items.truncate(OBSERVATIONS_KEPT);
-        }
+        keep(&self.items, obs, OBSERVATIONS_KEPT);
     }
 }
 
@@ -164,10 +176,11 @@ impl kumulus_core::observation::ObservationSink for ObservationBoard {
         &self,
         decision: &kumulus_core::observation::ScalingDecision,
     ) -> PortResult<()> {
-        if let Ok(mut items) = self.decisions.lock() {
-            items.push_front(decision.clone());
-            items.truncate(kumulus_core::observation::DECISIONS_KEPT);
-        }
+        keep(
+            &self.decisions,
+            decision.clone(),
+            kumulus_core::observation::DECISIONS_KEPT,
+        );
         Ok(())
     }
 }
@@ -175,21 +188,13 @@ impl kumulus_core::observation::ObservationSink for ObservationBoard {
 #[async_trait]
 impl kumulus_core::observation::ObservationFeed for ObservationBoard {
     async fn recent(&self, n: usize) -> PortResult<Vec<kumulus_core::observation::Observation>> {
-        Ok(self
-            .items
-            .lock()
-            .map(|items| items.iter().take(n).cloned().collect())
-            .unwrap_or_default())
+        Ok(newest(&self.items, n))
     }
 
     async fn decisions(
         &self,
         n: usize,
     ) -> PortResult<Vec<kumulus_core::observation::ScalingDecision>> {
-        Ok(self
-            .decisions
-            .lock()
-            .map(|items| items.iter().take(n).cloned().collect())
-            .unwrap_or_default())
+        Ok(newest(&self.decisions, n))
     }
 }
