@@ -31,11 +31,7 @@ fn program(name: &str, env: &str) -> String {
 
 impl Browser {
     pub async fn open(base: &str) -> Self {
-        let port = std::net::TcpListener::bind("127.0.0.1:0")
-            .unwrap()
-            .local_addr()
-            .unwrap()
-            .port();
+        let port = super::cluster::free_port();
         let driver = Command::new(program("chromedriver", "CHROMEDRIVER"))
             .arg(format!("--port={port}"))
             .stdout(Stdio::null())
