@@ -157,6 +157,7 @@ pub async fn frontend(cfg: Config, shutdown: CancellationToken) -> Result<(), Up
         holder,
         lease: cfg.lease(),
         unconsumed_after: cfg.unconsumed_after(),
+        lost_after: cfg.lost_after(),
         period,
         max_attempts: cfg.worker.max_attempts,
         dead: Default::default(),

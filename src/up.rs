@@ -130,6 +130,7 @@ impl Standalone {
             holder: "kumulus-up".into(),
             lease: cfg.lease(),
             unconsumed_after: cfg.unconsumed_after(),
+            lost_after: cfg.lost_after(),
             period: Duration::from_secs(cfg.worker.heartbeat_secs),
             max_attempts: cfg.worker.max_attempts,
             dead: Default::default(),

@@ -163,6 +163,7 @@ async fn job_store_suite(store: &dyn JobStore) {
         "ana",
         EventKind::Requeued {
             reason: "w1 went quiet".into(),
+            handed_back: false,
         },
     );
     let rec = store.apply(&requeued).await.expect("apply").expect("found");

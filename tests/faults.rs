@@ -198,6 +198,8 @@ async fn a_worker_stopped_mid_job(kind: &str) {
         attempts[0]["ended"].as_str().unwrap().contains("shut down"),
         "{job}"
     );
+    // A drain is not a failed try: it costs none of the job's attempts.
+    assert_eq!(attempts[0]["handed_back"], true, "{job}");
     let (_, out) = api.file(&token, &id, "stdout.log").await;
     assert_eq!(String::from_utf8_lossy(&out), "done\n");
     let scenario = format!("worker SIGTERMed mid-job, 1 s grace ({kind})");
@@ -213,6 +215,89 @@ async fn a_worker_stopped_mid_job(kind: &str) {
 }
 
 on_both_brokers!(a_worker_stopped_mid_job, a_worker_stopped_mid_job);
+
+/// A job the store holds as queued whose message is not in the queue: what
+/// a frontend that died between storing a job and queueing it leaves, and
+/// what a broker that drops acknowledged messages in a restart leaves
+/// (noida-db after a SIGTERM, tansu after a graceful stop). The reaper
+/// finds it on a partition where every job was taken and queues it again;
+/// it runs once.
+async fn a_job_the_queue_lost(kind: &str) {
+    use kumulus_core::job::{JobId, JobRecord, QueuedJob};
+    use kumulus_core::ports::JobStore;
+
+    let servers = Servers::load();
+    let (_broker, env) = setup(&servers, kind);
+    let _frontend = kumulus("frontend", &env, &[]);
+    let _w1 = worker(&env, "w1");
+    let api = Api::new(_frontend.url());
+    let [(u1, p1), _] = servers.users();
+    let token = api.login_with(&u1, &p1).await;
+    let repo = Repo::node("console.log('ran');");
+    // One job the normal way: the queue works, and its record gives the
+    // owner and the payload's shape.
+    let first = api.submit(&token, json!({"url": repo.path()})).await;
+    let done = api.wait_for(&token, &first, &TERMINAL, 90).await;
+    assert_eq!(done["state"], "succeeded", "{done}");
+    let mut cfg = common::cluster::config(&servers, &namespace());
+    cfg.mongo.database = env
+        .iter()
+        .find(|(k, _)| k == "KUMULUS_MONGO__DATABASE")
+        .map(|(_, v)| v.clone())
+        .unwrap();
+    let store = kumulus_mongo::MongoStore::connect(&cfg.mongo)
+        .await
+        .unwrap();
+    let first_id: JobId = first.parse().unwrap();
+    let mut lost: QueuedJob = store.payload(first_id).await.unwrap().unwrap();
+    lost.id = JobId::new();
+    lost.attempt = 1;
+    lost.submitted_at = chrono::Utc::now();
+    lost.partition = Some(0);
+    // Stored, never queued.
+    store
+        .insert(&JobRecord::queued(&lost), &lost)
+        .await
+        .unwrap();
+    let fault = chrono::Utc::now();
+    let id = lost.id.to_string();
+    let job = api.wait_for(&token, &id, &TERMINAL, 120).await;
+    assert_eq!(job["state"], "succeeded", "{job}");
+    assert_eq!(job["attempt"], 2, "{job}");
+    let attempts = job["attempts"].as_array().unwrap();
+    assert!(
+        attempts[0]["ended"]
+            .as_str()
+            .unwrap()
+            .contains("the queue lost it"),
+        "{job}"
+    );
+    assert!(attempts[0]["started_at"].is_null(), "{job}");
+    let (_, out) = api.file(&token, &id, "stdout.log").await;
+    assert_eq!(String::from_utf8_lossy(&out), "ran\n");
+    // The first job, long ended, was left alone.
+    let (_, again) = api
+        .json(
+            reqwest::Method::GET,
+            &format!("/api/jobs/{first}"),
+            &token,
+            None,
+        )
+        .await;
+    assert_eq!(again["attempt"], 1, "{again}");
+    let scenario = format!("a queued job missing from the queue ({kind})");
+    report(
+        &api,
+        &token,
+        &scenario,
+        &[id],
+        fault,
+        Duration::from_secs(3),
+    )
+    .await;
+}
+
+on_both_brokers!(a_job_the_queue_lost, a_job_the_queue_lost);
 
 /// A worker paused (SIGSTOP) past its lease while it runs a job, then
 /// resumed: the job was given up and run elsewhere; the resumed worker

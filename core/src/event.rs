@@ -49,7 +49,14 @@ pub enum EventKind {
     Heartbeat,
     /// The attempt was given up (its worker stalled, or the infrastructure
     /// failed it) and the next one is queued.
-    Requeued { reason: String },
+    Requeued {
+        reason: String,
+        /// The worker gave the attempt back unfinished because it was
+        /// stopping (a drain): not a failed try, so it costs none of the
+        /// job's `max_attempts`.
+        #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+        handed_back: bool,
+    },
     /// The job ended; `state` is terminal.
     Finished(Outcome),
 }
@@ -133,7 +140,11 @@ pub fn apply(record: &mut JobRecord, event: &StatusEvent) -> bool {
     }
     // Why an attempt was given up may arrive after a newer one took over:
     // it is kept on that attempt's entry, and changes nothing else.
-    if let EventKind::Requeued { reason } = &event.kind {
+    if let EventKind::Requeued {
+        reason,
+        handed_back,
+    } = &event.kind
+    {
         if event.attempt < record.attempt {
             let entry = record
                 .attempts
@@ -142,6 +153,7 @@ pub fn apply(record: &mut JobRecord, event: &StatusEvent) -> bool {
                 .filter(|a| a.ended.as_deref().is_none_or(|e| e == SUPERSEDED));
             if let Some(a) = entry {
                 a.ended = Some(reason.clone());
+                a.handed_back = *handed_back;
                 return true;
             }
             return false;
@@ -193,8 +205,13 @@ pub fn apply(record: &mut JobRecord, event: &StatusEvent) -> bool {
             record.current_attempt_mut().last_heartbeat = Some(event.at);
             return true;
         }
-        EventKind::Requeued { reason } => {
-            record.current_attempt_mut().ended = Some(reason.clone());
+        EventKind::Requeued {
+            reason,
+            handed_back,
+        } => {
+            let given_up = record.current_attempt_mut();
+            given_up.ended = Some(reason.clone());
+            given_up.handed_back = *handed_back;
             record.attempt += 1;
             record.state = JobState::Queued;
             record.started_at = None;
@@ -341,6 +358,7 @@ mod tests {
             "ana",
             EventKind::Requeued {
                 reason: "w1 stopped renewing its lease".into(),
+                handed_back: false,
             },
         );
         assert!(apply(&mut rec, &requeued));
@@ -367,6 +385,35 @@ mod tests {
             .collect();
         assert_eq!(seen, vec![(1, Some("w1".into())), (2, Some("w2".into()))]);
         assert!(rec.attempts[0].ended.as_deref().unwrap().contains("lease"));
+    }
+
+    #[test]
+    fn an_attempt_handed_back_is_marked_so_on_the_record() {
+        let mut rec = record();
+        let started = StatusEvent::new(rec.id, "ana", EventKind::Started).from_worker("w1");
+        assert!(apply(&mut rec, &started));
+        let back = StatusEvent::new(
+            rec.id,
+            "ana",
+            EventKind::Requeued {
+                reason: "w1 shut down during the attempt".into(),
+                handed_back: true,
+            },
+        )
+        .from_worker("w1");
+        assert!(apply(&mut rec, &back));
+        assert_eq!((rec.state, rec.attempt), (JobState::Queued, 2));
+        assert!(rec.attempts[0].handed_back);
+        // On the wire only where it is true.
+        let text = serde_json::to_string(&back).unwrap();
+        assert!(text.contains("\"handed_back\":true"), "{text}");
+        let stalled = EventKind::Requeued {
+            reason: "quiet".into(),
+            handed_back: false,
+        };
+        assert!(!serde_json::to_string(&stalled)
+            .unwrap()
+            .contains("handed_back"));
     }
 
     #[test]
@@ -403,6 +450,7 @@ mod tests {
             "ana",
             EventKind::Requeued {
                 reason: "w1 stopped renewing its lease".into(),
+                handed_back: false,
             },
         );
         // Only the old attempt's reason changes.

@@ -193,6 +193,10 @@ pub struct Attempt {
     /// Why this attempt was given up, if it was.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub ended: Option<String>,
+    /// Its worker gave it back unfinished as it stopped (a drain): it
+    /// does not count as one of the job's tries.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub handed_back: bool,
 }
 
 /// Limits a job may ask for, each lower than the worker's (`worker.*`);
@@ -271,6 +275,7 @@ impl JobRecord {
                 started_at: None,
                 last_heartbeat: None,
                 ended: None,
+                handed_back: false,
             });
         }
         let last = self.attempts.len() - 1;

@@ -46,11 +46,12 @@ pub fn judge(
         silent.as_secs(),
         lease.as_secs()
     );
-    // Tries that ran count; moves of a job that never started do not.
+    // Tries that ran count; moves of a job that never started do not, nor
+    // attempts a stopping worker handed back.
     let tries = record
         .attempts
         .iter()
-        .filter(|a| a.started_at.is_some())
+        .filter(|a| a.started_at.is_some() && !a.handed_back)
         .count() as u32;
     if tries >= max_attempts {
         Verdict::Fail {
@@ -67,6 +68,7 @@ pub fn event_for(record: &JobRecord, verdict: &Verdict) -> Option<StatusEvent> {
         Verdict::Alive => return None,
         Verdict::Requeue { reason } => EventKind::Requeued {
             reason: reason.clone(),
+            handed_back: false,
         },
         Verdict::Fail { error } => EventKind::Finished(Outcome {
             state: JobState::Failed,
@@ -117,6 +119,7 @@ mod tests {
                 started_at: Some(now - chrono::Duration::seconds(600)),
                 last_heartbeat: None,
                 ended: None,
+                handed_back: false,
             })
             .collect();
         rec.current_attempt_mut().last_heartbeat =
@@ -179,6 +182,17 @@ mod tests {
         rec.attempts[0].started_at = None;
         rec.attempts[1].started_at = None;
         let v = judge(&rec, now, Duration::from_secs(30), 3);
+        assert!(matches!(v, Verdict::Requeue { .. }), "{v:?}");
+    }
+
+    #[test]
+    fn attempts_handed_back_by_a_stopping_worker_cost_no_tries() {
+        let (mut rec, now) = running(3, 60);
+        let lease = Duration::from_secs(30);
+        assert!(matches!(judge(&rec, now, lease, 3), Verdict::Fail { .. }));
+        // Attempt 2 ran, but its worker was scaled down and gave it back.
+        rec.attempts[1].handed_back = true;
+        let v = judge(&rec, now, lease, 3);
         assert!(matches!(v, Verdict::Requeue { .. }), "{v:?}");
     }
 

@@ -152,7 +152,30 @@ pub trait JobQueue: Send + Sync {
     async fn stuck(&self, _after: std::time::Duration) -> Vec<i32> {
         Vec::new()
     }
+    /// Places where every job put there has been taken, and has been for
+    /// `after` (see [`Drained`]). A job the store still holds queued on one,
+    /// placed well before, is not in the queue any more: the queue lost it
+    /// (a broker that dropped acknowledged messages in a restart).
+    async fn drained(&self, _after: std::time::Duration) -> Option<Drained> {
+        None
+    }
 }
+
+/// Places of a queue with nothing waiting, as last seen.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Drained {
+    pub partitions: Vec<i32>,
+    /// When they were seen so.
+    pub seen: DateTime<Utc>,
+    /// Where the status feed ([`STATUS_FEED`]) ended, per partition, read
+    /// after they were seen so: the start of every job taken from them was
+    /// published before these offsets. The store's record of such a job is
+    /// current once the projection has applied the feed up to here.
+    pub status_end: Vec<(i32, i64)>,
+}
+
+/// The feed of status events, as [`JobStore::positions`] names it.
+pub const STATUS_FEED: &str = "results";
 
 /// One holder at a time for a background duty (the reaper), among replicas.
 #[async_trait]

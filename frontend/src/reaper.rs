@@ -5,8 +5,12 @@
 //! infrastructure failure. Jobs still queued on a partition that nobody
 //! consumes are moved the same way, once that partition's owner is known
 //! dead (an attempt from it stalled) and the broker kept it assigned: a
-//! partition that is merely behind a busy worker is never touched. One replica at a time does this (a lead taken through
-//! [`Leadership`]).
+//! partition that is merely behind a busy worker is never touched. Jobs
+//! the store holds queued on a partition where every job was taken are
+//! jobs the queue lost (a broker that dropped acknowledged messages, a
+//! frontend that died between storing a job and queueing it): they are
+//! queued again, once the projection shows that they never started. One
+//! replica at a time does this (a lead taken through [`Leadership`]).
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -15,7 +19,8 @@ use tokio_util::sync::CancellationToken;
 use kumulus_core::job::JobRecord;
 use kumulus_core::lease::{self, Verdict};
 use kumulus_core::ports::{
-    CancelBus, CancelRequest, JobQueue, JobStore, Leadership, PortResult, StatusBus,
+    CancelBus, CancelRequest, Drained, JobQueue, JobStore, Leadership, PortResult, StatusBus,
+    STATUS_FEED,
 };
 
 /// Jobs looked at per sweep.
@@ -35,6 +40,10 @@ pub struct Reaper {
     /// ([`kumulus_core::config::Config::unconsumed_after`]). Where an
     /// attempt stalled (its worker is known dead), the lease is enough.
     pub unconsumed_after: Duration,
+    /// How long a job must have been placed before a partition where
+    /// nothing waits counts it lost: longer than its message can take to
+    /// reach the queue ([`kumulus_core::config::Config::lost_after`]).
+    pub lost_after: Duration,
     /// Time between sweeps.
     pub period: Duration,
     pub max_attempts: u32,
@@ -119,7 +128,53 @@ impl Reaper {
                 given_up += usize::from(self.give_up(&rec, verdict).await?);
             }
         }
+        given_up += self.requeue_lost().await?;
         Ok(given_up)
+    }
+
+    /// Queues again the jobs the queue lost: still queued in the store,
+    /// placed on a partition where nothing has waited for a lease, and
+    /// placed long enough before that their message had reached it. A
+    /// worker publishes a job's start before it lets the queue forget the
+    /// job, so once the projection has applied the status feed as far as
+    /// it went when the partition was seen drained, a job still queued
+    /// never started.
+    async fn requeue_lost(&self) -> PortResult<usize> {
+        let Some(drained) = self.queue.drained(self.lease).await else {
+            return Ok(0);
+        };
+        if drained.partitions.is_empty() || !self.projected(&drained).await? {
+            return Ok(0);
+        }
+        let cutoff = drained.seen - chrono::Duration::from_std(self.lost_after).unwrap_or_default();
+        let mut given_up = 0;
+        for &partition in &drained.partitions {
+            for rec in self.store.queued_on(partition, cutoff, BATCH).await? {
+                // Its newest attempt was queued by a worker (a retry), which
+                // does not record where: the stored place is not its place.
+                let placed = self.store.payload(rec.id).await?;
+                if placed.is_none_or(|job| job.attempt != rec.attempt) {
+                    continue;
+                }
+                let reason = format!(
+                    "it was no longer on partition {partition}, where every job had been taken (the queue lost it)"
+                );
+                tracing::warn!(job_id = %rec.id, partition, "a queued job is missing from the queue");
+                let verdict = Verdict::Requeue { reason };
+                given_up += usize::from(self.give_up(&rec, verdict).await?);
+            }
+        }
+        Ok(given_up)
+    }
+
+    /// Whether the store has every status event published before the
+    /// partitions were seen drained.
+    async fn projected(&self, drained: &Drained) -> PortResult<bool> {
+        let applied = self.store.positions(STATUS_FEED).await?;
+        Ok(drained
+            .status_end
+            .iter()
+            .all(|&(p, end)| end <= 0 || applied.iter().any(|&(q, at)| q == p && at >= end)))
     }
 
     /// Carries out `verdict` on `rec`'s current attempt; whether it did anything.

@@ -514,9 +514,16 @@ async fn retry(shared: &Shared, delivery: &Delivery, reason: String) -> bool {
         return false;
     }
     tracing::warn!(%reason, next = next.attempt, "infrastructure failure: trying the job again");
-    let event = StatusEvent::new(job.id, job.owner.clone(), EventKind::Requeued { reason })
-        .from_worker(&shared.id)
-        .for_attempt(job.attempt);
+    let event = StatusEvent::new(
+        job.id,
+        job.owner.clone(),
+        EventKind::Requeued {
+            reason,
+            handed_back: false,
+        },
+    )
+    .from_worker(&shared.id)
+    .for_attempt(job.attempt);
     if let Err(e) = publish(shared.status.as_ref(), &event).await {
         // The next attempt's own events make it current.
         tracing::warn!(error = %e, "could not announce the next attempt");
@@ -538,9 +545,16 @@ async fn hand_back(shared: &Shared, delivery: &Delivery) {
         return;
     }
     let reason = format!("{} shut down during the attempt", shared.id);
-    let event = StatusEvent::new(job.id, job.owner.clone(), EventKind::Requeued { reason })
-        .from_worker(&shared.id)
-        .for_attempt(job.attempt);
+    let event = StatusEvent::new(
+        job.id,
+        job.owner.clone(),
+        EventKind::Requeued {
+            reason,
+            handed_back: true,
+        },
+    )
+    .from_worker(&shared.id)
+    .for_attempt(job.attempt);
     if let Err(e) = publish(shared.status.as_ref(), &event).await {
         tracing::warn!(error = %e, "could not announce the next attempt");
     }
@@ -686,6 +700,7 @@ mod tests {
             &ev(
                 EventKind::Requeued {
                     reason: "gone".into(),
+                    handed_back: false,
                 },
                 "w2",
                 1,

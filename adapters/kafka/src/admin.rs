@@ -88,6 +88,31 @@ pub fn partition_count(cfg: &KafkaConfig, topic: &str) -> PortResult<u32> {
         .unwrap_or(0))
 }
 
+/// Where `topic` ends: each partition's high watermark (the next offset
+/// to be written).
+pub fn topic_end(cfg: &KafkaConfig, topic: &str) -> PortResult<Vec<(i32, i64)>> {
+    use rdkafka::consumer::{BaseConsumer, Consumer};
+    let consumer: BaseConsumer = client_config(cfg).create().map_err(unavailable)?;
+    let timeout = Duration::from_secs(5);
+    let md = consumer
+        .fetch_metadata(Some(topic), timeout)
+        .map_err(unavailable)?;
+    let partitions = md
+        .topics()
+        .iter()
+        .find(|t| t.name() == topic)
+        .map(|t| t.partitions().len() as i32)
+        .unwrap_or(0);
+    (0..partitions)
+        .map(|p| {
+            consumer
+                .fetch_watermarks(topic, p, timeout)
+                .map(|(_, high)| (p, high))
+                .map_err(unavailable)
+        })
+        .collect()
+}
+
 /// Grows the jobs topic to `total` partitions (never shrinks it).
 pub async fn grow_partitions(cfg: &KafkaConfig, total: u32) -> PortResult<Grow> {
     let (c, topic) = (cfg.clone(), cfg.jobs_topic.clone());

@@ -16,6 +16,8 @@ struct Track {
     frozen_since: Option<Instant>,
     /// Its committed offset moved while watched: someone consumed it.
     advanced: bool,
+    /// Since when nothing waits on it (every sample since saw no lag).
+    drained_since: Option<Instant>,
 }
 
 #[derive(Debug, Clone, Default)]
@@ -39,6 +41,11 @@ impl PartitionWatch {
                         (true, false, None) => Some(now),
                     };
                     t.advanced |= moved;
+                    t.drained_since = if waiting {
+                        None
+                    } else {
+                        t.drained_since.or(Some(now))
+                    };
                     t.committed = committed[p];
                     t.lag = lag[p];
                 }
@@ -47,6 +54,7 @@ impl PartitionWatch {
                     lag: lag[p],
                     frozen_since: waiting.then_some(now),
                     advanced: false,
+                    drained_since: (!waiting).then_some(now),
                 }),
             }
         }
@@ -60,6 +68,20 @@ impl PartitionWatch {
             .enumerate()
             .filter(|(_, t)| {
                 t.frozen_since
+                    .is_some_and(|s| now.duration_since(s) >= after)
+            })
+            .map(|(p, _)| p as i32)
+            .collect()
+    }
+
+    /// Partitions on which nothing has waited for `after`: every job put
+    /// there was taken.
+    pub fn drained(&self, now: Instant, after: Duration) -> Vec<i32> {
+        self.tracks
+            .iter()
+            .enumerate()
+            .filter(|(_, t)| {
+                t.drained_since
                     .is_some_and(|s| now.duration_since(s) >= after)
             })
             .map(|(p, _)| p as i32)
@@ -149,6 +171,32 @@ mod tests {
         // A worker takes partition 1: partition 0's work is stranded now.
         w.observe(&[0, 2], &[2, 1], s(12));
         assert_eq!(w.stranded(s(12), after), vec![0]);
+    }
+
+    #[test]
+    fn a_partition_is_drained_once_nothing_has_waited_on_it_for_a_while() {
+        let t0 = Instant::now();
+        let s = |secs| t0 + Duration::from_secs(secs);
+        let after = Duration::from_secs(3);
+        let mut w = PartitionWatch::default();
+        // (committed, lag): 0 empty from the start, 1 with work waiting.
+        w.observe(&[0, 4], &[0, 2], s(0));
+        assert_eq!(w.drained(s(2), after), Vec::<i32>::new(), "not long enough");
+        assert_eq!(w.drained(s(3), after), vec![0]);
+        // Partition 1's work is taken; partition 0 gets some.
+        w.observe(&[0, 6], &[1, 0], s(4));
+        w.observe(&[1, 6], &[0, 0], s(5));
+        assert_eq!(
+            w.drained(s(6), after),
+            Vec::<i32>::new(),
+            "both waited lately"
+        );
+        w.observe(&[1, 6], &[0, 0], s(8));
+        assert_eq!(w.drained(s(8), after), vec![0, 1]);
+        // A broker that lost its tail (high watermark below the committed
+        // offset) shows no lag either: drained.
+        w.observe(&[1, 6], &[0, 0], s(20));
+        assert_eq!(w.drained(s(20), after), vec![0, 1]);
     }
 
     #[test]

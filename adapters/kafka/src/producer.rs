@@ -18,7 +18,7 @@ use kumulus_core::job::QueuedJob;
 use kumulus_core::logs::LogChunk;
 use kumulus_core::observation::{Observation, ObservationSink, ScalingDecision};
 use kumulus_core::ports::{
-    CancelBus, CancelRequest, JobQueue, LogBus, PortError, PortResult, StatusBus,
+    CancelBus, CancelRequest, Drained, JobQueue, LogBus, PortError, PortResult, StatusBus,
 };
 
 use crate::{client_config, tail, unavailable};
@@ -36,6 +36,16 @@ pub struct KafkaProducer {
     watch: Arc<Mutex<PartitionWatch>>,
     partitions: Arc<AtomicU32>,
     stuck_after: Arc<Mutex<Duration>>,
+    /// The last sample's time, and where the status feed ended just after
+    /// it (for [`JobQueue::drained`]).
+    sampled: Arc<Mutex<Option<Sample>>>,
+}
+
+#[derive(Debug, Clone)]
+struct Sample {
+    at: Instant,
+    seen: chrono::DateTime<chrono::Utc>,
+    status_end: Vec<(i32, i64)>,
 }
 
 fn build(cfg: &KafkaConfig) -> PortResult<FutureProducer> {
@@ -57,6 +67,7 @@ impl KafkaProducer {
             watch: Arc::default(),
             partitions: Arc::new(AtomicU32::new(0)),
             stuck_after: Arc::new(Mutex::new(Duration::from_secs(30))),
+            sampled: Arc::default(),
         })
     }
 
@@ -82,6 +93,24 @@ impl KafkaProducer {
                     Ok(Ok(state)) => {
                         me.partitions.store(state.partitions, Ordering::SeqCst);
                         let now = Instant::now();
+                        let seen = chrono::Utc::now();
+                        // Read after the committed offsets: every start of a
+                        // job consumed by then is before it.
+                        let (cfg, topic) = (me.cfg.clone(), me.cfg.results_topic.clone());
+                        let end = tokio::task::spawn_blocking(move || {
+                            crate::admin::topic_end(&cfg, &topic)
+                        })
+                        .await;
+                        if let Ok(mut sampled) = me.sampled.lock() {
+                            *sampled = match end {
+                                Ok(Ok(status_end)) => Some(Sample {
+                                    at: now,
+                                    seen,
+                                    status_end,
+                                }),
+                                _ => None,
+                            };
+                        }
                         if let Ok(mut w) = me.watch.lock() {
                             w.observe(&state.committed, &state.lag, now);
                             let stuck = w.stuck(now, stuck_after);
@@ -255,6 +284,17 @@ impl JobQueue for KafkaProducer {
             .lock()
             .map(|w| w.stranded(Instant::now(), after))
             .unwrap_or_default()
+    }
+
+    /// As of the last sample of the jobs topic.
+    async fn drained(&self, after: Duration) -> Option<Drained> {
+        let sample = self.sampled.lock().ok()?.clone()?;
+        let partitions = self.watch.lock().ok()?.drained(sample.at, after);
+        Some(Drained {
+            partitions,
+            seen: sample.seen,
+            status_end: sample.status_end,
+        })
     }
 }
 

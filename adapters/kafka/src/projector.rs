@@ -21,7 +21,7 @@ use kumulus_core::ports::{JobStore, PortResult};
 use crate::{client_config, unavailable};
 
 /// The feed's name in the store's positions.
-const FEED: &str = "results";
+const FEED: &str = kumulus_core::ports::STATUS_FEED;
 
 /// How often applied positions are saved.
 const SAVE_EVERY: Duration = Duration::from_millis(500);

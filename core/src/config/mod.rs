@@ -759,6 +759,15 @@ impl Config {
         self.lease().max(rebalance)
     }
 
+    /// How long a job must have been placed on a partition where nothing
+    /// waits before the reaper counts it lost by the queue: longer than
+    /// work counts unconsumed, plus the time its message may take to be
+    /// acknowledged (`kafka.message_timeout_ms`).
+    pub fn lost_after(&self) -> std::time::Duration {
+        self.unconsumed_after()
+            + std::time::Duration::from_millis(u64::from(self.kafka.message_timeout_ms))
+    }
+
     /// Makes the data and work folders absolute (against the current
     /// folder), so that everything started later (a job's sandbox binds
     /// them) sees the same folders.
