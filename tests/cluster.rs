@@ -644,7 +644,12 @@ async fn the_process_driver_starts_drains_and_replaces_workers() {
         assert_eq!(job["state"], "queued", "{job}");
         assert_eq!(job["infrastructure_failure"], false, "{job}");
         let (status, body) = api
-            .json(Method::POST, &format!("/api/jobs/{id}/cancel"), &token, None)
+            .json(
+                Method::POST,
+                &format!("/api/jobs/{id}/cancel"),
+                &token,
+                None,
+            )
             .await;
         assert_eq!(status, StatusCode::ACCEPTED, "{body}");
         let job = api.wait_for(&token, &id, &TERMINAL, 30).await;
