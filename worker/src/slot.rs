@@ -380,10 +380,15 @@ async fn handle(shared: &Shared, delivery: Delivery, shutdown: &CancellationToke
             }
         }
     };
-    beating.cancel();
-    let _ = heart.await;
     shared.running.unregister(job.id);
+    // The lease is kept until the job's end is reported: storing its files
+    // can take longer than a lease, and the attempt is alive meanwhile.
+    let stop_beating = || async {
+        beating.cancel();
+        let _ = heart.await;
+    };
     let Some((result, dir)) = ran else {
+        stop_beating().await;
         if let_go {
             hand_back(shared, &delivery).await;
         } else {
@@ -402,6 +407,7 @@ async fn handle(shared: &Shared, delivery: Delivery, shutdown: &CancellationToke
     }
     if fenced.load(Ordering::SeqCst) {
         // Another attempt owns the job now: this one leaves no trace.
+        stop_beating().await;
         tracing::warn!("the attempt was superseded (its lease ran out): stopped, nothing reported");
         ack(shared, &delivery).await;
         return;
@@ -426,11 +432,21 @@ async fn handle(shared: &Shared, delivery: Delivery, shutdown: &CancellationToke
         }
     }
     drop(dir);
+    if fenced.load(Ordering::SeqCst) {
+        // The lease ran out while the files were stored (the worker was
+        // paused): another attempt may own the job now.
+        stop_beating().await;
+        tracing::warn!("the attempt was superseded while its files were stored: nothing reported");
+        ack(shared, &delivery).await;
+        return;
+    }
     if infrastructure && job.attempt < shared.leases.max_attempts {
         let reason = error
             .clone()
             .unwrap_or_else(|| "infrastructure failure".into());
-        if retry(shared, &delivery, reason).await {
+        let retried = retry(shared, &delivery, reason).await;
+        if retried {
+            stop_beating().await;
             return;
         }
     }
@@ -449,6 +465,7 @@ async fn handle(shared: &Shared, delivery: Delivery, shutdown: &CancellationToke
     };
     tracing::info!(state = %outcome.state, exit_code = ?outcome.exit_code, "job ended");
     finish(shared, &delivery, outcome).await;
+    stop_beating().await;
 }
 
 /// Renews the lease on `job` every heartbeat until `stop`. A lease that ran
