@@ -531,20 +531,7 @@ async fn retry(shared: &Shared, delivery: &Delivery, reason: String) -> bool {
         return false;
     }
     tracing::warn!(%reason, next = next.attempt, "infrastructure failure: trying the job again");
-    let event = StatusEvent::new(
-        job.id,
-        job.owner.clone(),
-        EventKind::Requeued {
-            reason,
-            handed_back: false,
-        },
-    )
-    .from_worker(&shared.id)
-    .for_attempt(job.attempt);
-    if let Err(e) = publish(shared.status.as_ref(), &event).await {
-        // The next attempt's own events make it current.
-        tracing::warn!(error = %e, "could not announce the next attempt");
-    }
+    announce_next_attempt(shared, job, reason, false).await;
     ack(shared, delivery).await;
     true
 }
@@ -562,17 +549,29 @@ async fn hand_back(shared: &Shared, delivery: &Delivery) {
         return;
     }
     let reason = format!("{} shut down during the attempt", shared.id);
+    announce_next_attempt(shared, job, reason, true).await;
+}
+
+/// Says that `job`'s attempt was given up for `reason` and the next one is
+/// queued; `handed_back` where this worker gave it back as it stopped.
+async fn announce_next_attempt(
+    shared: &Shared,
+    job: &QueuedJob,
+    reason: String,
+    handed_back: bool,
+) {
     let event = StatusEvent::new(
         job.id,
         job.owner.clone(),
         EventKind::Requeued {
             reason,
-            handed_back: true,
+            handed_back,
         },
     )
     .from_worker(&shared.id)
     .for_attempt(job.attempt);
     if let Err(e) = publish(shared.status.as_ref(), &event).await {
+        // The next attempt's own events make it current.
         tracing::warn!(error = %e, "could not announce the next attempt");
     }
 }

@@ -88,11 +88,13 @@ pub fn partition_count(cfg: &KafkaConfig, topic: &str) -> PortResult<u32> {
         .unwrap_or(0))
 }
 
-/// Where `topic` ends: each partition's high watermark (the next offset
-/// to be written).
-pub fn topic_end(cfg: &KafkaConfig, topic: &str) -> PortResult<Vec<(i32, i64)>> {
-    use rdkafka::consumer::{BaseConsumer, Consumer};
-    let consumer: BaseConsumer = client_config(cfg).create().map_err(unavailable)?;
+/// Where `topic` ends, read with `consumer`: each partition's high
+/// watermark (the next offset to be written).
+fn topic_end(
+    consumer: &rdkafka::consumer::BaseConsumer,
+    topic: &str,
+) -> PortResult<Vec<(i32, i64)>> {
+    use rdkafka::consumer::Consumer;
     let timeout = Duration::from_secs(5);
     let md = consumer
         .fetch_metadata(Some(topic), timeout)
@@ -164,15 +166,49 @@ fn cannot_grow(code: RDKafkaErrorCode) -> bool {
 /// Lag per partition of the jobs topic for the workers' group, and the
 /// group's members.
 pub fn queue_state(cfg: &KafkaConfig) -> PortResult<QueueState> {
-    use rdkafka::consumer::{BaseConsumer, Consumer};
-    use rdkafka::{Offset, TopicPartitionList};
-    // A consumer with the workers' group id that never subscribes: it can
-    // read the group's committed offsets without joining the group.
-    let consumer: BaseConsumer = client_config(cfg)
+    queue_state_on(&group_reader(cfg)?, cfg)
+}
+
+/// The queue's state, then when it was read and where the status events
+/// (`results_topic`) ended just after: every start published before the
+/// committed offsets were read lies before that end.
+pub struct QueueSample {
+    pub state: QueueState,
+    pub at: std::time::Instant,
+    pub seen: chrono::DateTime<chrono::Utc>,
+    pub status_end: PortResult<Vec<(i32, i64)>>,
+}
+
+/// [`queue_state`] and the status feed's end, through one client.
+pub fn queue_sample(cfg: &KafkaConfig) -> PortResult<QueueSample> {
+    let consumer = group_reader(cfg)?;
+    let state = queue_state_on(&consumer, cfg)?;
+    let (at, seen) = (std::time::Instant::now(), chrono::Utc::now());
+    let status_end = topic_end(&consumer, &cfg.results_topic);
+    Ok(QueueSample {
+        state,
+        at,
+        seen,
+        status_end,
+    })
+}
+
+/// A consumer with the workers' group id that never subscribes: it can
+/// read the group's committed offsets without joining the group.
+fn group_reader(cfg: &KafkaConfig) -> PortResult<rdkafka::consumer::BaseConsumer> {
+    client_config(cfg)
         .set("group.id", &cfg.worker_group)
         .set("enable.auto.commit", "false")
         .create()
-        .map_err(unavailable)?;
+        .map_err(unavailable)
+}
+
+fn queue_state_on(
+    consumer: &rdkafka::consumer::BaseConsumer,
+    cfg: &KafkaConfig,
+) -> PortResult<QueueState> {
+    use rdkafka::consumer::Consumer;
+    use rdkafka::{Offset, TopicPartitionList};
     let timeout = Duration::from_secs(5);
     let partitions = {
         let md = consumer

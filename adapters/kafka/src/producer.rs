@@ -89,27 +89,17 @@ impl KafkaProducer {
             let mut reported: Vec<i32> = Vec::new();
             loop {
                 let cfg = me.cfg.clone();
-                match tokio::task::spawn_blocking(move || crate::admin::queue_state(&cfg)).await {
-                    Ok(Ok(state)) => {
+                match tokio::task::spawn_blocking(move || crate::admin::queue_sample(&cfg)).await {
+                    Ok(Ok(sample)) => {
+                        let state = sample.state;
                         me.partitions.store(state.partitions, Ordering::SeqCst);
-                        let now = Instant::now();
-                        let seen = chrono::Utc::now();
-                        // Read after the committed offsets: every start of a
-                        // job consumed by then is before it.
-                        let (cfg, topic) = (me.cfg.clone(), me.cfg.results_topic.clone());
-                        let end = tokio::task::spawn_blocking(move || {
-                            crate::admin::topic_end(&cfg, &topic)
-                        })
-                        .await;
+                        let now = sample.at;
                         if let Ok(mut sampled) = me.sampled.lock() {
-                            *sampled = match end {
-                                Ok(Ok(status_end)) => Some(Sample {
-                                    at: now,
-                                    seen,
-                                    status_end,
-                                }),
-                                _ => None,
-                            };
+                            *sampled = sample.status_end.ok().map(|status_end| Sample {
+                                at: now,
+                                seen: sample.seen,
+                                status_end,
+                            });
                         }
                         if let Ok(mut w) = me.watch.lock() {
                             w.observe(&state.committed, &state.lag, now);
