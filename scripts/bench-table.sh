@@ -16,7 +16,7 @@ source "$(dirname "$0")/lib/common.sh"
 cd "$ROOT"
 
 table() {
-    echo "| target | trace | policy | over SLO, live / sim | p95 wait s, live / sim | worker-s, live / sim | scale events, live / sim | model: overhead s, start-up s, rebalance s | failed or unfinished |"
+    echo "| target | trace | policy | over SLO, live / sim | p95 wait s, live / sim | worker-s, live / sim | scale events, live / sim | model: overhead s, hand-over s, start-up s, rebalance s | failed or unfinished |"
     echo "| --- | --- | --- | --- | --- | --- | --- | --- | --- |"
     for r in bench-load/*/report.json; do
         [ -e "$r" ] || continue
@@ -29,7 +29,7 @@ table() {
           + " | \(.live.wait_p95_secs | f) / \(.sim.wait_p95_secs | f)\(ratio("wait_p95_secs"))"
           + " | \(.live.worker_seconds | round) / \(.sim.worker_seconds | round)\(ratio("worker_seconds"))"
           + " | \(.live.scale_events) / \(.sim.scale_events)"
-          + " | \(.model.overhead_secs * 100 | round / 100), \(.model.ready_secs * 10 | round / 10) (\(.model.ready_from)), \(.model.rebalance_secs * 10 | round / 10) (\(.model.rebalance_from))"
+          + " | \(.model.overhead_secs * 100 | round / 100), \((.model.handover_secs // 0) * 100 | round / 100), \(.model.ready_secs * 10 | round / 10) (\(.model.ready_from)), \(.model.rebalance_secs * 10 | round / 10) (\(.model.rebalance_from))"
           + " | \(([.jobs[] | select(.state != "succeeded")] | length) + .unfinished) of \(.jobs | length) |"
         ' "$r"
     done

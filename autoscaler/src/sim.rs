@@ -178,6 +178,10 @@ pub struct SimConfig {
     /// collecting its files). The policy sees it in the run times, as live,
     /// where `elapsed_secs` spans the clone, the sandbox and the run.
     pub overhead_secs: f64,
+    /// Time a slot stays taken after its job ended, before it can start
+    /// the next one (the final event, the next job's fetch and start). The
+    /// policy does not see it in the run times.
+    pub handover_secs: f64,
     pub queue: QueueModel,
     /// When the first decision falls, from the trace's t=0 (the autoscaler
     /// started before the load did); the next ones follow every period.
@@ -199,6 +203,7 @@ impl SimConfig {
             policy,
             rebalance_secs,
             overhead_secs: 0.0,
+            handover_secs: 0.0,
             queue: QueueModel::Partitioned,
             first_decision_secs: None,
             ready_secs: None,
@@ -251,6 +256,15 @@ struct Worker {
     leaving: bool,
     /// (end time, partition) of the jobs it runs.
     running: Vec<(f64, usize)>,
+    /// When its slots whose jobs ended are free again (the hand-over).
+    settling: Vec<f64>,
+}
+
+impl Worker {
+    /// Slots taken: by a job, or by the hand-over after one.
+    fn busy(&self) -> usize {
+        self.running.len() + self.settling.len()
+    }
 }
 
 /// The producer's partitioner: a hash of the job, modulo the partitions.
@@ -278,6 +292,7 @@ pub fn simulate(trace: &[TraceJob], cfg: &SimConfig) -> SimResult {
             ready_at,
             leaving: false,
             running: Vec::new(),
+            settling: Vec::new(),
         }
     };
     let shared = cfg.queue == QueueModel::Shared;
@@ -288,6 +303,7 @@ pub fn simulate(trace: &[TraceJob], cfg: &SimConfig) -> SimResult {
     };
     let ready_secs = cfg.ready_secs.unwrap_or(p.startup_secs).max(0.0);
     let overhead = cfg.overhead_secs.max(0.0);
+    let handover = cfg.handover_secs.max(0.0);
     let mut workers: Vec<Worker> = (0..initial).map(|_| new_worker(0.0)).collect();
     // The shared queue is one partition that every worker reads.
     let mut partitions = if shared {
@@ -336,6 +352,9 @@ pub fn simulate(trace: &[TraceJob], cfg: &SimConfig) -> SimResult {
             for &(end, _) in &w.running {
                 next = next.min(end);
             }
+            for &free in &w.settling {
+                next = next.min(free);
+            }
         }
         if paused_until > t {
             next = next.min(paused_until);
@@ -346,9 +365,13 @@ pub fn simulate(trace: &[TraceJob], cfg: &SimConfig) -> SimResult {
 
         // Jobs end.
         for w in workers.iter_mut() {
+            w.settling.retain(|&free| free > t + EPS);
             let before = w.running.len();
             w.running.retain(|&(end, _)| end > t + EPS);
             let n = before - w.running.len();
+            if handover > EPS {
+                w.settling.extend(std::iter::repeat_n(t + handover, n));
+            }
             finished += n as u64;
             done += n;
         }
@@ -361,7 +384,7 @@ pub fn simulate(trace: &[TraceJob], cfg: &SimConfig) -> SimResult {
             next_arrival += 1;
         }
         // Leaving workers that are done go.
-        workers.retain(|w| !(w.leaving && w.running.is_empty()));
+        workers.retain(|w| !(w.leaving && w.busy() == 0));
         // Decisions.
         if t + EPS >= next_decision {
             let running: u64 = workers.iter().map(|w| w.running.len() as u64).sum();
@@ -447,7 +470,7 @@ pub fn simulate(trace: &[TraceJob], cfg: &SimConfig) -> SimResult {
         if t + EPS >= paused_until {
             for (slot_owner, parts) in assignment.iter() {
                 let w = &mut workers[*slot_owner];
-                while w.running.len() < slots {
+                while w.busy() < slots {
                     let pick = parts
                         .iter()
                         .filter_map(|&q| queues[q].front().map(|&j| (q, j)))
@@ -528,7 +551,7 @@ fn shrink(workers: &mut Vec<Worker>, mut n: usize, t: f64) {
         (
             if w.ready_at > t {
                 0
-            } else if w.running.is_empty() {
+            } else if w.busy() == 0 {
                 1
             } else {
                 2
@@ -541,7 +564,7 @@ fn shrink(workers: &mut Vec<Worker>, mut n: usize, t: f64) {
         if n == 0 {
             break;
         }
-        if workers[i].ready_at > t || workers[i].running.is_empty() {
+        if workers[i].ready_at > t || workers[i].busy() == 0 {
             remove.push(i);
         } else {
             workers[i].leaving = true;
@@ -646,20 +669,24 @@ mod tests {
             period_secs: 5.0,
             ..PolicyConfig::default()
         };
-        for (queue, overhead, last_wait) in [
-            (QueueModel::Partitioned, 0.0, 18.0),
-            (QueueModel::Partitioned, 0.5, 22.5),
-            (QueueModel::Shared, 0.5, 22.5),
+        // And a hand-over keeps the slot a while after each job's end.
+        for (queue, overhead, handover, last_wait) in [
+            (QueueModel::Partitioned, 0.0, 0.0, 18.0),
+            (QueueModel::Partitioned, 0.5, 0.0, 22.5),
+            (QueueModel::Shared, 0.5, 0.0, 22.5),
+            (QueueModel::Partitioned, 0.5, 0.3, 9.0 * 2.8),
+            (QueueModel::Shared, 0.0, 1.0, 27.0),
         ] {
             let cfg = SimConfig {
                 overhead_secs: overhead,
+                handover_secs: handover,
                 queue,
                 ..SimConfig::new(fixed.clone(), 3.0)
             };
             let r = simulate(&trace, &cfg);
             assert!(
                 (r.wait_max_secs - last_wait).abs() < 1e-6,
-                "{queue:?} {overhead}: {r:?}"
+                "{queue:?} {overhead} {handover}: {r:?}"
             );
         }
         // Decisions fall every period from the first one given.

@@ -119,6 +119,9 @@ pub struct Model {
     pub partitions: Option<u32>,
     /// Mean time a job held its worker beyond its own run.
     pub overhead_secs: f64,
+    /// Mean time from a job's end to its worker's next start, where that
+    /// next job was already waiting ([`handover`]).
+    pub handover_secs: f64,
     /// When the autoscaler's first decision fell after the first submit.
     pub first_decision_secs: Option<f64>,
     /// Start to first job of a new worker.
@@ -127,6 +130,43 @@ pub struct Model {
     pub ready_from: &'static str,
     pub rebalance_secs: f64,
     pub rebalance_from: &'static str,
+}
+
+/// The dead time between a worker's jobs: from a job's end (its
+/// `finished_at`) to the start of the worker's next job, where that job was
+/// already waiting when the first ended (so the worker, not the load, was
+/// the wait). On each worker, each start is paired with the latest end
+/// before it that no other start has taken: exact for workers of one slot,
+/// the shortest gaps for workers of several. 0 where no job waited so.
+fn handover(rows: &[JobRow]) -> f64 {
+    let mut by_worker: BTreeMap<&str, Vec<&JobRow>> = BTreeMap::new();
+    for r in rows {
+        if let (Some(w), Some(_), Some(_)) = (&r.worker, r.started_at, r.finished_at) {
+            by_worker.entry(w).or_default().push(r);
+        }
+    }
+    let mut gaps = Vec::new();
+    for jobs in by_worker.values_mut() {
+        jobs.sort_by_key(|r| r.started_at);
+        let mut ends: Vec<DateTime<Utc>> = jobs.iter().filter_map(|r| r.finished_at).collect();
+        ends.sort();
+        let mut taken = vec![false; ends.len()];
+        for r in jobs.iter() {
+            let Some(start) = r.started_at else { continue };
+            let free = (0..ends.len())
+                .rev()
+                .find(|&k| !taken[k] && ends[k] <= start && r.submitted_at <= ends[k]);
+            if let Some(k) = free {
+                taken[k] = true;
+                gaps.push((start - ends[k]).num_milliseconds() as f64 / 1000.0);
+            }
+        }
+    }
+    if gaps.is_empty() {
+        0.0
+    } else {
+        gaps.iter().sum::<f64>() / gaps.len() as f64
+    }
 }
 
 /// A histogram's mean from its `_sum` and `_count`, if it has samples.
@@ -167,6 +207,7 @@ fn measure(
     } else {
         overheads.iter().sum::<f64>() / overheads.len() as f64
     };
+    let handover_secs = handover(&run.rows);
     // Decisions fall every period from the autoscaler's own start.
     let first_decision_secs = run.first_decision.map(|at| {
         let since = (at - run.started).num_milliseconds() as f64 / 1000.0;
@@ -192,6 +233,7 @@ fn measure(
         queue,
         partitions,
         overhead_secs,
+        handover_secs,
         first_decision_secs,
         ready_secs,
         ready_from,
@@ -204,6 +246,7 @@ impl Model {
     fn sim_config(&self, policy: kumulus_autoscaler::policy::PolicyConfig) -> SimConfig {
         SimConfig {
             overhead_secs: self.overhead_secs,
+            handover_secs: self.handover_secs,
             queue: self.queue,
             partitions: self.partitions,
             first_decision_secs: self.first_decision_secs,
@@ -654,12 +697,13 @@ fn markdown(r: &Report) -> String {
     );
     let m = &r.model;
     md.push_str(&format!(
-        "The simulator modelled what this run measured: a {} queue, {:.2} s of overhead per job, the first decision {} s in, new workers ready in {:.1} s ({}), rebalances of {:.1} s ({}).\n\n",
+        "The simulator modelled what this run measured: a {} queue, {:.2} s of overhead per job, {:.2} s of hand-over between a worker's jobs, the first decision {} s in, new workers ready in {:.1} s ({}), rebalances of {:.1} s ({}).\n\n",
         match m.queue {
             QueueModel::Shared => "shared",
             QueueModel::Partitioned => "partitioned",
         },
         m.overhead_secs,
+        m.handover_secs,
         m.first_decision_secs
             .map_or("one period".to_string(), |s| format!("{s:.1}")),
         m.ready_secs,
@@ -790,6 +834,54 @@ mod tests {
         let both = format!("{text}kumulus_workers_current 2\n");
         assert_eq!(parse_seen(&both, 1.0).unwrap().workers, 2);
         assert!(parse_seen("kumulus_queue_waiting 1\n", 0.0).is_none());
+    }
+
+    #[test]
+    fn the_hand_over_is_the_gap_to_a_waiting_next_job() {
+        let t0: DateTime<Utc> = "2026-01-01T00:00:00Z".parse().unwrap();
+        let at = |s: f64| t0 + chrono::Duration::milliseconds((s * 1000.0) as i64);
+        // (worker, submitted, started, finished)
+        let job = |w: &str, sub: f64, start: f64, end: f64| JobRow {
+            id: "j".into(),
+            submitted_at: at(sub),
+            started_at: Some(at(start)),
+            finished_at: Some(at(end)),
+            state: JobState::Succeeded,
+            worker: Some(w.into()),
+            elapsed_secs: None,
+            asked_secs: 1.0,
+        };
+        for (rows, want) in [
+            // One slot: the second job waited from 0.5 s; 0.4 s from the
+            // first's end to its start.
+            (vec![job("a", 0.0, 0.0, 1.0), job("a", 0.5, 1.4, 2.4)], 0.4),
+            // The next job came after the end: the worker idled, no hand-over.
+            (vec![job("a", 0.0, 0.0, 1.0), job("a", 3.0, 3.1, 4.0)], 0.0),
+            // Two workers are not one: b's start follows none of a's ends.
+            (vec![job("a", 0.0, 0.0, 1.0), job("b", 0.5, 1.2, 2.0)], 0.0),
+            // Two slots on one worker: each end is taken once, the latest
+            // first (0.2 s and 0.6 s).
+            (
+                vec![
+                    job("a", 0.0, 0.0, 1.0),
+                    job("a", 0.0, 0.0, 1.2),
+                    job("a", 0.1, 1.4, 2.0),
+                    job("a", 0.1, 1.6, 2.0),
+                ],
+                0.4,
+            ),
+            // No worker named (an older report): nothing measured.
+            (
+                vec![JobRow {
+                    worker: None,
+                    ..job("a", 0.0, 0.0, 1.0)
+                }],
+                0.0,
+            ),
+        ] {
+            let got = handover(&rows);
+            assert!((got - want).abs() < 1e-9, "{got} != {want}");
+        }
     }
 
     #[test]

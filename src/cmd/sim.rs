@@ -151,6 +151,11 @@ pub struct ModelArgs {
     /// Seconds a job holds its slot beyond its run (clone, sandbox, files).
     #[arg(long, default_value_t = 0.0)]
     pub overhead_secs: f64,
+    /// Seconds a slot stays taken after a job's end before its next job
+    /// starts (the final event, the next job's fetch); not in the run times
+    /// the policy reads.
+    #[arg(long, default_value_t = 0.0)]
+    pub handover_secs: f64,
     /// When the first decision falls, from the trace's start (default: one
     /// period in).
     #[arg(long)]
@@ -173,6 +178,7 @@ impl ModelArgs {
         };
         Ok(SimConfig {
             overhead_secs: non_negative(self.overhead_secs, "overhead-secs")?,
+            handover_secs: non_negative(self.handover_secs, "handover-secs")?,
             queue: self.queue,
             placement: self.placement,
             first_decision_secs: self

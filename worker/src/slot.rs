@@ -349,33 +349,31 @@ async fn handle(shared: &Shared, delivery: Delivery, shutdown: &CancellationToke
             false
         }
     };
-    let beating = CancellationToken::new();
     let renewed = Arc::new(Mutex::new(Instant::now()));
-    let heart = tokio::spawn(heartbeats(
-        shared.status.clone(),
-        job.clone(),
-        shared.id.clone(),
-        shared.leases,
+    let heart = Heart::start(
+        shared,
+        job,
         Lease {
             token: token.clone(),
             fenced: fenced.clone(),
             renewed: renewed.clone(),
         },
-        beating.clone(),
-    ));
+    );
 
-    let run = run_job(job, &shared.settings, &token);
-    tokio::pin!(run);
-    let ran = tokio::select! {
-        r = &mut run => Some(r),
-        _ = shutdown.cancelled() => {
-            match tokio::time::timeout(shared.shutdown_grace, &mut run).await {
-                Ok(r) => Some(r),
-                Err(_) => {
-                    tracing::info!("shutting down: stopping the job and handing it back");
-                    token.cancel();
-                    let _ = run.await;
-                    None
+    let ran = {
+        let run = run_job(job, &shared.settings, &token);
+        tokio::pin!(run);
+        tokio::select! {
+            r = &mut run => Some(r),
+            _ = shutdown.cancelled() => {
+                match tokio::time::timeout(shared.shutdown_grace, &mut run).await {
+                    Ok(r) => Some(r),
+                    Err(_) => {
+                        tracing::info!("shutting down: stopping the job and handing it back");
+                        token.cancel();
+                        let _ = run.await;
+                        None
+                    }
                 }
             }
         }
@@ -383,12 +381,8 @@ async fn handle(shared: &Shared, delivery: Delivery, shutdown: &CancellationToke
     shared.running.unregister(job.id);
     // The lease is kept until the job's end is reported: storing its files
     // can take longer than a lease, and the attempt is alive meanwhile.
-    let stop_beating = || async {
-        beating.cancel();
-        let _ = heart.await;
-    };
     let Some((result, dir)) = ran else {
-        stop_beating().await;
+        heart.stop().await;
         if let_go {
             hand_back(shared, &delivery).await;
         } else {
@@ -407,7 +401,7 @@ async fn handle(shared: &Shared, delivery: Delivery, shutdown: &CancellationToke
     }
     if fenced.load(Ordering::SeqCst) {
         // Another attempt owns the job now: this one leaves no trace.
-        stop_beating().await;
+        heart.stop().await;
         tracing::warn!("the attempt was superseded (its lease ran out): stopped, nothing reported");
         ack(shared, &delivery).await;
         return;
@@ -435,7 +429,7 @@ async fn handle(shared: &Shared, delivery: Delivery, shutdown: &CancellationToke
     if fenced.load(Ordering::SeqCst) {
         // The lease ran out while the files were stored (the worker was
         // paused): another attempt may own the job now.
-        stop_beating().await;
+        heart.stop().await;
         tracing::warn!("the attempt was superseded while its files were stored: nothing reported");
         ack(shared, &delivery).await;
         return;
@@ -446,7 +440,7 @@ async fn handle(shared: &Shared, delivery: Delivery, shutdown: &CancellationToke
             .unwrap_or_else(|| "infrastructure failure".into());
         let retried = retry(shared, &delivery, reason).await;
         if retried {
-            stop_beating().await;
+            heart.stop().await;
             return;
         }
     }
@@ -465,12 +459,35 @@ async fn handle(shared: &Shared, delivery: Delivery, shutdown: &CancellationToke
     };
     tracing::info!(state = %outcome.state, exit_code = ?outcome.exit_code, "job ended");
     finish(shared, &delivery, outcome).await;
-    stop_beating().await;
+    heart.stop().await;
 }
 
-/// Renews the lease on `job` every heartbeat until `stop`. A lease that ran
-/// out (the worker was paused, or could not renew it for that long) may be
-/// another attempt's by now: the job is fenced and stopped.
+/// The task renewing a running job's lease.
+struct Heart {
+    stop: CancellationToken,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl Heart {
+    fn start(shared: &Shared, job: &QueuedJob, lease: Lease) -> Self {
+        let stop = CancellationToken::new();
+        let task = tokio::spawn(heartbeats(
+            shared.status.clone(),
+            job.clone(),
+            shared.id.clone(),
+            shared.leases,
+            lease,
+            stop.clone(),
+        ));
+        Self { stop, task }
+    }
+
+    async fn stop(self) {
+        self.stop.cancel();
+        let _ = self.task.await;
+    }
+}
+
 /// A running job's hold on its lease.
 struct Lease {
     token: CancellationToken,
@@ -479,6 +496,9 @@ struct Lease {
     renewed: Arc<Mutex<Instant>>,
 }
 
+/// Renews the lease on `job` every heartbeat until `stop`. A lease that ran
+/// out (the worker was paused, or could not renew it for that long) may be
+/// another attempt's by now: the job is fenced and stopped.
 async fn heartbeats(
     status: Arc<dyn StatusBus>,
     job: QueuedJob,

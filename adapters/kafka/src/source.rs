@@ -1,9 +1,10 @@
 //! The workers' side of `jobs-queue`: one consumer in the workers' group,
-//! owned by a pump task. Jobs are handed out only while a slot asks for one;
-//! otherwise the assigned partitions are paused and the pump keeps polling,
-//! so a job longer than `max.poll.interval.ms` never gets the worker thrown
-//! out of its group. Offsets are committed by hand, after a job's final
-//! status is published, and never past a job still in flight.
+//! owned by a pump task. It reads one job ahead on each partition
+//! ([`read_ahead_split`]) and hands out the oldest when a slot asks. A
+//! partition holding a job read ahead is paused, and the pump keeps
+//! polling, so a job longer than `max.poll.interval.ms` never gets the
+//! worker thrown out of its group. Offsets are committed by hand, after a
+//! job's start is published, and never past a job still in flight.
 
 use async_trait::async_trait;
 use rdkafka::client::ClientContext;
@@ -11,7 +12,7 @@ use rdkafka::consumer::{
     BaseConsumer, CommitMode, Consumer, ConsumerContext, Rebalance, StreamConsumer,
 };
 use rdkafka::{Message, Offset, TopicPartitionList};
-use std::collections::{BTreeSet, HashMap};
+use std::collections::{BTreeSet, HashMap, VecDeque};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -37,6 +38,8 @@ struct PauseClock {
     revoked_at: Option<Instant>,
     /// The last pause, not yet reported.
     unreported: Option<f64>,
+    /// Assignments so far (a rebalance may reset what was paused).
+    assignments: u64,
 }
 
 impl PauseClock {
@@ -45,6 +48,7 @@ impl PauseClock {
     }
 
     fn assigned(&mut self, now: Instant) {
+        self.assignments += 1;
         if let Some(at) = self.revoked_at.take() {
             self.unreported = Some(now.duration_since(at).as_secs_f64());
         }
@@ -132,9 +136,9 @@ impl KafkaJobSource {
             wake: wake.clone(),
             in_flight: HashMap::new(),
             pauses: pauses.clone(),
-            paused: false,
-            resumed: Vec::new(),
+            resumed: None,
             rejoin: Rejoin::new(session),
+            pending: VecDeque::new(),
         };
         tokio::spawn(pump.run(jobs_tx, cmd_rx, stop.clone(), done_tx));
         Ok(Self {
@@ -186,6 +190,10 @@ fn group_member(
             (cfg.session_timeout_ms * 2).to_string(),
         )
         .set("partition.assignment.strategy", "roundrobin")
+        // A fetch waiting for new jobs is answered within this long on a
+        // broker that does not answer it as soon as a job lands (librdkafka
+        // waits up to 500 ms by default).
+        .set("fetch.wait.max.ms", "100")
         .set("topic.metadata.refresh.interval.ms", "5000")
         .create_with_context(GroupLog {
             group: cfg.worker_group.clone(),
@@ -214,9 +222,10 @@ impl JobSource for KafkaJobSource {
         self.wake.notify_one();
         let _waiting = Waiting(self.demand.clone());
         let mut jobs = self.jobs.lock().await;
-        jobs.recv()
-            .await
-            .ok_or_else(|| unavailable("the job consumer has stopped"))
+        let job = jobs.recv().await;
+        // The pump reads the next one ahead now.
+        self.wake.notify_one();
+        job.ok_or_else(|| unavailable("the job consumer has stopped"))
     }
 
     async fn ack(&self, delivery: &Delivery) -> PortResult<()> {
@@ -367,6 +376,29 @@ fn leave(consumer: StreamConsumer<GroupLog>) -> tokio::task::JoinHandle<()> {
     })
 }
 
+/// Which assigned partitions to pause and which to read on: a worker
+/// reads one job ahead on each of its partitions, and pauses a partition
+/// while its job read ahead waits for a slot. When a slot frees, the next
+/// job is already here, not one fetch away (a resumed partition is fetched
+/// anew, since pausing drops what the client had read ahead); and the slot
+/// can take the oldest of them ([`oldest`]), as it would from one queue. A
+/// job read ahead waits on this worker, but it would wait on it anyway:
+/// its partition has this one owner.
+fn read_ahead_split(assigned: &[i32], holding: &BTreeSet<i32>) -> (Vec<i32>, Vec<i32>) {
+    assigned.iter().partition(|p| holding.contains(p))
+}
+
+/// The job read ahead to hand out first: the one submitted first (a
+/// partition's own jobs come in order), so that no partition of a busy
+/// worker starves behind another.
+fn oldest(pending: &VecDeque<(i32, Delivery)>) -> Option<usize> {
+    pending
+        .iter()
+        .enumerate()
+        .min_by_key(|(i, (_, d))| (d.job.submitted_at, *i))
+        .map(|(i, _)| i)
+}
+
 struct Pump {
     consumer: StreamConsumer<GroupLog>,
     cfg: KafkaConfig,
@@ -374,10 +406,12 @@ struct Pump {
     wake: Arc<tokio::sync::Notify>,
     in_flight: HashMap<i32, PartitionState>,
     pauses: Arc<std::sync::Mutex<PauseClock>>,
-    paused: bool,
-    /// The assignment last resumed.
-    resumed: Vec<i32>,
+    /// The partitions last resumed, and after which assignment.
+    resumed: Option<(Vec<i32>, u64)>,
     rejoin: Rejoin,
+    /// Jobs read ahead that no slot has asked for yet (see
+    /// [`read_ahead`]), with their partitions.
+    pending: VecDeque<(i32, Delivery)>,
 }
 
 impl Pump {
@@ -391,8 +425,10 @@ impl Pump {
         let mut tick = tokio::time::interval(Duration::from_millis(500));
         let wake = self.wake.clone();
         loop {
-            let wanted = self.demand.load(Ordering::SeqCst) > 0;
-            self.set_paused(!wanted);
+            if self.demand.load(Ordering::SeqCst) > 0 && !self.hand_over(&jobs) {
+                break;
+            }
+            self.read_ahead();
             tokio::select! {
                 biased;
                 _ = stop.cancelled() => break,
@@ -406,10 +442,9 @@ impl Pump {
                         match m.payload().map(serde_json::from_slice::<QueuedJob>) {
                             Some(Ok(job)) => {
                                 self.in_flight.entry(partition).or_default().in_flight.insert(offset);
-                                let delivery = Delivery { job, handle: format!("{partition}:{offset}") };
-                                if jobs.send(delivery).await.is_err() {
-                                    break;
-                                }
+                                // Handed to a slot at the loop's top, now or
+                                // as soon as one is free.
+                                self.pending.push_back((partition, Delivery { job, handle: format!("{partition}:{offset}") }));
                             }
                             _ => {
                                 tracing::warn!(partition, offset, "skipping a message that is not a job");
@@ -474,8 +509,12 @@ impl Pump {
         match group_member(&self.cfg, self.pauses.clone()) {
             Ok(fresh) => {
                 let old = std::mem::replace(&mut self.consumer, fresh);
-                self.resumed.clear();
-                self.paused = false;
+                self.resumed = None;
+                // The new member reads from the group's commits: what the
+                // old one held comes again, maybe to another worker.
+                for (partition, d) in std::mem::take(&mut self.pending) {
+                    self.forget(partition, &d);
+                }
                 // Leaving may wait on the wedged join: not awaited.
                 drop(leave(old));
             }
@@ -485,33 +524,99 @@ impl Pump {
         }
     }
 
-    /// Pauses the assigned partitions while no slot is free, and resumes
-    /// them when one is. librdkafka keeps a partition's pause across a
-    /// rebalance that revokes and assigns it again, so a new assignment is
-    /// resumed explicitly, whatever was paused before.
-    fn set_paused(&mut self, pause: bool) {
-        let Ok(assignment) = self.consumer.assignment() else {
-            return;
+    /// Gives the oldest pending job to the slot that waits, unless its
+    /// partition has moved to another member meanwhile (that member reads
+    /// it from the last commit; this one forgets it). False when the worker
+    /// has stopped taking jobs.
+    fn hand_over(&mut self, jobs: &mpsc::Sender<Delivery>) -> bool {
+        if self.pending.is_empty() {
+            return true;
+        }
+        let owned: BTreeSet<i32> = self.assigned().into_iter().collect();
+        for (p, d) in std::mem::take(&mut self.pending) {
+            if owned.contains(&p) {
+                self.pending.push_back((p, d));
+            } else {
+                tracing::debug!(
+                    partition = p,
+                    "a job read ahead is on a partition moved elsewhere: left to its new owner"
+                );
+                self.forget(p, &d);
+            }
+        }
+        let Some(first) = oldest(&self.pending) else {
+            return true;
         };
-        let parts: Vec<i32> = assignment
-            .elements()
-            .iter()
-            .map(|e| e.partition())
-            .collect();
+        match jobs.try_reserve() {
+            Ok(permit) => {
+                if let Some((_, d)) = self.pending.remove(first) {
+                    permit.send(d);
+                }
+                true
+            }
+            // The slot has not taken the last one yet: it wakes the pump
+            // when it does.
+            Err(mpsc::error::TrySendError::Full(())) => true,
+            Err(mpsc::error::TrySendError::Closed(())) => false,
+        }
+    }
+
+    /// This member's partitions of the jobs topic.
+    fn assigned(&self) -> Vec<i32> {
+        self.consumer
+            .assignment()
+            .map(|a| {
+                a.elements()
+                    .iter()
+                    .filter(|e| e.topic() == self.cfg.jobs_topic)
+                    .map(|e| e.partition())
+                    .collect()
+            })
+            .unwrap_or_default()
+    }
+
+    /// Drops a job this member will not hand out: its offset no longer
+    /// holds the partition's commit back.
+    fn forget(&mut self, partition: i32, delivery: &Delivery) {
+        if let (Some(st), Ok((_, offset))) = (
+            self.in_flight.get_mut(&partition),
+            KafkaJobSource::handle(delivery),
+        ) {
+            st.in_flight.remove(&offset);
+        }
+    }
+
+    /// Pauses the partitions holding a job read ahead and reads on from the
+    /// others ([`read_ahead_split`]). Partitions assigned by a rebalance may
+    /// start unpaused, so the pauses are made each time; librdkafka keeps a
+    /// partition's pause across a rebalance that revokes and assigns it
+    /// again, so the others are resumed again after each assignment.
+    fn read_ahead(&mut self) {
+        let parts = self.assigned();
         if parts.is_empty() {
             return;
         }
-        if pause {
-            // Partitions assigned by a rebalance may start unpaused: pause each time.
-            let _ = self.consumer.pause(&assignment);
-        } else if (self.paused || parts != self.resumed)
-            && self.consumer.resume(&assignment).is_ok()
-        {
-            self.resumed = parts;
+        let holding: BTreeSet<i32> = self.pending.iter().map(|(p, _)| *p).collect();
+        let (pause, read) = read_ahead_split(&parts, &holding);
+        let list = |ps: &[i32]| {
+            let mut tpl = TopicPartitionList::new();
+            for &p in ps {
+                tpl.add_partition(&self.cfg.jobs_topic, p);
+            }
+            tpl
+        };
+        if !pause.is_empty() {
+            let _ = self.consumer.pause(&list(&pause));
         }
-        self.paused = pause;
-        if pause {
-            self.resumed.clear();
+        let generation = self.pauses.lock().map(|p| p.assignments).unwrap_or(0);
+        let now = Some((read, generation));
+        if now != self.resumed {
+            if let Some((read, _)) = &now {
+                if !read.is_empty() && self.consumer.resume(&list(read)).is_err() {
+                    return;
+                }
+            }
+            self.resumed = now;
         }
     }
 
@@ -610,6 +715,59 @@ mod tests {
             r.looked(later, t0 + s(200 + 20 * i));
         }
         assert_eq!(r.wait, MAX_REJOIN_WAIT);
+    }
+
+    #[test]
+    fn a_worker_reads_one_job_ahead_on_each_partition() {
+        use super::read_ahead_split;
+        use std::collections::BTreeSet;
+        // (assigned, partitions holding a job read ahead) -> (paused, read on)
+        for (assigned, holding, paused, read) in [
+            (vec![0, 4, 8], vec![], vec![], vec![0, 4, 8]),
+            (vec![0, 4, 8], vec![4], vec![4], vec![0, 8]),
+            (vec![0, 4, 8], vec![0, 4, 8], vec![0, 4, 8], vec![]),
+            // A job read ahead on a partition moved away pauses nothing.
+            (vec![0, 8], vec![4], vec![], vec![0, 8]),
+        ] {
+            let holding: BTreeSet<i32> = holding.into_iter().collect();
+            assert_eq!(read_ahead_split(&assigned, &holding), (paused, read));
+        }
+    }
+
+    #[test]
+    fn the_oldest_job_read_ahead_goes_first() {
+        use super::{oldest, Delivery};
+        use kumulus_core::job::{JobId, QueuedJob};
+        let t0: chrono::DateTime<chrono::Utc> = "2026-01-01T00:00:00Z".parse().unwrap();
+        let job = |partition: i32, secs: i64| {
+            let job = QueuedJob {
+                id: JobId::new(),
+                owner: "ana".into(),
+                url: "https://example.com/r.git".into(),
+                args: Vec::new(),
+                config: None,
+                timeout_secs: 60,
+                limits: Default::default(),
+                submitted_at: t0 + chrono::Duration::seconds(secs),
+                attempt: 1,
+                not_before: None,
+                partition: None,
+            };
+            (
+                partition,
+                Delivery {
+                    job,
+                    handle: format!("{partition}:0"),
+                },
+            )
+        };
+        assert_eq!(oldest(&Default::default()), None);
+        // Partition 0 keeps a backlog of newer jobs; 4's waits longest.
+        let pending = [job(0, 30), job(4, 10), job(8, 20)].into_iter().collect();
+        assert_eq!(oldest(&pending), Some(1));
+        // Ties go in the order read.
+        let pending = [job(0, 10), job(4, 10)].into_iter().collect();
+        assert_eq!(oldest(&pending), Some(0));
     }
 
     #[test]
