@@ -721,6 +721,25 @@ async fn every_dashboard_query_returns_data_from_a_loaded_cluster() {
     let repo = Repo::node("setTimeout(() => console.log('done'), 2000);");
     let queries = common::dashboard_queries();
     assert!(queries.len() >= 15, "{queries:?}");
+    // The first worker joins before the load starts, as a running
+    // cluster's would have: the load then grows the group, and its
+    // rebalances are measured. (Loaded from the start, the pool may go
+    // from none to its maximum at once, in one join and no rebalance.)
+    let joined = Instant::now() + Duration::from_secs(120);
+    let assigned = || {
+        std::fs::read_dir(logs.path())
+            .into_iter()
+            .flatten()
+            .flatten()
+            .any(|f| {
+                std::fs::read_to_string(f.path())
+                    .is_ok_and(|log| log.contains("partitions assigned"))
+            })
+    };
+    while !assigned() {
+        assert!(Instant::now() < joined, "no worker joined the group");
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
     // Waves of jobs keep the cluster loaded (and scaling) until every
     // query has answered with a number, or the deadline.
     let deadline = Instant::now() + Duration::from_secs(240);
