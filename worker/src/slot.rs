@@ -349,31 +349,33 @@ async fn handle(shared: &Shared, delivery: Delivery, shutdown: &CancellationToke
             false
         }
     };
+    let beating = CancellationToken::new();
     let renewed = Arc::new(Mutex::new(Instant::now()));
-    let heart = Heart::start(
-        shared,
-        job,
+    let heart = tokio::spawn(heartbeats(
+        shared.status.clone(),
+        job.clone(),
+        shared.id.clone(),
+        shared.leases,
         Lease {
             token: token.clone(),
             fenced: fenced.clone(),
             renewed: renewed.clone(),
         },
-    );
+        beating.clone(),
+    ));
 
-    let ran = {
-        let run = run_job(job, &shared.settings, &token);
-        tokio::pin!(run);
-        tokio::select! {
-            r = &mut run => Some(r),
-            _ = shutdown.cancelled() => {
-                match tokio::time::timeout(shared.shutdown_grace, &mut run).await {
-                    Ok(r) => Some(r),
-                    Err(_) => {
-                        tracing::info!("shutting down: stopping the job and handing it back");
-                        token.cancel();
-                        let _ = run.await;
-                        None
-                    }
+    let run = run_job(job, &shared.settings, &token);
+    tokio::pin!(run);
+    let ran = tokio::select! {
+        r = &mut run => Some(r),
+        _ = shutdown.cancelled() => {
+            match tokio::time::timeout(shared.shutdown_grace, &mut run).await {
+                Ok(r) => Some(r),
+                Err(_) => {
+                    tracing::info!("shutting down: stopping the job and handing it back");
+                    token.cancel();
+                    let _ = run.await;
+                    None
                 }
             }
         }
@@ -381,8 +383,12 @@ async fn handle(shared: &Shared, delivery: Delivery, shutdown: &CancellationToke
     shared.running.unregister(job.id);
     // The lease is kept until the job's end is reported: storing its files
     // can take longer than a lease, and the attempt is alive meanwhile.
+    let stop_beating = || async {
+        beating.cancel();
+        let _ = heart.await;
+    };
     let Some((result, dir)) = ran else {
-        heart.stop().await;
+        stop_beating().await;
         if let_go {
             hand_back(shared, &delivery).await;
         } else {
@@ -401,7 +407,7 @@ async fn handle(shared: &Shared, delivery: Delivery, shutdown: &CancellationToke
     }
     if fenced.load(Ordering::SeqCst) {
         // Another attempt owns the job now: this one leaves no trace.
-        heart.stop().await;
+        stop_beating().await;
         tracing::warn!("the attempt was superseded (its lease ran out): stopped, nothing reported");
         ack(shared, &delivery).await;
         return;
@@ -429,7 +435,7 @@ async fn handle(shared: &Shared, delivery: Delivery, shutdown: &CancellationToke
     if fenced.load(Ordering::SeqCst) {
         // The lease ran out while the files were stored (the worker was
         // paused): another attempt may own the job now.
-        heart.stop().await;
+        stop_beating().await;
         tracing::warn!("the attempt was superseded while its files were stored: nothing reported");
         ack(shared, &delivery).await;
         return;
@@ -440,7 +446,7 @@ async fn handle(shared: &Shared, delivery: Delivery, shutdown: &CancellationToke
             .unwrap_or_else(|| "infrastructure failure".into());
         let retried = retry(shared, &delivery, reason).await;
         if retried {
-            heart.stop().await;
+            stop_beating().await;
             return;
         }
     }
@@ -459,33 +465,7 @@ async fn handle(shared: &Shared, delivery: Delivery, shutdown: &CancellationToke
     };
     tracing::info!(state = %outcome.state, exit_code = ?outcome.exit_code, "job ended");
     finish(shared, &delivery, outcome).await;
-    heart.stop().await;
-}
-
-/// The task renewing a running job's lease.
-struct Heart {
-    stop: CancellationToken,
-    task: tokio::task::JoinHandle<()>,
-}
-
-impl Heart {
-    fn start(shared: &Shared, job: &QueuedJob, lease: Lease) -> Self {
-        let stop = CancellationToken::new();
-        let task = tokio::spawn(heartbeats(
-            shared.status.clone(),
-            job.clone(),
-            shared.id.clone(),
-            shared.leases,
-            lease,
-            stop.clone(),
-        ));
-        Self { stop, task }
-    }
-
-    async fn stop(self) {
-        self.stop.cancel();
-        let _ = self.task.await;
-    }
+    stop_beating().await;
 }
 
 /// A running job's hold on its lease.

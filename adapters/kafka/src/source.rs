@@ -391,11 +391,12 @@ fn read_ahead_split(assigned: &[i32], holding: &BTreeSet<i32>) -> (Vec<i32>, Vec
 /// The job read ahead to hand out first: the one submitted first (a
 /// partition's own jobs come in order), so that no partition of a busy
 /// worker starves behind another.
-fn oldest(pending: &VecDeque<(i32, Delivery)>) -> Option<usize> {
-    pending
-        .iter()
+fn oldest<T: Ord>(submitted: impl IntoIterator<Item = T>) -> Option<usize> {
+    submitted
+        .into_iter()
         .enumerate()
-        .min_by_key(|(i, (_, d))| (d.job.submitted_at, *i))
+        // The first of equals: the one read first.
+        .min_by(|(_, a), (_, b)| a.cmp(b))
         .map(|(i, _)| i)
 }
 
@@ -425,10 +426,11 @@ impl Pump {
         let mut tick = tokio::time::interval(Duration::from_millis(500));
         let wake = self.wake.clone();
         loop {
-            if self.demand.load(Ordering::SeqCst) > 0 && !self.hand_over(&jobs) {
+            let assigned = self.assigned();
+            if self.demand.load(Ordering::SeqCst) > 0 && !self.hand_over(&jobs, &assigned) {
                 break;
             }
-            self.read_ahead();
+            self.read_ahead(&assigned);
             tokio::select! {
                 biased;
                 _ = stop.cancelled() => break,
@@ -528,13 +530,9 @@ impl Pump {
     /// partition has moved to another member meanwhile (that member reads
     /// it from the last commit; this one forgets it). False when the worker
     /// has stopped taking jobs.
-    fn hand_over(&mut self, jobs: &mpsc::Sender<Delivery>) -> bool {
-        if self.pending.is_empty() {
-            return true;
-        }
-        let owned: BTreeSet<i32> = self.assigned().into_iter().collect();
+    fn hand_over(&mut self, jobs: &mpsc::Sender<Delivery>, assigned: &[i32]) -> bool {
         for (p, d) in std::mem::take(&mut self.pending) {
-            if owned.contains(&p) {
+            if assigned.contains(&p) {
                 self.pending.push_back((p, d));
             } else {
                 tracing::debug!(
@@ -544,7 +542,7 @@ impl Pump {
                 self.forget(p, &d);
             }
         }
-        let Some(first) = oldest(&self.pending) else {
+        let Some(first) = oldest(self.pending.iter().map(|(_, d)| d.job.submitted_at)) else {
             return true;
         };
         match jobs.try_reserve() {
@@ -591,13 +589,12 @@ impl Pump {
     /// start unpaused, so the pauses are made each time; librdkafka keeps a
     /// partition's pause across a rebalance that revokes and assigns it
     /// again, so the others are resumed again after each assignment.
-    fn read_ahead(&mut self) {
-        let parts = self.assigned();
-        if parts.is_empty() {
+    fn read_ahead(&mut self, assigned: &[i32]) {
+        if assigned.is_empty() {
             return;
         }
         let holding: BTreeSet<i32> = self.pending.iter().map(|(p, _)| *p).collect();
-        let (pause, read) = read_ahead_split(&parts, &holding);
+        let (pause, read) = read_ahead_split(assigned, &holding);
         let list = |ps: &[i32]| {
             let mut tpl = TopicPartitionList::new();
             for &p in ps {
@@ -736,38 +733,14 @@ mod tests {
 
     #[test]
     fn the_oldest_job_read_ahead_goes_first() {
-        use super::{oldest, Delivery};
-        use kumulus_core::job::{JobId, QueuedJob};
-        let t0: chrono::DateTime<chrono::Utc> = "2026-01-01T00:00:00Z".parse().unwrap();
-        let job = |partition: i32, secs: i64| {
-            let job = QueuedJob {
-                id: JobId::new(),
-                owner: "ana".into(),
-                url: "https://example.com/r.git".into(),
-                args: Vec::new(),
-                config: None,
-                timeout_secs: 60,
-                limits: Default::default(),
-                submitted_at: t0 + chrono::Duration::seconds(secs),
-                attempt: 1,
-                not_before: None,
-                partition: None,
-            };
-            (
-                partition,
-                Delivery {
-                    job,
-                    handle: format!("{partition}:0"),
-                },
-            )
-        };
-        assert_eq!(oldest(&Default::default()), None);
+        use super::oldest;
+        assert_eq!(oldest(Vec::<i64>::new()), None);
+        // (submitted at, in the order read) -> the one handed out.
         // Partition 0 keeps a backlog of newer jobs; 4's waits longest.
-        let pending = [job(0, 30), job(4, 10), job(8, 20)].into_iter().collect();
-        assert_eq!(oldest(&pending), Some(1));
+        assert_eq!(oldest([30, 10, 20]), Some(1));
         // Ties go in the order read.
-        let pending = [job(0, 10), job(4, 10)].into_iter().collect();
-        assert_eq!(oldest(&pending), Some(0));
+        assert_eq!(oldest([10, 10]), Some(0));
+        assert_eq!(oldest([20, 10, 10]), Some(1));
     }
 
     #[test]
