@@ -141,6 +141,34 @@ async fn a_sped_up_trace_is_reported_as_the_records_say_and_exports_for_the_simu
     let own_trace = std::fs::read_to_string(report.join("trace.csv")).unwrap();
     assert_eq!(own_trace.lines().count(), 11, "{own_trace}");
 
+    // The report's prediction replays from what it recorded (trace, speed,
+    // settings, measured model): `scripts/bench-resim.py` gets the same.
+    let resim = Command::new("python3")
+        .arg(concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/scripts/bench-resim.py"
+        ))
+        .arg(&report)
+        .env("KUMULUS_BENCH_BIN", bin())
+        .output()
+        .unwrap();
+    let table = String::from_utf8_lossy(&resim.stdout);
+    assert!(
+        resim.status.success(),
+        "{table}{}",
+        String::from_utf8_lossy(&resim.stderr)
+    );
+    let rows: Vec<Vec<&str>> = table
+        .lines()
+        .skip(2)
+        .map(|l| l.split('|').map(str::trim).collect())
+        .collect();
+    assert_eq!(rows.len(), 4, "{table}");
+    for row in rows {
+        // | report | figure | live | sim then | sim now | ratio |
+        assert_eq!(row[4], row[5], "{table}");
+    }
+
     // The store's history as a trace, through the simulator.
     let export = Command::new(bin())
         .args(["trace", "export", "--config"])

@@ -254,10 +254,18 @@ struct Worker {
     id: u64,
     ready_at: f64,
     leaving: bool,
-    /// (end time, partition) of the jobs it runs.
-    running: Vec<(f64, usize)>,
+    /// The jobs it runs.
+    running: Vec<Running>,
     /// When its slots whose jobs ended are free again (the hand-over).
     settling: Vec<f64>,
+}
+
+/// A job on its worker.
+struct Running {
+    end: f64,
+    partition: usize,
+    /// Its time on the worker, which the policy reads when it ends.
+    held_secs: f64,
 }
 
 impl Worker {
@@ -349,8 +357,8 @@ pub fn simulate(trace: &[TraceJob], cfg: &SimConfig) -> SimResult {
             if w.ready_at > t {
                 next = next.min(w.ready_at);
             }
-            for &(end, _) in &w.running {
-                next = next.min(end);
+            for r in &w.running {
+                next = next.min(r.end);
             }
             for &free in &w.settling {
                 next = next.min(free);
@@ -367,7 +375,15 @@ pub fn simulate(trace: &[TraceJob], cfg: &SimConfig) -> SimResult {
         for w in workers.iter_mut() {
             w.settling.retain(|&free| free > t + EPS);
             let before = w.running.len();
-            w.running.retain(|&(end, _)| end > t + EPS);
+            // The policy learns a run time when the job ends, as live,
+            // where it reads `elapsed_secs` from the final event.
+            w.running.retain(|r| {
+                let ends = r.end <= t + EPS;
+                if ends {
+                    finished_secs.push(r.held_secs);
+                }
+                !ends
+            });
             let n = before - w.running.len();
             if handover > EPS {
                 w.settling.extend(std::iter::repeat_n(t + handover, n));
@@ -375,7 +391,6 @@ pub fn simulate(trace: &[TraceJob], cfg: &SimConfig) -> SimResult {
             finished += n as u64;
             done += n;
         }
-        // (service times are known at start; record them as they end)
         // Arrivals.
         while next_arrival < trace.len() && trace[next_arrival].arrival_secs <= t + EPS {
             let q = placer.pick(next_arrival, partitions);
@@ -432,8 +447,8 @@ pub fn simulate(trace: &[TraceJob], cfg: &SimConfig) -> SimResult {
             let mut lag: Vec<u64> = queues.iter().map(|q| q.len() as u64).collect();
             lag.resize(partitions, 0);
             for w in &workers {
-                for &(_, q) in &w.running {
-                    lag[q] += 1;
+                for r in &w.running {
+                    lag[r.partition] += 1;
                 }
             }
             placer.refresh(lag, members.len());
@@ -481,9 +496,12 @@ pub fn simulate(trace: &[TraceJob], cfg: &SimConfig) -> SimResult {
                     services += 1;
                     // The run time the policy reads, as live: the job's
                     // time on its worker.
-                    finished_secs.push(trace[j].service_secs + overhead);
-                    w.running
-                        .push((t + (trace[j].service_secs + overhead).max(EPS), q));
+                    let held_secs = trace[j].service_secs + overhead;
+                    w.running.push(Running {
+                        end: t + held_secs.max(EPS),
+                        partition: q,
+                        held_secs,
+                    });
                 }
             }
         }
@@ -697,6 +715,39 @@ mod tests {
         let r = simulate(&trace, &cfg);
         let times: Vec<f64> = r.decisions.iter().map(|(t, _)| *t).take(3).collect();
         assert_eq!(times, [1.5, 6.5, 11.5]);
+    }
+
+    #[test]
+    fn the_policy_learns_a_run_time_when_its_job_ends_as_live() {
+        // One 100 s job: until it ends, the policy has no run time and
+        // assumes a period (5 s); from its end on, it knows 100 s.
+        let trace = [TraceJob {
+            arrival_secs: 0.0,
+            service_secs: 100.0,
+        }];
+        let r = simulate(&trace, &cfg(PolicyKind::Kumulus));
+        let reason_at = |at: f64| {
+            r.decisions
+                .iter()
+                .find(|(t, _)| (*t - at).abs() < 1e-6)
+                .map(|(_, d)| d.reason.clone())
+                .unwrap_or_else(|| panic!("no decision at {at}: {:?}", r.decisions))
+        };
+        assert!(
+            reason_at(5.0).contains("run time 5.00 s"),
+            "{}",
+            reason_at(5.0)
+        );
+        assert!(
+            reason_at(95.0).contains("run time 5.00 s"),
+            "{}",
+            reason_at(95.0)
+        );
+        assert!(
+            reason_at(100.0).contains("run time 100.00 s"),
+            "{}",
+            reason_at(100.0)
+        );
     }
 
     #[test]

@@ -130,6 +130,12 @@ pub struct Model {
     pub ready_from: &'static str,
     pub rebalance_secs: f64,
     pub rebalance_from: &'static str,
+    /// The start-up and rebalance times the live policy assumed at its last
+    /// decision (`kumulus_policy_*_seconds`): with `measured` settings, the
+    /// autoscaler's measures, not the configured fallback. The simulated
+    /// policy assumes the same. None: not exported (the settings given).
+    pub policy_startup_secs: Option<f64>,
+    pub policy_rebalance_secs: Option<f64>,
 }
 
 /// The dead time between a worker's jobs: from a job's end (its
@@ -239,11 +245,20 @@ fn measure(
         ready_from,
         rebalance_secs,
         rebalance_from,
+        policy_startup_secs: metric(last, "kumulus_policy_startup_seconds"),
+        policy_rebalance_secs: metric(last, "kumulus_policy_rebalance_seconds"),
     }
 }
 
 impl Model {
-    fn sim_config(&self, policy: kumulus_autoscaler::policy::PolicyConfig) -> SimConfig {
+    fn sim_config(&self, mut policy: kumulus_autoscaler::policy::PolicyConfig) -> SimConfig {
+        // The simulated policy assumes what the live one did.
+        if let Some(v) = self.policy_startup_secs {
+            policy.startup_secs = v;
+        }
+        if let Some(v) = self.policy_rebalance_secs {
+            policy.rebalance_secs = v;
+        }
         SimConfig {
             overhead_secs: self.overhead_secs,
             handover_secs: self.handover_secs,
@@ -697,7 +712,7 @@ fn markdown(r: &Report) -> String {
     );
     let m = &r.model;
     md.push_str(&format!(
-        "The simulator modelled what this run measured: a {} queue, {:.2} s of overhead per job, {:.2} s of hand-over between a worker's jobs, the first decision {} s in, new workers ready in {:.1} s ({}), rebalances of {:.1} s ({}).\n\n",
+        "The simulator modelled what this run measured: a {} queue, {:.2} s of overhead per job, {:.2} s of hand-over between a worker's jobs, the first decision {} s in, new workers ready in {:.1} s ({}), rebalances of {:.1} s ({}); its policy assumed a start-up of {} and a rebalance of {}, as the live one did at its last decision.\n\n",
         match m.queue {
             QueueModel::Shared => "shared",
             QueueModel::Partitioned => "partitioned",
@@ -709,7 +724,11 @@ fn markdown(r: &Report) -> String {
         m.ready_secs,
         m.ready_from,
         m.rebalance_secs,
-        m.rebalance_from
+        m.rebalance_from,
+        m.policy_startup_secs
+            .map_or(format!("{} s (the setting)", r.policy.startup_secs), |v| format!("{v:.1} s")),
+        m.policy_rebalance_secs
+            .map_or(format!("{} s (the setting)", r.policy.rebalance_secs), |v| format!("{v:.1} s")),
     ));
     md.push_str("| figure | live | simulated | live / sim |\n| --- | --- | --- | --- |\n");
     md.push_str(&row("jobs", r.live.jobs as f64, r.sim.jobs as f64, ""));
@@ -932,6 +951,25 @@ mod tests {
         assert_eq!(m.partitions, Some(8));
         assert_eq!((m.ready_secs, m.ready_from), (3.0, "measured"));
         assert_eq!((m.rebalance_secs, m.rebalance_from), (2.0, "measured"));
+        assert_eq!(
+            (m.policy_startup_secs, m.policy_rebalance_secs),
+            (None, None)
+        );
+        assert_eq!(m.sim_config(policy.clone()).policy.startup_secs, 10.0);
+        // The live policy used its measures: so does the simulated one.
+        run.last_metrics = Some(
+            "kumulus_kafka_partitions 8\nkumulus_policy_startup_seconds 2.5\nkumulus_policy_rebalance_seconds 1.5\n".into(),
+        );
+        let m = measure(&run, &policy, 3.0);
+        assert_eq!(
+            (m.policy_startup_secs, m.policy_rebalance_secs),
+            (Some(2.5), Some(1.5))
+        );
+        let sim = m.sim_config(policy.clone());
+        assert_eq!(
+            (sim.policy.startup_secs, sim.policy.rebalance_secs),
+            (2.5, 1.5)
+        );
         // Nothing measured on a cluster: the policy's own assumption.
         run.last_metrics = Some("kumulus_kafka_partitions 8\n".into());
         assert_eq!(measure(&run, &policy, 3.0).ready_secs, 10.0);

@@ -164,6 +164,10 @@ pub struct ModelArgs {
     /// --startup-secs).
     #[arg(long)]
     pub ready_secs: Option<f64>,
+    /// Partitions the jobs topic has from the start, as a broker that
+    /// cannot add any was given (default: as many as the policy keeps).
+    #[arg(long)]
+    pub partitions: Option<u32>,
 }
 
 impl ModelArgs {
@@ -189,6 +193,10 @@ impl ModelArgs {
                 .ready_secs
                 .map(|v| non_negative(v, "ready-secs"))
                 .transpose()?,
+            partitions: match self.partitions {
+                Some(0) => return Err("--partitions must be at least 1".into()),
+                p => p,
+            },
             ..SimConfig::new(policy, rebalance_secs)
         })
     }
