@@ -141,6 +141,63 @@ async fn a_sped_up_trace_is_reported_as_the_records_say_and_exports_for_the_simu
     let own_trace = std::fs::read_to_string(report.join("trace.csv")).unwrap();
     assert_eq!(own_trace.lines().count(), 11, "{own_trace}");
 
+    // Both decision logs: the live one is the autoscaler's feed over the
+    // run, oldest first; the simulated one, the prediction's decisions.
+    let log = std::fs::read_to_string(report.join("decisions.csv")).unwrap();
+    let mut lines = log.lines();
+    assert_eq!(
+        lines.next(),
+        Some("source,at_secs,workers,desired,recommended,waiting,running,arrivals,rule,reason")
+    );
+    let rows: Vec<Vec<String>> = lines
+        .map(|l| {
+            // The reason, last, may hold commas: split off the first nine.
+            l.splitn(10, ',')
+                .map(|f| f.trim_matches('"').to_string())
+                .collect()
+        })
+        .collect();
+    let of =
+        |source: &str| -> Vec<&Vec<String>> { rows.iter().filter(|r| r[0] == source).collect() };
+    let (live, sim) = (of("live"), of("sim"));
+    assert_eq!(live.len() + sim.len(), rows.len(), "{log}");
+    assert!(live.len() >= 2 && sim.len() >= 2, "{log}");
+    let at = |r: &Vec<String>| r[1].parse::<f64>().unwrap();
+    assert!(live.windows(2).all(|w| at(w[0]) <= at(w[1])), "{log}");
+    assert!(live.iter().all(|r| at(r) >= 0.0), "{log}");
+    let session = kumulus_client::Client::new(&k.api.url(""))
+        .unwrap()
+        .login("ana", "ana-password")
+        .await
+        .unwrap();
+    let feed = session.autoscaler(None).await.unwrap();
+    for r in &live {
+        let (desired, reason): (u32, &str) = (r[3].parse().unwrap(), &r[9]);
+        assert!((1..=3).contains(&desired), "{log}");
+        assert!(
+            feed.decisions
+                .iter()
+                .any(|d| d.desired == desired
+                    && d.reason.replace('"', "") == reason.replace('"', "")),
+            "{reason} is not in the feed"
+        );
+    }
+    let ups = |side: &[&Vec<String>]| {
+        side.iter()
+            .filter(|r| r[3].parse::<u32>().unwrap() > r[2].parse::<u32>().unwrap())
+            .count()
+    };
+    assert!(
+        md.contains(&format!(
+            "Decisions, live / sim: {} / {}, of which up {} / {}",
+            live.len(),
+            sim.len(),
+            ups(&live),
+            ups(&sim)
+        )),
+        "{md}"
+    );
+
     // The report's prediction replays from what it recorded (trace, speed,
     // settings, measured model): `scripts/bench-resim.py` gets the same.
     let resim = Command::new("python3")

@@ -9,7 +9,8 @@
 use serde::Serialize;
 use std::collections::VecDeque;
 
-use crate::policy::{decide, partitions_for, Decision, History, Observed, PolicyConfig};
+use crate::decisions::DecisionRow;
+use crate::policy::{decide, partitions_for, History, Observed, PolicyConfig};
 
 /// One job of a trace.
 #[derive(Debug, Clone, Copy, PartialEq)]
@@ -246,8 +247,9 @@ pub struct SimResult {
     /// (arrival, wait) of every job.
     #[serde(skip)]
     pub waits: Vec<(f64, f64)>,
+    /// Every decision, in order.
     #[serde(skip)]
-    pub decisions: Vec<(f64, Decision)>,
+    pub decisions: Vec<DecisionRow>,
 }
 
 struct Worker {
@@ -452,7 +454,17 @@ pub fn simulate(trace: &[TraceJob], cfg: &SimConfig) -> SimResult {
                 }
             }
             placer.refresh(lag, members.len());
-            result_decisions.push((t, d.clone()));
+            result_decisions.push(DecisionRow {
+                at_secs: t,
+                workers: current,
+                desired: d.desired,
+                recommended: d.recommended,
+                waiting: obs.waiting(),
+                running,
+                arrivals,
+                rule: d.rule.clone(),
+                reason: d.reason.clone(),
+            });
             history.record(obs, &d);
             arrivals = 0;
             services = 0;
@@ -713,7 +725,7 @@ mod tests {
             ..SimConfig::new(fixed.clone(), 3.0)
         };
         let r = simulate(&trace, &cfg);
-        let times: Vec<f64> = r.decisions.iter().map(|(t, _)| *t).take(3).collect();
+        let times: Vec<f64> = r.decisions.iter().map(|d| d.at_secs).take(3).collect();
         assert_eq!(times, [1.5, 6.5, 11.5]);
     }
 
@@ -729,8 +741,8 @@ mod tests {
         let reason_at = |at: f64| {
             r.decisions
                 .iter()
-                .find(|(t, _)| (*t - at).abs() < 1e-6)
-                .map(|(_, d)| d.reason.clone())
+                .find(|d| (d.at_secs - at).abs() < 1e-6)
+                .map(|d| d.reason.clone())
                 .unwrap_or_else(|| panic!("no decision at {at}: {:?}", r.decisions))
         };
         assert!(

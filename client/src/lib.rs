@@ -232,6 +232,15 @@ impl Client {
     }
 }
 
+/// `GET /api/autoscaler`: aggregates only, no job or user in it.
+#[derive(Debug, Clone, Deserialize)]
+pub struct Autoscaler {
+    /// Newest first.
+    pub decisions: Vec<kumulus_core::observation::ScalingDecision>,
+    /// The seed's observations, newest first.
+    pub observations: Vec<kumulus_core::observation::Observation>,
+}
+
 /// A logged-in user's calls.
 #[derive(Debug, Clone)]
 pub struct Session {
@@ -269,6 +278,16 @@ impl Session {
             .await
             .map_err(transport)?;
         decode(resp).await
+    }
+
+    /// The autoscaler's recent decisions and observations, newest first
+    /// (`limit` decisions, or all the frontend keeps).
+    pub async fn autoscaler(&self, limit: Option<u32>) -> Result<Autoscaler> {
+        let mut req = self.request(Method::GET, "/api/autoscaler");
+        if let Some(n) = limit {
+            req = req.query(&[("limit", n)]);
+        }
+        decode(req.send().await.map_err(transport)?).await
     }
 
     /// One page of the caller's jobs, newest first.

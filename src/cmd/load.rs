@@ -24,6 +24,7 @@ use std::time::{Duration, Instant};
 use chrono::{DateTime, Utc};
 use serde::Serialize;
 
+use kumulus_autoscaler::decisions::{changes, DecisionRow};
 use kumulus_autoscaler::sim::{
     read_trace, simulate, QueueModel, Sample, SimConfig, SimResult, TraceJob,
 };
@@ -396,6 +397,8 @@ struct Run {
     first_decision: Option<DateTime<Utc>>,
     /// `/metrics` as last read.
     last_metrics: Option<String>,
+    /// The autoscaler's decisions over the run, oldest first.
+    decisions: Vec<DecisionRow>,
 }
 
 async fn drive(
@@ -531,6 +534,25 @@ async fn drive(
     }
     stop.cancel();
     let _ = sampler.await;
+    // The live decisions, from the autoscaler's feed (the frontend keeps
+    // the last 360): those that fell from the first submit on, oldest first.
+    let start_ms = started.timestamp_millis();
+    let decisions = match sessions[0].autoscaler(None).await {
+        Ok(feed) => {
+            let mut rows: Vec<DecisionRow> = feed
+                .decisions
+                .iter()
+                .filter(|d| d.timestamp >= start_ms)
+                .map(|d| DecisionRow::live(d, start_ms))
+                .collect();
+            rows.sort_by(|a, b| a.at_secs.total_cmp(&b.at_secs));
+            rows
+        }
+        Err(e) => {
+            eprintln!("kumulus load: cannot read the autoscaler's decisions: {e}");
+            Vec::new()
+        }
+    };
     let rows: Vec<JobRow> = records
         .iter()
         .map(|(i, j)| JobRow {
@@ -557,6 +579,7 @@ async fn drive(
         unfinished,
         first_decision,
         last_metrics,
+        decisions,
     }
 }
 
@@ -630,7 +653,7 @@ fn live_result(run: &Run, slo: f64) -> SimResult {
         work_seconds: run.rows.iter().map(|r| r.asked_secs).sum(),
         timeline,
         waits,
-        decisions: Vec::new(),
+        decisions: run.decisions.clone(),
     }
 }
 
@@ -775,14 +798,26 @@ fn markdown(r: &Report) -> String {
         "",
     ));
     md.push_str(&format!(
-        "\nLive only: wait p99 {:.1} s; submit latency p50 {:.3} s, p99 {:.3} s; refused submissions {:?}; unfinished {}.\n\n![workers, waiting jobs and waits](plot.svg)\n\nThe run as a trace: [trace.csv](trace.csv) (`kumulus sim --trace trace.csv` replays it).\n",
+        "\nLive only: wait p99 {:.1} s; submit latency p50 {:.3} s, p99 {:.3} s; refused submissions {:?}; unfinished {}.\n\n![workers, waiting jobs and waits](plot.svg)\n\nThe run as a trace: [trace.csv](trace.csv) (`kumulus sim --trace trace.csv` replays it).\n\n{}",
         r.wait_p99_secs,
         r.submit_latency_p50_secs,
         r.submit_latency_p99_secs,
         r.errors,
-        r.unfinished
+        r.unfinished,
+        decisions_line(&r.live.decisions, &r.sim.decisions)
     ));
     md
+}
+
+/// How often each side decided and changed the count, with the log's link.
+fn decisions_line(live: &[DecisionRow], sim: &[DecisionRow]) -> String {
+    let (lu, ld) = changes(live);
+    let (su, sd) = changes(sim);
+    format!(
+        "Decisions, live / sim: {} / {}, of which up {lu} / {su} and down {ld} / {sd}; every one, with its inputs and reason, in [decisions.csv](decisions.csv).\n",
+        live.len(),
+        sim.len()
+    )
 }
 
 fn write_report(dir: &Path, report: &Report) -> Result<(), String> {
@@ -814,6 +849,14 @@ fn write_report(dir: &Path, report: &Report) -> Result<(), String> {
         })
         .collect();
     write("trace.csv", &super::trace::csv(&ran))?;
+    // Both decision logs, live then simulated, in one file.
+    let both = report
+        .live
+        .decisions
+        .iter()
+        .map(|d| ("live", d))
+        .chain(report.sim.decisions.iter().map(|d| ("sim", d)));
+    write("decisions.csv", &kumulus_autoscaler::decisions::csv(both))?;
     Ok(())
 }
 
@@ -934,6 +977,7 @@ mod tests {
             last_metrics: Some(
                 "kumulus_kafka_partitions 0\nkumulus_worker_startup_seconds_sum 0\nkumulus_worker_startup_seconds_count 0\n".into(),
             ),
+            decisions: Vec::new(),
         };
         let m = measure(&run, &policy, 3.0);
         assert_eq!(m.queue, QueueModel::Shared);

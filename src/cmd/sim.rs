@@ -20,6 +20,10 @@ pub struct SimArgs {
     /// Draw workers, waiting jobs and waits over time into this SVG file.
     #[arg(long)]
     pub plot: Option<PathBuf>,
+    /// Write every decision into this CSV file (the columns of `kumulus
+    /// load`'s decisions.csv).
+    #[arg(long)]
+    pub decisions: Option<PathBuf>,
 }
 
 /// The policy's settings as flags (the defaults of `[autoscaler]` otherwise).
@@ -210,6 +214,10 @@ pub fn run(args: &SimArgs) -> Result<String, String> {
     let trace = read_trace(&text).map_err(|e| format!("{}: {e}", args.trace.display()))?;
     let rebalance_secs = args.settings.rebalance()?;
     let r = simulate(&trace, &args.model.config(policy.clone(), rebalance_secs)?);
+    if let Some(path) = &args.decisions {
+        let text = kumulus_autoscaler::decisions::csv(r.decisions.iter().map(|d| ("sim", d)));
+        std::fs::write(path, text).map_err(|e| format!("cannot write {}: {e}", path.display()))?;
+    }
     if let Some(path) = &args.plot {
         let title = format!(
             "{} policy on {} (SLO {} s)",
