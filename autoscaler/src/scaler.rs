@@ -8,7 +8,7 @@
 use async_trait::async_trait;
 use futures::stream::BoxStream;
 use futures::StreamExt;
-use std::collections::{HashMap, HashSet};
+use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -58,8 +58,29 @@ pub struct Scaler {
 struct Tally {
     events: Vec<StatusEvent>,
     submitted: HashMap<JobId, chrono::DateTime<chrono::Utc>>,
-    running: HashSet<JobId>,
+    /// Running jobs, with when they started (their `started` event).
+    running: HashMap<JobId, chrono::DateTime<chrono::Utc>>,
+    /// The time each job that ended this period held its worker.
+    held_secs: Vec<f64>,
     measured: Measurements,
+}
+
+/// How long a job held its worker: from its `started` event to its final
+/// one (both sent by the one worker, so on one clock), which is what the
+/// job records show and what a worker cannot spend on another job. The
+/// job's own `elapsed_secs` misses the files' upload and the final event
+/// after the run, about a third of a short job's time on its worker; it
+/// stands in only where the start was not seen (the autoscaler started
+/// mid-job).
+fn time_held(
+    started: Option<chrono::DateTime<chrono::Utc>>,
+    finished: chrono::DateTime<chrono::Utc>,
+    elapsed_secs: Option<f64>,
+) -> Option<f64> {
+    started
+        .map(|s| (finished - s).num_milliseconds() as f64 / 1000.0)
+        .filter(|h| *h >= 0.0)
+        .or(elapsed_secs)
 }
 
 const REMEMBERED: usize = 100_000;
@@ -94,7 +115,7 @@ impl Tally {
                         .observe((ev.at - at).num_milliseconds().max(0) as f64 / 1000.0);
                 }
                 if self.running.len() < REMEMBERED {
-                    self.running.insert(ev.job_id);
+                    self.running.insert(ev.job_id, ev.at);
                 }
             }
             EventKind::Finished(o) => {
@@ -103,7 +124,10 @@ impl Tally {
                     m.job_run.observe(s);
                 }
                 self.submitted.remove(&ev.job_id);
-                self.running.remove(&ev.job_id);
+                let started = self.running.remove(&ev.job_id);
+                if let Some(h) = time_held(started, ev.at, o.elapsed_secs) {
+                    self.held_secs.push(h);
+                }
             }
         }
         self.events.push(ev);
@@ -187,13 +211,7 @@ impl Scaler {
             }
         };
         let running = tally.running.len() as u64;
-        let service_secs = seen
-            .iter()
-            .filter_map(|e| match &e.kind {
-                EventKind::Finished(o) => o.elapsed_secs,
-                _ => None,
-            })
-            .collect();
+        let service_secs = std::mem::take(&mut tally.held_secs);
         let obs = Observed {
             now_secs,
             workers: platform_workers,
@@ -365,4 +383,32 @@ pub async fn serve_metrics(
     axum::serve(listener, app)
         .with_graceful_shutdown(async move { shutdown.cancelled().await })
         .await
+}
+
+#[cfg(test)]
+mod tests {
+    use super::time_held;
+    use chrono::{TimeZone, Utc};
+
+    #[test]
+    fn a_job_holds_its_worker_from_its_start_to_its_final_event() {
+        let at = |ms: i64| Utc.timestamp_millis_opt(ms).unwrap();
+        let cases = [
+            // (started seen, finished, elapsed_secs, held)
+            (Some(at(1_000)), at(2_750), Some(1.2), Some(1.75)),
+            // The start not seen: the job's own run time.
+            (None, at(2_750), Some(1.2), Some(1.2)),
+            (None, at(2_750), None, None),
+            // A start after the end (a clock stepped back): the run time.
+            (Some(at(3_000)), at(2_750), Some(1.2), Some(1.2)),
+            (Some(at(2_750)), at(2_750), None, Some(0.0)),
+        ];
+        for (started, finished, elapsed, held) in cases {
+            assert_eq!(
+                time_held(started, finished, elapsed),
+                held,
+                "{started:?} {finished} {elapsed:?}"
+            );
+        }
+    }
 }

@@ -177,7 +177,8 @@ pub struct SimConfig {
     pub rebalance_secs: f64,
     /// Time a job holds its slot beyond its service time (clone, sandbox,
     /// collecting its files). The policy sees it in the run times, as live,
-    /// where `elapsed_secs` spans the clone, the sandbox and the run.
+    /// where the autoscaler times a job from its start event to its final
+    /// one.
     pub overhead_secs: f64,
     /// Time a slot stays taken after its job ended, before it can start
     /// the next one (the final event, the next job's fetch and start). The
@@ -378,7 +379,7 @@ pub fn simulate(trace: &[TraceJob], cfg: &SimConfig) -> SimResult {
             w.settling.retain(|&free| free > t + EPS);
             let before = w.running.len();
             // The policy learns a run time when the job ends, as live,
-            // where it reads `elapsed_secs` from the final event.
+            // where it is the time from the job's start event to its final one.
             w.running.retain(|r| {
                 let ends = r.end <= t + EPS;
                 if ends {

@@ -168,7 +168,8 @@ pub struct Observed {
     pub arrivals: u64,
     pub services: u64,
     pub finished: u64,
-    /// Run times (seconds) of the jobs that finished in the last period.
+    /// Run times (seconds) of the jobs that finished in the last period:
+    /// each one's time on its worker, from its start event to its final one.
     pub service_secs: Vec<f64>,
 }
 
