@@ -171,6 +171,18 @@ fn group_member(
     cfg: &KafkaConfig,
     pauses: Arc<std::sync::Mutex<PauseClock>>,
 ) -> PortResult<StreamConsumer<GroupLog>> {
+    let consumer = group_consumer(cfg, pauses)?;
+    consumer
+        .subscribe(&[&cfg.jobs_topic])
+        .map_err(unavailable)?;
+    Ok(consumer)
+}
+
+/// A consumer of the workers' group, not subscribed yet (not a member).
+fn group_consumer(
+    cfg: &KafkaConfig,
+    pauses: Arc<std::sync::Mutex<PauseClock>>,
+) -> PortResult<StreamConsumer<GroupLog>> {
     let consumer: StreamConsumer<GroupLog> = client_config(cfg)
         .set("group.id", &cfg.worker_group)
         .set("enable.auto.commit", "false")
@@ -199,9 +211,6 @@ fn group_member(
             group: cfg.worker_group.clone(),
             pauses,
         })
-        .map_err(unavailable)?;
-    consumer
-        .subscribe(&[&cfg.jobs_topic])
         .map_err(unavailable)?;
     Ok(consumer)
 }
@@ -508,7 +517,7 @@ impl Pump {
             return;
         }
         tracing::warn!(%group, waiting, "jobs still wait unconsumed after a rejoin: joining the group as a new member");
-        match group_member(&self.cfg, self.pauses.clone()) {
+        match group_consumer(&self.cfg, self.pauses.clone()) {
             Ok(fresh) => {
                 let old = std::mem::replace(&mut self.consumer, fresh);
                 self.resumed = None;
@@ -517,8 +526,17 @@ impl Pump {
                 for (partition, d) in std::mem::take(&mut self.pending) {
                     self.forget(partition, &d);
                 }
-                // Leaving may wait on the wedged join: not awaited.
-                drop(leave(old));
+                // The old member leaves first, for at most a session
+                // timeout (leaving may wait on the wedged join). A new
+                // member that joined beside it would get a share of the
+                // partitions only, and lose it at the rebalance the old
+                // one's leave starts: a rebalance tansu was seen never to
+                // finish, which left this worker with no partition at all.
+                let session = Duration::from_millis(self.cfg.session_timeout_ms.into());
+                let _ = tokio::time::timeout(session, leave(old)).await;
+                if let Err(e) = self.consumer.subscribe(&[&self.cfg.jobs_topic]) {
+                    tracing::warn!(error = %e, "could not join the workers' group as a new member");
+                }
             }
             Err(e) => {
                 tracing::warn!(error = %e, "could not join the workers' group as a new member")
