@@ -1,47 +1,40 @@
-//! A run's decisions, one row each, live or simulated, and the CSV that
-//! `kumulus sim --decisions` and `kumulus load`'s `decisions.csv` write, so
-//! that the two logs of one load line up row by row.
+//! A run's decisions, live or simulated, as one record
+//! ([`ScalingDecision`]), and the CSV that `kumulus sim --decisions` and
+//! `kumulus load`'s `decisions.csv` write, so that the two logs of one load
+//! line up row by row.
 
 use kumulus_core::observation::ScalingDecision;
-use serde::Serialize;
 
-/// One decision, timed from the run's start.
-#[derive(Debug, Clone, PartialEq, Serialize)]
-pub struct DecisionRow {
-    /// Seconds from the run's start (the trace's zero, or the first submit).
-    pub at_secs: f64,
-    /// Workers that ran (or were starting) when it fell.
-    pub workers: u32,
-    pub desired: u32,
-    /// What the policy's rule asked for, before stabilization and bounds.
-    pub recommended: u32,
-    pub waiting: u64,
-    pub running: u64,
-    /// Jobs that arrived over the last period.
-    pub arrivals: u64,
-    pub rule: String,
-    pub reason: String,
+use crate::policy::{Decision, Observed};
+
+/// The record of one decision: what the loop saw (`obs`, with `workers`
+/// running or starting) and what the policy decided, at `timestamp` (ms:
+/// since the epoch live, since the trace's zero in the simulator).
+pub fn record(
+    obs: &Observed,
+    decision: &Decision,
+    workers: u32,
+    timestamp: i64,
+) -> ScalingDecision {
+    ScalingDecision {
+        timestamp,
+        workers,
+        desired: decision.desired,
+        recommended: decision.recommended,
+        waiting: obs.waiting(),
+        running: obs.running,
+        arrivals: obs.arrivals,
+        partitions: obs.partitions,
+        rule: decision.rule.clone(),
+        reason: decision.reason.clone(),
+    }
 }
 
-impl DecisionRow {
-    /// A live decision, timed from `start_ms` (milliseconds since the epoch).
-    pub fn live(d: &ScalingDecision, start_ms: i64) -> Self {
-        Self {
-            at_secs: (d.timestamp - start_ms) as f64 / 1000.0,
-            workers: d.workers,
-            desired: d.desired,
-            recommended: d.recommended,
-            waiting: d.waiting,
-            running: d.running,
-            arrivals: d.arrivals,
-            rule: d.rule.clone(),
-            reason: d.reason.clone(),
-        }
-    }
-
-    /// Whether it changed the worker count.
-    pub fn scales(&self) -> bool {
-        self.desired != self.workers
+/// A decision timed from `start_ms` instead of the epoch.
+pub fn since(d: &ScalingDecision, start_ms: i64) -> ScalingDecision {
+    ScalingDecision {
+        timestamp: d.timestamp - start_ms,
+        ..d.clone()
     }
 }
 
@@ -49,16 +42,17 @@ impl DecisionRow {
 pub const CSV_HEADER: &str =
     "source,at_secs,workers,desired,recommended,waiting,running,arrivals,rule,reason";
 
-/// Rows as CSV, each tagged with its source (`live`, `sim`), in the order
-/// given. Text fields are quoted, their quotes doubled.
-pub fn csv<'a>(rows: impl IntoIterator<Item = (&'a str, &'a DecisionRow)>) -> String {
+/// Decisions timed from the run's start (see [`since`]) as CSV, each tagged
+/// with its source (`live`, `sim`), in the order given. Text fields are
+/// quoted, their quotes doubled.
+pub fn csv<'a>(rows: impl IntoIterator<Item = (&'a str, &'a ScalingDecision)>) -> String {
     let quote = |s: &str| format!("\"{}\"", s.replace('"', "\"\""));
     let mut out = format!("{CSV_HEADER}\n");
     for (source, r) in rows {
         out.push_str(&format!(
             "{},{:.3},{},{},{},{},{},{},{},{}\n",
             quote(source),
-            r.at_secs,
+            r.timestamp as f64 / 1000.0,
             r.workers,
             r.desired,
             r.recommended,
@@ -73,7 +67,7 @@ pub fn csv<'a>(rows: impl IntoIterator<Item = (&'a str, &'a DecisionRow)>) -> St
 }
 
 /// Decisions that changed the count, up and down.
-pub fn changes(rows: &[DecisionRow]) -> (usize, usize) {
+pub fn changes(rows: &[ScalingDecision]) -> (usize, usize) {
     let up = rows.iter().filter(|r| r.desired > r.workers).count();
     let down = rows.iter().filter(|r| r.desired < r.workers).count();
     (up, down)
@@ -83,39 +77,50 @@ pub fn changes(rows: &[DecisionRow]) -> (usize, usize) {
 mod tests {
     use super::*;
 
-    fn row(workers: u32, desired: u32, reason: &str) -> DecisionRow {
-        DecisionRow {
-            at_secs: 1.5,
+    fn row(workers: u32, desired: u32, reason: &str) -> ScalingDecision {
+        ScalingDecision {
+            timestamp: 1_500,
             workers,
             desired,
             recommended: desired,
             waiting: 3,
             running: 1,
             arrivals: 4,
+            partitions: 8,
             rule: "policy".into(),
             reason: reason.into(),
         }
     }
 
     #[test]
-    fn a_live_decision_is_timed_from_the_start() {
-        let d = ScalingDecision {
-            timestamp: 10_500,
+    fn a_record_holds_what_the_loop_saw_and_decided() {
+        let obs = Observed {
+            now_secs: 10.5,
             workers: 2,
-            desired: 3,
-            recommended: 4,
-            waiting: 5,
+            partitions: 16,
+            waiting_per_partition: vec![2, 0, 3],
             running: 2,
             arrivals: 7,
-            partitions: 16,
-            rule: "policy".into(),
-            reason: "why".into(),
+            services: 1,
+            finished: 1,
+            service_secs: vec![4.0],
         };
-        let r = DecisionRow::live(&d, 9_000);
-        assert_eq!(r.at_secs, 1.5);
-        assert_eq!((r.workers, r.desired, r.recommended), (2, 3, 4));
-        assert_eq!((r.waiting, r.running, r.arrivals), (5, 2, 7));
-        assert!(r.scales());
+        let decision = Decision {
+            desired: 3,
+            recommended: 4,
+            reason: "why".into(),
+            rule: "hold".into(),
+        };
+        let d = record(&obs, &decision, 2, 10_500);
+        assert_eq!(d.timestamp, 10_500);
+        assert_eq!((d.workers, d.desired, d.recommended), (2, 3, 4));
+        assert_eq!(
+            (d.waiting, d.running, d.arrivals, d.partitions),
+            (5, 2, 7, 16)
+        );
+        assert_eq!((d.rule.as_str(), d.reason.as_str()), ("hold", "why"));
+        assert_eq!(since(&d, 9_000).timestamp, 1_500);
+        assert_eq!(since(&d, 9_000).reason, "why");
     }
 
     #[test]

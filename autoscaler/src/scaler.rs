@@ -16,7 +16,7 @@ use tokio_util::sync::CancellationToken;
 
 use kumulus_core::event::{EventKind, StatusEvent};
 use kumulus_core::job::JobId;
-use kumulus_core::observation::{ObservationSink, ScalingDecision};
+use kumulus_core::observation::ObservationSink;
 use kumulus_core::ports::{PortResult, ScalingPlatform};
 
 use crate::measure::Measurements;
@@ -280,18 +280,12 @@ impl Scaler {
             reason = %decision.reason,
             "scaling decision"
         );
-        let record = ScalingDecision {
-            timestamp: chrono::Utc::now().timestamp_millis(),
-            workers: platform_workers,
-            desired: decision.desired,
-            recommended: decision.recommended,
-            waiting: obs.waiting(),
-            running: obs.running,
-            arrivals: obs.arrivals,
-            partitions: obs.partitions,
-            rule: decision.rule.clone(),
-            reason: decision.reason.clone(),
-        };
+        let record = crate::decisions::record(
+            &obs,
+            &decision,
+            platform_workers,
+            chrono::Utc::now().timestamp_millis(),
+        );
         if let Err(e) = self.observations.decided(&record).await {
             tracing::warn!(error = %e, "could not publish a decision");
         }

@@ -9,8 +9,8 @@
 use serde::Serialize;
 use std::collections::VecDeque;
 
-use crate::decisions::DecisionRow;
 use crate::policy::{decide, partitions_for, History, Observed, PolicyConfig};
+use kumulus_core::observation::ScalingDecision;
 
 /// One job of a trace.
 #[derive(Debug, Clone, Copy, PartialEq)]
@@ -250,7 +250,7 @@ pub struct SimResult {
     pub waits: Vec<(f64, f64)>,
     /// Every decision, in order.
     #[serde(skip)]
-    pub decisions: Vec<DecisionRow>,
+    pub decisions: Vec<ScalingDecision>,
 }
 
 struct Worker {
@@ -455,17 +455,8 @@ pub fn simulate(trace: &[TraceJob], cfg: &SimConfig) -> SimResult {
                 }
             }
             placer.refresh(lag, members.len());
-            result_decisions.push(DecisionRow {
-                at_secs: t,
-                workers: current,
-                desired: d.desired,
-                recommended: d.recommended,
-                waiting: obs.waiting(),
-                running,
-                arrivals,
-                rule: d.rule.clone(),
-                reason: d.reason.clone(),
-            });
+            let at_ms = (t * 1000.0).round() as i64;
+            result_decisions.push(crate::decisions::record(&obs, &d, current, at_ms));
             history.record(obs, &d);
             arrivals = 0;
             services = 0;
@@ -726,7 +717,12 @@ mod tests {
             ..SimConfig::new(fixed.clone(), 3.0)
         };
         let r = simulate(&trace, &cfg);
-        let times: Vec<f64> = r.decisions.iter().map(|d| d.at_secs).take(3).collect();
+        let times: Vec<f64> = r
+            .decisions
+            .iter()
+            .map(|d| d.timestamp as f64 / 1000.0)
+            .take(3)
+            .collect();
         assert_eq!(times, [1.5, 6.5, 11.5]);
     }
 
@@ -742,7 +738,7 @@ mod tests {
         let reason_at = |at: f64| {
             r.decisions
                 .iter()
-                .find(|d| (d.at_secs - at).abs() < 1e-6)
+                .find(|d| (d.timestamp as f64 / 1000.0 - at).abs() < 1e-6)
                 .map(|d| d.reason.clone())
                 .unwrap_or_else(|| panic!("no decision at {at}: {:?}", r.decisions))
         };

@@ -24,11 +24,12 @@ use std::time::{Duration, Instant};
 use chrono::{DateTime, Utc};
 use serde::Serialize;
 
-use kumulus_autoscaler::decisions::{changes, DecisionRow};
+use kumulus_autoscaler::decisions::{changes, since};
 use kumulus_autoscaler::sim::{
     read_trace, simulate, QueueModel, Sample, SimConfig, SimResult, TraceJob,
 };
 use kumulus_client::{Client, ClientError, Job, JobState, NewJob, Session};
+use kumulus_core::observation::ScalingDecision;
 
 use super::sim::PolicyArgs;
 
@@ -397,8 +398,9 @@ struct Run {
     first_decision: Option<DateTime<Utc>>,
     /// `/metrics` as last read.
     last_metrics: Option<String>,
-    /// The autoscaler's decisions over the run, oldest first.
-    decisions: Vec<DecisionRow>,
+    /// The autoscaler's decisions over the run, oldest first, timed from
+    /// the first submit.
+    decisions: Vec<ScalingDecision>,
 }
 
 async fn drive(
@@ -539,13 +541,13 @@ async fn drive(
     let start_ms = started.timestamp_millis();
     let decisions = match sessions[0].autoscaler(None).await {
         Ok(feed) => {
-            let mut rows: Vec<DecisionRow> = feed
+            let mut rows: Vec<ScalingDecision> = feed
                 .decisions
                 .iter()
                 .filter(|d| d.timestamp >= start_ms)
-                .map(|d| DecisionRow::live(d, start_ms))
+                .map(|d| since(d, start_ms))
                 .collect();
-            rows.sort_by(|a, b| a.at_secs.total_cmp(&b.at_secs));
+            rows.sort_by_key(|d| d.timestamp);
             rows
         }
         Err(e) => {
@@ -810,7 +812,7 @@ fn markdown(r: &Report) -> String {
 }
 
 /// How often each side decided and changed the count, with the log's link.
-fn decisions_line(live: &[DecisionRow], sim: &[DecisionRow]) -> String {
+fn decisions_line(live: &[ScalingDecision], sim: &[ScalingDecision]) -> String {
     let (lu, ld) = changes(live);
     let (su, sd) = changes(sim);
     format!(
