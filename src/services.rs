@@ -335,7 +335,10 @@ fn process_driver(cfg: &Config) -> std::io::Result<ProcessDriver> {
         log_dir,
         id_prefix: format!("worker-{}", std::process::id()),
         on_stop: a.process_on_stop.parse::<OnStop>().unwrap_or(OnStop::Stop),
-        drain: Duration::from_secs(cfg.worker.shutdown_grace_secs + 20),
+        // The jobs' grace, then leaving the group once it is settled (at
+        // most a session timeout), with room to spare.
+        drain: Duration::from_secs(cfg.worker.shutdown_grace_secs + 20)
+            + Duration::from_millis(cfg.kafka.session_timeout_ms.into()),
     })
 }
 

@@ -331,7 +331,8 @@ pub fn wait_for_port(port: u16) {
 
 /// Prints the last lines of every log in a folder when the test that
 /// holds it fails (a test's worker logs are otherwise lost with its
-/// temporary folder).
+/// temporary folder). With `KUMULUS_TEST_KEEP_LOGS=DIR`, the whole logs
+/// are copied there too.
 pub struct LogsOnFailure(pub PathBuf);
 
 impl Drop for LogsOnFailure {
@@ -344,6 +345,14 @@ impl Drop for LogsOnFailure {
         };
         let mut paths: Vec<PathBuf> = entries.flatten().map(|e| e.path()).collect();
         paths.sort();
+        if let Ok(keep) = std::env::var("KUMULUS_TEST_KEEP_LOGS") {
+            let _ = std::fs::create_dir_all(&keep);
+            for path in &paths {
+                if let Some(name) = path.file_name() {
+                    let _ = std::fs::copy(path, std::path::Path::new(&keep).join(name));
+                }
+            }
+        }
         for path in paths {
             let text = std::fs::read_to_string(&path).unwrap_or_default();
             let lines: Vec<&str> = text.lines().collect();

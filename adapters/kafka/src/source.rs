@@ -115,6 +115,8 @@ pub struct KafkaJobSource {
     commands: mpsc::UnboundedSender<Command>,
     stop: CancellationToken,
     stopped: Mutex<Option<oneshot::Receiver<()>>>,
+    /// How long leaving may wait for the group to settle.
+    settle: Duration,
 }
 
 impl KafkaJobSource {
@@ -149,6 +151,7 @@ impl KafkaJobSource {
             commands: cmd_tx,
             stop,
             stopped: Mutex::new(Some(done_rx)),
+            settle: session,
         })
     }
 
@@ -266,7 +269,9 @@ impl JobSource for KafkaJobSource {
     async fn close(&self) {
         self.stop.cancel();
         if let Some(done) = self.stopped.lock().await.take() {
-            let _ = tokio::time::timeout(Duration::from_secs(15), done).await;
+            // The pump leaves the group once it is settled (at most a
+            // session timeout), then closes the consumer.
+            let _ = tokio::time::timeout(self.settle + Duration::from_secs(15), done).await;
         }
     }
 }
@@ -385,6 +390,74 @@ fn leave(consumer: StreamConsumer<GroupLog>) -> tokio::task::JoinHandle<()> {
     })
 }
 
+/// Whether a group in `state` (as DescribeGroups names it) is between
+/// generations. tansu names a group that is forming around a leader
+/// `Unknown`; a group that does not exist is `Dead` (Kafka) or absent.
+fn rebalancing(state: &str) -> bool {
+    matches!(
+        state,
+        "PreparingRebalance" | "CompletingRebalance" | "Assigning" | "Reconciling" | "Unknown"
+    )
+}
+
+/// Leaves the group once it is not rebalancing, waiting at most `settle`
+/// (then it leaves anyway), and serving the consumer meanwhile so that
+/// this member still takes part in the rebalance. tansu 0.6 keeps a
+/// departed leader as the leader of a group that was forming when it
+/// left, and that group never forms again: every member, old or new, is
+/// refused its assignment for good (RELIABILITY.md). A leave while the
+/// group is stable is safe there, as it is everywhere. Members told to
+/// stop together look twice, a random moment apart, and leave right after
+/// the second look: a leave by one of them is then seen by the others.
+async fn leave_settled(consumer: StreamConsumer<GroupLog>, cfg: &KafkaConfig, settle: Duration) {
+    let deadline = Instant::now() + settle;
+    let serve = |d: Duration| {
+        let consumer = &consumer;
+        async move {
+            let until = Instant::now() + d;
+            while let Some(left) = until.checked_duration_since(Instant::now()) {
+                // Messages read now are not handed out nor committed: the
+                // next owner reads them again.
+                let _ = tokio::time::timeout(left, consumer.recv()).await;
+            }
+        }
+    };
+    let mut settled_once = false;
+    loop {
+        // Asked through this member's own client, so that the answer is
+        // as fresh as can be when the leave follows it.
+        let state = consumer
+            .fetch_group_list(Some(&cfg.worker_group), Duration::from_secs(2))
+            .ok()
+            .and_then(|list| {
+                list.groups()
+                    .iter()
+                    .find(|g| g.name() == cfg.worker_group)
+                    .map(|g| g.state().to_string())
+            });
+        let busy = state.as_deref().is_some_and(rebalancing);
+        if busy && Instant::now() >= deadline {
+            tracing::warn!(group = %cfg.worker_group, state = ?state, "the group is still rebalancing: leaving anyway");
+            break;
+        }
+        if busy {
+            tracing::debug!(group = %cfg.worker_group, state = ?state, "the group is rebalancing: leaving once it is done");
+            settled_once = false;
+            serve(Duration::from_millis(250)).await;
+        } else if settled_once {
+            break;
+        } else {
+            settled_once = true;
+            // A random moment, up to a second.
+            serve(Duration::from_millis(
+                (uuid::Uuid::new_v4().as_u128() % 1000) as u64,
+            ))
+            .await;
+        }
+    }
+    let _ = leave(consumer).await;
+}
+
 /// Which assigned partitions to pause and which to read on: a worker
 /// reads one job ahead on each of its partitions, and pauses a partition
 /// while its job read ahead waits for a slot. When a slot frees, the next
@@ -481,8 +554,17 @@ impl Pump {
         while let Ok(cmd) = commands.try_recv() {
             self.apply(cmd);
         }
-        let _ = leave(self.consumer).await;
+        let settle = self.settle();
+        leave_settled(self.consumer, &self.cfg, settle).await;
         let _ = done.send(());
+    }
+
+    /// How long a leave waits for a rebalance to end ([`leave_settled`]):
+    /// a session timeout, in which the members still in the group notice
+    /// the rebalance (they heartbeat four times in it) and its leader
+    /// hands the partitions out.
+    fn settle(&self) -> Duration {
+        Duration::from_millis(self.cfg.session_timeout_ms.into())
     }
 
     /// Leaves and rejoins the group when this worker has free slots while
@@ -526,14 +608,14 @@ impl Pump {
                 for (partition, d) in std::mem::take(&mut self.pending) {
                     self.forget(partition, &d);
                 }
-                // The old member leaves first, for at most a session
-                // timeout (leaving may wait on the wedged join). A new
-                // member that joined beside it would get a share of the
-                // partitions only, and lose it at the rebalance the old
-                // one's leave starts: a rebalance tansu was seen never to
-                // finish, which left this worker with no partition at all.
-                let session = Duration::from_millis(self.cfg.session_timeout_ms.into());
-                let _ = tokio::time::timeout(session, leave(old)).await;
+                // The old member leaves first, once the group is settled
+                // ([`leave_settled`]), bounded (leaving may wait on the
+                // wedged join). A new member that joined beside it would
+                // get a share of the partitions only, and lose it at the
+                // rebalance the old one's leave starts.
+                let bound = self.settle() * 2;
+                let _ =
+                    tokio::time::timeout(bound, leave_settled(old, &self.cfg, self.settle())).await;
                 if let Err(e) = self.consumer.subscribe(&[&self.cfg.jobs_topic]) {
                     tracing::warn!(error = %e, "could not join the workers' group as a new member");
                 }
@@ -666,7 +748,9 @@ impl Pump {
 
 #[cfg(test)]
 mod tests {
-    use super::{apply_to, Ask, Command, PartitionState, PauseClock, Rejoin, MAX_REJOIN_WAIT};
+    use super::{
+        apply_to, rebalancing, Ask, Command, PartitionState, PauseClock, Rejoin, MAX_REJOIN_WAIT,
+    };
     use std::time::{Duration, Instant};
 
     #[test]
@@ -730,6 +814,24 @@ mod tests {
             r.looked(later, t0 + s(200 + 20 * i));
         }
         assert_eq!(r.wait, MAX_REJOIN_WAIT);
+    }
+
+    #[test]
+    fn a_leave_waits_while_the_group_is_between_generations() {
+        // (the state DescribeGroups gives, whether a leave waits)
+        for (state, waits) in [
+            ("Stable", false),
+            ("Empty", false),
+            ("Dead", false),
+            ("", false),
+            ("PreparingRebalance", true),
+            ("CompletingRebalance", true),
+            // tansu: forming with no leader yet, and around a leader.
+            ("Assigning", true),
+            ("Unknown", true),
+        ] {
+            assert_eq!(rebalancing(state), waits, "{state}");
+        }
     }
 
     #[test]

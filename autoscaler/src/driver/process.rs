@@ -7,7 +7,12 @@
 //!   decides when they stop).
 //! - Scaling down stops the newest workers with SIGTERM: they drain as
 //!   `kumulus worker` does on shutdown (a running job finishes within its
-//!   grace, or is queued again), and no longer count.
+//!   grace, or is queued again), and no longer count. They are stopped one
+//!   at a time, the next once the last has exited: each leaves the
+//!   workers' group when the group is stable, so the group never sees two
+//!   members leave in one rebalance (a broker may never finish such a
+//!   rebalance: tansu, RELIABILITY.md). Until its turn, a worker asked to
+//!   stop runs on as before.
 //! - A worker that dies no longer counts: the next decision replaces it.
 //!   When workers keep dying soon after they start (a bad configuration, a
 //!   broker they cannot reach), from the second such round on they are
@@ -24,7 +29,7 @@
 use async_trait::async_trait;
 use std::path::PathBuf;
 use std::process::Stdio;
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 use tokio::process::{Child, Command};
 
@@ -95,6 +100,8 @@ struct Pool {
     running: Vec<Worker>,
     /// Stopped with SIGTERM, draining.
     draining: Vec<Worker>,
+    /// To be stopped once no other one drains, the next first.
+    to_stop: std::collections::VecDeque<Worker>,
     started: u64,
     /// Rounds in a row (batches started together) in which workers exited
     /// soon after their start, and the last such batch.
@@ -148,12 +155,21 @@ impl Pool {
             }
             _ => true,
         });
+        self.to_stop
+            .retain_mut(|w| !matches!(w.child.try_wait(), Ok(Some(_))));
+        if self.draining.is_empty() {
+            if let Some(w) = self.to_stop.pop_front() {
+                tracing::info!(worker = %w.id, "stopping a worker (it drains)");
+                terminate(&w);
+                self.draining.push(w);
+            }
+        }
     }
 }
 
 pub struct ProcessDriver {
     settings: ProcessSettings,
-    pool: Mutex<Pool>,
+    pool: Arc<Mutex<Pool>>,
 }
 
 impl ProcessDriver {
@@ -161,7 +177,7 @@ impl ProcessDriver {
         std::fs::create_dir_all(&settings.log_dir)?;
         Ok(Self {
             settings,
-            pool: Mutex::default(),
+            pool: Arc::default(),
         })
     }
 
@@ -216,8 +232,29 @@ impl ProcessDriver {
     }
 
     fn lock(&self) -> std::sync::MutexGuard<'_, Pool> {
-        self.pool.lock().unwrap_or_else(|p| p.into_inner())
+        lock(&self.pool)
     }
+
+    /// Stops the workers waiting their turn, one after the other, in the
+    /// background ([`Pool::reap`] starts the next one's stop).
+    fn stop_in_turn(&self) {
+        let pool = Arc::downgrade(&self.pool);
+        tokio::spawn(async move {
+            loop {
+                tokio::time::sleep(Duration::from_millis(200)).await;
+                let Some(pool) = pool.upgrade() else { return };
+                let mut pool = lock(&pool);
+                pool.reap();
+                if pool.to_stop.is_empty() {
+                    return;
+                }
+            }
+        });
+    }
+}
+
+fn lock(pool: &Mutex<Pool>) -> std::sync::MutexGuard<'_, Pool> {
+    pool.lock().unwrap_or_else(|p| p.into_inner())
 }
 
 fn unavailable(e: impl std::fmt::Display) -> PortError {
@@ -241,7 +278,12 @@ impl Drop for ProcessDriver {
             return;
         }
         let pool = self.lock();
-        for w in pool.running.iter().chain(pool.draining.iter()) {
+        for w in pool
+            .running
+            .iter()
+            .chain(&pool.draining)
+            .chain(&pool.to_stop)
+        {
             terminate(w);
         }
     }
@@ -278,11 +320,16 @@ impl ScalingPlatform for ProcessDriver {
             pool.early_exits = 0;
             pool.last_early_batch = None;
         }
+        let mut stopping = false;
         while (pool.running.len() as u32) > desired {
             let Some(w) = pool.running.pop() else { break };
-            tracing::info!(worker = %w.id, "stopping a worker (it drains)");
-            terminate(&w);
-            pool.draining.push(w);
+            pool.to_stop.push_back(w);
+            stopping = true;
+        }
+        if stopping {
+            pool.reap();
+            drop(pool);
+            self.stop_in_turn();
         }
         Ok(())
     }
@@ -298,6 +345,7 @@ impl ScalingPlatform for ProcessDriver {
             }
             let mut all = std::mem::take(&mut pool.running);
             all.append(&mut pool.draining);
+            all.extend(std::mem::take(&mut pool.to_stop));
             all
         };
         for w in &all {
@@ -385,5 +433,53 @@ mod tests {
         tokio::time::sleep(restart_hold(2) + Duration::from_millis(100)).await;
         driver.apply(3).await.unwrap();
         assert_eq!(driver.lock().started, 9, "the next hold is longer");
+    }
+
+    #[tokio::test]
+    async fn workers_scaled_down_together_are_stopped_one_after_the_other() {
+        let logs = tempfile::tempdir().unwrap();
+        let journal = logs.path().join("journal");
+        // A worker that takes a moment to drain, and says when it was told
+        // to stop and when it is done (a test fixture: the product never
+        // runs a shell).
+        let script = format!(
+            "trap 'echo \"$KUMULUS_WORKER__ID term\" >> {j}; sleep 0.5; \
+             echo \"$KUMULUS_WORKER__ID exit\" >> {j}; exit 0' TERM; \
+             while :; do sleep 0.05; done",
+            j = journal.display()
+        );
+        let driver = ProcessDriver::new(ProcessSettings {
+            program: "sh".into(),
+            args: vec!["-c".into(), script],
+            env: vec![],
+            log_dir: logs.path().into(),
+            id_prefix: "w".into(),
+            on_stop: OnStop::Stop,
+            drain: Duration::from_secs(5),
+        })
+        .unwrap();
+        driver.apply(3).await.unwrap();
+        // Let the shells set their traps.
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        driver.apply(1).await.unwrap();
+        // The two stopping no longer count, at once.
+        assert_eq!(driver.current().await.unwrap(), 1);
+        assert_eq!(driver.running(), ["w-1"]);
+        let deadline = Instant::now() + Duration::from_secs(10);
+        let lines = loop {
+            let text = std::fs::read_to_string(&journal).unwrap_or_default();
+            let lines: Vec<String> = text.lines().map(str::to_string).collect();
+            if lines.len() >= 4 {
+                break lines;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "the workers did not stop: {lines:?}"
+            );
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        };
+        // The newest first, and the next only once it has exited.
+        assert_eq!(lines, ["w-3 term", "w-3 exit", "w-2 term", "w-2 exit"]);
+        driver.close().await;
     }
 }
