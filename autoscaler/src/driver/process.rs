@@ -12,7 +12,8 @@
 //!   workers' group when the group is stable, so the group never sees two
 //!   members leave in one rebalance (a broker may never finish such a
 //!   rebalance: tansu, RELIABILITY.md). Until its turn, a worker asked to
-//!   stop runs on as before.
+//!   stop runs on as before, and a scale-up takes it back before it starts
+//!   a new one.
 //! - A worker that dies no longer counts: the next decision replaces it.
 //!   When workers keep dying soon after they start (a bad configuration, a
 //!   broker they cannot reach), from the second such round on they are
@@ -300,6 +301,15 @@ impl ScalingPlatform for ProcessDriver {
     async fn apply(&self, desired: u32) -> PortResult<()> {
         let mut pool = self.lock();
         pool.reap();
+        // A worker asked to stop that has not been stopped yet runs on,
+        // rather than a new one start.
+        while (pool.running.len() as u32) < desired {
+            let Some(w) = pool.to_stop.pop_back() else {
+                break;
+            };
+            tracing::info!(worker = %w.id, "a worker asked to stop runs on (its turn had not come)");
+            pool.running.push(w);
+        }
         if (pool.running.len() as u32) < desired {
             if let Some(until) = pool.hold_until.filter(|t| *t > Instant::now()) {
                 tracing::info!(
@@ -480,6 +490,39 @@ mod tests {
         };
         // The newest first, and the next only once it has exited.
         assert_eq!(lines, ["w-3 term", "w-3 exit", "w-2 term", "w-2 exit"]);
+        driver.close().await;
+    }
+
+    #[tokio::test]
+    async fn a_worker_whose_stop_has_not_come_yet_runs_on_when_scaled_up_again() {
+        let logs = tempfile::tempdir().unwrap();
+        let journal = logs.path().join("journal");
+        let script = format!(
+            "trap 'echo \"$KUMULUS_WORKER__ID term\" >> {j}; sleep 0.5; exit 0' TERM; \
+             while :; do sleep 0.05; done",
+            j = journal.display()
+        );
+        let driver = ProcessDriver::new(ProcessSettings {
+            program: "sh".into(),
+            args: vec!["-c".into(), script],
+            env: vec![],
+            log_dir: logs.path().into(),
+            id_prefix: "w".into(),
+            on_stop: OnStop::Stop,
+            drain: Duration::from_secs(5),
+        })
+        .unwrap();
+        driver.apply(3).await.unwrap();
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        // w-3 drains; w-2 waits its turn, and is wanted again before it.
+        driver.apply(1).await.unwrap();
+        driver.apply(2).await.unwrap();
+        assert_eq!(driver.running(), ["w-1", "w-2"]);
+        assert_eq!(driver.lock().started, 3, "no new worker started");
+        tokio::time::sleep(Duration::from_millis(1200)).await;
+        let text = std::fs::read_to_string(&journal).unwrap_or_default();
+        assert_eq!(text.lines().collect::<Vec<_>>(), ["w-3 term"]);
+        assert_eq!(driver.running(), ["w-1", "w-2"]);
         driver.close().await;
     }
 }
