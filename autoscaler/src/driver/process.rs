@@ -445,13 +445,12 @@ mod tests {
         assert_eq!(driver.lock().started, 9, "the next hold is longer");
     }
 
-    #[tokio::test]
-    async fn workers_scaled_down_together_are_stopped_one_after_the_other() {
-        let logs = tempfile::tempdir().unwrap();
-        let journal = logs.path().join("journal");
-        // A worker that takes a moment to drain, and says when it was told
-        // to stop and when it is done (a test fixture: the product never
-        // runs a shell).
+    /// A driver of workers that take half a second to drain, and write to
+    /// `<logs>/journal` when they are told to stop ("w-N term") and when
+    /// they are done ("w-N exit"), with three of them started (a test
+    /// fixture: the product never runs a shell).
+    async fn three_draining_workers(logs: &std::path::Path) -> (ProcessDriver, PathBuf) {
+        let journal = logs.join("journal");
         let script = format!(
             "trap 'echo \"$KUMULUS_WORKER__ID term\" >> {j}; sleep 0.5; \
              echo \"$KUMULUS_WORKER__ID exit\" >> {j}; exit 0' TERM; \
@@ -462,7 +461,7 @@ mod tests {
             program: "sh".into(),
             args: vec!["-c".into(), script],
             env: vec![],
-            log_dir: logs.path().into(),
+            log_dir: logs.into(),
             id_prefix: "w".into(),
             on_stop: OnStop::Stop,
             drain: Duration::from_secs(5),
@@ -471,6 +470,13 @@ mod tests {
         driver.apply(3).await.unwrap();
         // Let the shells set their traps.
         tokio::time::sleep(Duration::from_millis(300)).await;
+        (driver, journal)
+    }
+
+    #[tokio::test]
+    async fn workers_scaled_down_together_are_stopped_one_after_the_other() {
+        let logs = tempfile::tempdir().unwrap();
+        let (driver, journal) = three_draining_workers(logs.path()).await;
         driver.apply(1).await.unwrap();
         // The two stopping no longer count, at once.
         assert_eq!(driver.current().await.unwrap(), 1);
@@ -496,24 +502,7 @@ mod tests {
     #[tokio::test]
     async fn a_worker_whose_stop_has_not_come_yet_runs_on_when_scaled_up_again() {
         let logs = tempfile::tempdir().unwrap();
-        let journal = logs.path().join("journal");
-        let script = format!(
-            "trap 'echo \"$KUMULUS_WORKER__ID term\" >> {j}; sleep 0.5; exit 0' TERM; \
-             while :; do sleep 0.05; done",
-            j = journal.display()
-        );
-        let driver = ProcessDriver::new(ProcessSettings {
-            program: "sh".into(),
-            args: vec!["-c".into(), script],
-            env: vec![],
-            log_dir: logs.path().into(),
-            id_prefix: "w".into(),
-            on_stop: OnStop::Stop,
-            drain: Duration::from_secs(5),
-        })
-        .unwrap();
-        driver.apply(3).await.unwrap();
-        tokio::time::sleep(Duration::from_millis(300)).await;
+        let (driver, journal) = three_draining_workers(logs.path()).await;
         // w-3 drains; w-2 waits its turn, and is wanted again before it.
         driver.apply(1).await.unwrap();
         driver.apply(2).await.unwrap();
@@ -521,7 +510,7 @@ mod tests {
         assert_eq!(driver.lock().started, 3, "no new worker started");
         tokio::time::sleep(Duration::from_millis(1200)).await;
         let text = std::fs::read_to_string(&journal).unwrap_or_default();
-        assert_eq!(text.lines().collect::<Vec<_>>(), ["w-3 term"]);
+        assert_eq!(text.lines().collect::<Vec<_>>(), ["w-3 term", "w-3 exit"]);
         assert_eq!(driver.running(), ["w-1", "w-2"]);
         driver.close().await;
     }
