@@ -277,3 +277,70 @@ async fn a_sped_up_trace_is_reported_as_the_records_say_and_exports_for_the_simu
     assert_eq!(since.status.code(), Some(1));
     assert!(String::from_utf8_lossy(&since.stderr).contains("--since"));
 }
+
+/// A load runs longer than a token lives (Keycloak's last five minutes by
+/// default): a session from `login` logs in again when its token is
+/// refused, so the calls after the expiry still answer, and every call
+/// refused at once shares one new token.
+#[tokio::test]
+async fn a_logged_in_session_outlives_its_token() {
+    let k = Kumulus::start(Options {
+        env: vec![("KUMULUS_AUTH__TOKEN_TTL_SECS".into(), "60".into())],
+        ..Options::default()
+    })
+    .await;
+    let client = kumulus_client::Client::new(&k.api.url("")).unwrap();
+    let session = client.login("ana", "ana-password").await.unwrap();
+    let first = session.token();
+    let repo = common::Repo::node("console.log('hi');");
+    let id = session
+        .submit(&kumulus_client::NewJob::repo(repo.path()))
+        .await
+        .unwrap()
+        .id;
+    // Past its expiry (60 s, and the server's 5 s leeway), the first token
+    // is refused on its own...
+    let stale = client.session(first.clone());
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(120);
+    loop {
+        match stale.job(&id).await {
+            Err(e) if e.status().map(|s| s.as_u16()) == Some(401) => break,
+            Ok(_) => {}
+            Err(e) => panic!("{e}"),
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the token never expired"
+        );
+        tokio::time::sleep(std::time::Duration::from_secs(2)).await;
+    }
+    // ... and the session still answers, from clones called together too,
+    // with one new token for all of them.
+    let calls: Vec<_> = (0..8)
+        .map(|_| {
+            let s = session.clone();
+            let id = id.clone();
+            tokio::spawn(async move { s.job(&id).await })
+        })
+        .collect();
+    for call in calls {
+        assert_eq!(call.await.unwrap().unwrap().id, id);
+    }
+    let renewed = session.token();
+    assert_ne!(renewed, first);
+    assert!(session
+        .submit(&kumulus_client::NewJob::repo(repo.path()))
+        .await
+        .is_ok());
+    assert_eq!(session.token(), renewed, "one renewal, not one per call");
+    // A session made from a bare token is not renewed: its 401 is the caller's.
+    assert_eq!(
+        stale
+            .job(&id)
+            .await
+            .unwrap_err()
+            .status()
+            .map(|s| s.as_u16()),
+        Some(401)
+    );
+}

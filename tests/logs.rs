@@ -158,7 +158,7 @@ async fn an_ended_jobs_logs_come_stored_and_only_to_its_owner() {
         .json(
             reqwest::Method::GET,
             &format!("/api/jobs/{id}/logs?follow=maybe"),
-            ana.token(),
+            &ana.token(),
             None,
         )
         .await;

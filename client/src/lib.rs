@@ -16,6 +16,7 @@
 use chrono::{DateTime, Utc};
 use reqwest::{Method, StatusCode};
 use serde::{Deserialize, Serialize};
+use std::sync::{Arc, RwLock};
 use std::time::Duration;
 
 pub use kumulus_core::job::JobState;
@@ -195,8 +196,24 @@ impl Client {
         format!("{}{}", self.base, path)
     }
 
-    /// Logs in (`POST /auth/token`): a session that sends the token.
+    /// Logs in (`POST /auth/token`): a session that sends the token. The
+    /// session keeps the credentials, and when the server refuses its token
+    /// (it expired: Keycloak's last five minutes by default) it logs in
+    /// again and sends the call once more, so a long run outlives its
+    /// first token.
     pub async fn login(&self, user: &str, password: &str) -> Result<Session> {
+        let token = self.token(user, password).await?;
+        Ok(Session {
+            client: self.clone(),
+            auth: Arc::new(Auth {
+                token: RwLock::new(token),
+                login: Some((user.to_string(), password.to_string())),
+                renewing: tokio::sync::Mutex::new(()),
+            }),
+        })
+    }
+
+    async fn token(&self, user: &str, password: &str) -> Result<String> {
         let resp = self
             .http
             .post(self.url("/auth/token"))
@@ -205,17 +222,19 @@ impl Client {
             .await
             .map_err(transport)?;
         let answer: TokenAnswer = decode(resp).await?;
-        Ok(Session {
-            client: self.clone(),
-            token: answer.access_token,
-        })
+        Ok(answer.access_token)
     }
 
-    /// A session with a token obtained elsewhere.
+    /// A session with a token obtained elsewhere; it is not renewed (a
+    /// refused token is the caller's `401`).
     pub fn session(&self, token: impl Into<String>) -> Session {
         Session {
             client: self.clone(),
-            token: token.into(),
+            auth: Arc::new(Auth {
+                token: RwLock::new(token.into()),
+                login: None,
+                renewing: tokio::sync::Mutex::new(()),
+            }),
         }
     }
 
@@ -241,53 +260,110 @@ pub struct Autoscaler {
     pub observations: Vec<kumulus_core::observation::Observation>,
 }
 
-/// A logged-in user's calls.
+/// A logged-in user's calls. Clones share one token.
 #[derive(Debug, Clone)]
 pub struct Session {
     client: Client,
-    token: String,
+    auth: Arc<Auth>,
+}
+
+/// The token in use, and what renews it.
+struct Auth {
+    token: RwLock<String>,
+    /// The user and password of [`Client::login`], to log in again.
+    login: Option<(String, String)>,
+    /// One renewal at a time: calls refused together log in once.
+    renewing: tokio::sync::Mutex<()>,
+}
+
+impl std::fmt::Debug for Auth {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        // Neither the token nor the password.
+        f.debug_struct("Auth")
+            .field("user", &self.login.as_ref().map(|(u, _)| u))
+            .finish_non_exhaustive()
+    }
 }
 
 impl Session {
-    pub fn token(&self) -> &str {
-        &self.token
+    /// The token in use now.
+    pub fn token(&self) -> String {
+        self.auth
+            .token
+            .read()
+            .map(|t| t.clone())
+            .unwrap_or_default()
     }
 
-    fn request(&self, method: Method, path: &str) -> reqwest::RequestBuilder {
-        self.client
-            .http
-            .request(method, self.client.url(path))
-            .bearer_auth(&self.token)
+    /// Sends `method path`, shaped by `shape` (query, body, timeout). A
+    /// `401` to a session that can log in again renews the token (once for
+    /// all the calls it refused) and sends the request again, once.
+    async fn send(
+        &self,
+        method: Method,
+        path: &str,
+        shape: impl Fn(reqwest::RequestBuilder) -> reqwest::RequestBuilder,
+    ) -> Result<reqwest::Response> {
+        let build = |token: &str| {
+            shape(
+                self.client
+                    .http
+                    .request(method.clone(), self.client.url(path))
+                    .bearer_auth(token),
+            )
+        };
+        let token = self.token();
+        let resp = build(&token).send().await.map_err(transport)?;
+        if resp.status() != StatusCode::UNAUTHORIZED || self.auth.login.is_none() {
+            return Ok(resp);
+        }
+        let token = self.renew(&token).await?;
+        build(&token).send().await.map_err(transport)
+    }
+
+    /// A token in place of `refused`: logs in again, unless another call
+    /// did meanwhile.
+    async fn renew(&self, refused: &str) -> Result<String> {
+        let _one = self.auth.renewing.lock().await;
+        let now = self.token();
+        if now != refused {
+            return Ok(now);
+        }
+        let Some((user, password)) = &self.auth.login else {
+            return Ok(now);
+        };
+        let fresh = self.client.token(user, password).await?;
+        if let Ok(mut t) = self.auth.token.write() {
+            t.clone_from(&fresh);
+        }
+        Ok(fresh)
     }
 
     /// Submits a job; the answer is its id, queued.
     pub async fn submit(&self, job: &NewJob) -> Result<Accepted> {
         let resp = self
-            .request(Method::POST, "/api/jobs")
-            .json(job)
-            .send()
-            .await
-            .map_err(transport)?;
+            .send(Method::POST, "/api/jobs", |r| r.json(job))
+            .await?;
         decode(resp).await
     }
 
     pub async fn job(&self, id: &str) -> Result<Job> {
         let resp = self
-            .request(Method::GET, &format!("/api/jobs/{id}"))
-            .send()
-            .await
-            .map_err(transport)?;
+            .send(Method::GET, &format!("/api/jobs/{id}"), |r| r)
+            .await?;
         decode(resp).await
     }
 
     /// The autoscaler's recent decisions and observations, newest first
     /// (`limit` decisions, or all the frontend keeps).
     pub async fn autoscaler(&self, limit: Option<u32>) -> Result<Autoscaler> {
-        let mut req = self.request(Method::GET, "/api/autoscaler");
-        if let Some(n) = limit {
-            req = req.query(&[("limit", n)]);
-        }
-        decode(req.send().await.map_err(transport)?).await
+        let resp = self
+            .send(Method::GET, "/api/autoscaler", |r| match limit {
+                Some(n) => r.query(&[("limit", n)]),
+                None => r,
+            })
+            .await?;
+        decode(resp).await
     }
 
     /// One page of the caller's jobs, newest first.
@@ -305,11 +381,8 @@ impl Session {
             query.push(("cursor", c.to_string()));
         }
         let resp = self
-            .request(Method::GET, "/api/jobs")
-            .query(&query)
-            .send()
-            .await
-            .map_err(transport)?;
+            .send(Method::GET, "/api/jobs", |r| r.query(&query))
+            .await?;
         decode(resp).await
     }
 
@@ -332,10 +405,8 @@ impl Session {
     /// cancelled). Either way it is gone.
     pub async fn delete(&self, id: &str) -> Result<Deleted> {
         let resp = self
-            .request(Method::DELETE, &format!("/api/jobs/{id}"))
-            .send()
-            .await
-            .map_err(transport)?;
+            .send(Method::DELETE, &format!("/api/jobs/{id}"), |r| r)
+            .await?;
         if resp.status() == StatusCode::NO_CONTENT {
             return Ok(Deleted::Removed);
         }
@@ -348,20 +419,16 @@ impl Session {
     /// never deletes one (a job that has ended is a `conflict` error).
     pub async fn cancel(&self, id: &str) -> Result<Job> {
         let resp = self
-            .request(Method::POST, &format!("/api/jobs/{id}/cancel"))
-            .send()
-            .await
-            .map_err(transport)?;
+            .send(Method::POST, &format!("/api/jobs/{id}/cancel"), |r| r)
+            .await?;
         decode(resp).await
     }
 
     /// A file of a job (`stdout.log`, `stderr.log`, or one under output/).
     pub async fn file(&self, id: &str, name: &str) -> Result<Vec<u8>> {
         let resp = self
-            .request(Method::GET, &format!("/api/jobs/{id}/files/{name}"))
-            .send()
-            .await
-            .map_err(transport)?;
+            .send(Method::GET, &format!("/api/jobs/{id}/files/{name}"), |r| r)
+            .await?;
         let resp = check(resp).await?;
         Ok(resp.bytes().await.map_err(transport)?.to_vec())
     }
@@ -371,12 +438,11 @@ impl Session {
     /// The stream has no time limit of its own.
     pub async fn logs(&self, id: &str, follow: bool) -> Result<LogEvents> {
         let resp = self
-            .request(Method::GET, &format!("/api/jobs/{id}/logs"))
-            .query(&[("follow", follow)])
-            .timeout(Duration::from_secs(7 * 24 * 3600))
-            .send()
-            .await
-            .map_err(transport)?;
+            .send(Method::GET, &format!("/api/jobs/{id}/logs"), |r| {
+                r.query(&[("follow", follow)])
+                    .timeout(Duration::from_secs(7 * 24 * 3600))
+            })
+            .await?;
         Ok(LogEvents::new(check(resp).await?))
     }
 
@@ -393,11 +459,10 @@ impl Session {
             .collect::<Vec<_>>()
             .join("/");
         let resp = self
-            .request(Method::GET, &format!("/api/jobs/{id}/files/{path}"))
-            .timeout(Duration::from_secs(24 * 3600))
-            .send()
-            .await
-            .map_err(transport)?;
+            .send(Method::GET, &format!("/api/jobs/{id}/files/{path}"), |r| {
+                r.timeout(Duration::from_secs(24 * 3600))
+            })
+            .await?;
         let resp = check(resp).await?;
         Ok(Download {
             len: resp.content_length(),
