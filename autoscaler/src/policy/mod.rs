@@ -335,14 +335,15 @@ fn bound(cfg: &PolicyConfig, history: &History, now: &Observed, d: Decision) -> 
     if cfg.min_workers == 0 {
         let idle_since = history.last_activity(now).unwrap_or(f64::NEG_INFINITY);
         let idle_for = now.now_secs - idle_since;
-        if idle_for >= cfg.idle_grace_secs && desired > 0 {
+        let grace = idle_grace(cfg);
+        if idle_for >= grace && desired > 0 {
             desired = 0;
             rule = "idle";
             reason = format!("{reason}; idle for {idle_for:.0} s: scale to zero");
-        } else if desired == 0 && now.workers > 0 && idle_for < cfg.idle_grace_secs {
+        } else if desired == 0 && now.workers > 0 && idle_for < grace {
             desired = 1;
             rule = "idle";
-            reason = format!("{reason}; kept 1 until idle for {} s", cfg.idle_grace_secs);
+            reason = format!("{reason}; kept 1 until idle for {grace:.0} s");
         }
     }
     if desired == 0 && (now.waiting() > 0 || now.arrivals > 0 || now.running > 0) {
@@ -381,6 +382,26 @@ fn bound(cfg: &PolicyConfig, history: &History, now: &Observed, d: Decision) -> 
         recommended: d.recommended,
         reason,
         rule: rule.into(),
+    }
+}
+
+/// How long the last worker idles before the pool scales to zero (with
+/// `min_workers = 0`). `idle_grace_secs` for `seed` and `lag` (KEDA's
+/// cooldown period). `kumulus` treats it as a ceiling and rents the idle
+/// worker only as long as buying it back costs, as in ski rental: a cold
+/// start pays a start-up for the new worker, so it stops idling after
+/// `startup_secs` (at least a period, when decisions fall), which costs at
+/// most twice the best choice made in hindsight whatever the next arrival
+/// does. That holds only while a cold start still starts a job within the
+/// wait target (the next decision, then a start-up); otherwise the grace
+/// stays whole.
+pub fn idle_grace(cfg: &PolicyConfig) -> f64 {
+    let cold_start = cfg.period_secs + cfg.startup_secs;
+    match cfg.policy {
+        PolicyKind::Kumulus if cold_start <= cfg.slo_wait_secs * kumulus::TARGET_SHARE => cfg
+            .idle_grace_secs
+            .min(cfg.startup_secs.max(cfg.period_secs)),
+        _ => cfg.idle_grace_secs,
     }
 }
 

@@ -266,15 +266,16 @@ fn scale_to_zero_after_the_idle_grace_and_wake_on_arrival() {
         let busy = obs(0.0, 1, &[0, 0], 1, 1, 1);
         let d = decide(&c, &h, &busy);
         h.record(busy, &d);
-        let idle = obs(30.0, 1, &[0, 0], 0, 0, 0);
+        let grace = idle_grace(&c);
+        let idle = obs(grace / 2.0, 1, &[0, 0], 0, 0, 0);
         let d = decide(&c, &h, &idle);
         assert_eq!(d.desired, 1, "{policy}: within the grace: {}", d.reason);
         h.record(idle, &d);
-        let idle_long = obs(100.0, 1, &[0, 0], 0, 0, 0);
+        let idle_long = obs(grace + 40.0, 1, &[0, 0], 0, 0, 0);
         let d = decide(&c, &h, &idle_long);
         assert_eq!(d.desired, 0, "{policy}: after the grace: {}", d.reason);
         h.record(idle_long, &d);
-        let wake = obs(110.0, 0, &[1, 0], 0, 1, 0);
+        let wake = obs(grace + 50.0, 0, &[1, 0], 0, 1, 0);
         let d = decide(&c, &h, &wake);
         assert!(
             d.desired >= 1,
@@ -319,4 +320,37 @@ fn partitions_run_ahead_of_workers_and_never_shrink() {
     // A broker without CreatePartitions caps the workers.
     assert_eq!(cap_to_partitions(7, 2, false), 2);
     assert_eq!(cap_to_partitions(7, 2, true), 7);
+}
+
+#[test]
+fn kumulus_idles_only_as_long_as_a_cold_start_costs() {
+    // (policy, period, start-up, SLO, idle_grace_secs) -> grace
+    let table = [
+        // A cold start (10 + 10 s) within the target (0.85 x 30 s): the
+        // grace is the start-up.
+        ((PolicyKind::Kumulus, 10.0, 10.0, 30.0, 300.0), 10.0),
+        // Decisions every 15 s: at least a period.
+        ((PolicyKind::Kumulus, 15.0, 5.0, 30.0, 300.0), 15.0),
+        // The configured grace is a ceiling.
+        ((PolicyKind::Kumulus, 10.0, 10.0, 30.0, 4.0), 4.0),
+        // A cold start would miss the target: the whole grace.
+        ((PolicyKind::Kumulus, 10.0, 20.0, 30.0, 300.0), 300.0),
+        // seed and lag keep theirs (KEDA's cooldown period).
+        ((PolicyKind::Lag, 10.0, 10.0, 30.0, 300.0), 300.0),
+        ((PolicyKind::Seed, 10.0, 10.0, 30.0, 300.0), 300.0),
+    ];
+    for ((policy, period_secs, startup_secs, slo_wait_secs, idle_grace_secs), want) in table {
+        let c = PolicyConfig {
+            period_secs,
+            startup_secs,
+            slo_wait_secs,
+            idle_grace_secs,
+            ..cfg(policy)
+        };
+        assert_eq!(
+            idle_grace(&c),
+            want,
+            "{policy} {period_secs} {startup_secs} {slo_wait_secs}"
+        );
+    }
 }

@@ -146,7 +146,8 @@ pub struct AutoscalerConfig {
     /// Kafka rebalance); adding a worker must be worth that. Or
     /// `"measured"`: learnt from the workers' own pauses (3 s until then).
     pub rebalance_secs: Seconds,
-    /// With `min_workers = 0`: idle this long before scaling to zero.
+    /// With `min_workers = 0`: idle this long before scaling to zero (the
+    /// `kumulus` policy: at most this long, see `policy::idle_grace`).
     pub idle_grace_secs: f64,
     /// Partitions of the jobs topic kept per worker (at least).
     pub partition_factor: u32,
