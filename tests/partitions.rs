@@ -120,3 +120,73 @@ async fn lag_is_high_watermark_minus_the_workers_commits() {
     }
     source.close().await;
 }
+
+fn queued(partition: Option<i32>) -> QueuedJob {
+    QueuedJob {
+        id: JobId::new(),
+        owner: "ana".into(),
+        url: "/srv/x".into(),
+        args: vec![],
+        config: None,
+        timeout_secs: 5,
+        limits: Default::default(),
+        submitted_at: chrono::Utc::now(),
+        attempt: 1,
+        not_before: None,
+        partition,
+    }
+}
+
+/// `kafka.placement = "least-backlog"`: the frontend's producer places new
+/// jobs on the partitions with the fewest jobs waiting, from the lag it
+/// samples off the real broker plus what it placed since, where a hash
+/// would put some behind the backlog.
+#[tokio::test]
+async fn least_backlog_placement_fills_the_emptiest_partitions() {
+    let servers = Servers::load();
+    let mut cfg = config(&servers, &namespace()).kafka;
+    cfg.jobs_partitions = 4;
+    cfg.placement = "least-backlog".into();
+    ensure_topics(&cfg).await.unwrap();
+    let producer = kumulus_kafka::producer::KafkaProducer::new(&cfg).unwrap();
+    // Six jobs already wait on partition 0 (nobody consumes the topic).
+    for _ in 0..6 {
+        producer.enqueue(&queued(Some(0))).await.unwrap();
+    }
+    // The watch samples at once, then every 20 s: the nine below are
+    // placed from that first sample (which holds the six) and their own count.
+    let shutdown = tokio_util::sync::CancellationToken::new();
+    producer.watch_partitions(
+        Duration::from_secs(20),
+        Duration::from_secs(600),
+        shutdown.clone(),
+    );
+    let deadline = std::time::Instant::now() + Duration::from_secs(60);
+    while producer.sampled_at().is_none() {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the topic was never sampled"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    // Nine new jobs: none behind the six, three on each other partition.
+    let mut placed = Vec::new();
+    for _ in 0..9 {
+        let mut job = queued(None);
+        producer.place(&mut job).await;
+        placed.push(job.partition);
+        producer.enqueue(&job).await.unwrap();
+    }
+    shutdown.cancel();
+    let mut count = [0; 4];
+    for p in &placed {
+        count[p.expect("placed") as usize] += 1;
+    }
+    assert_eq!(count, [0, 3, 3, 3], "{placed:?}");
+    let c = cfg.clone();
+    let state = tokio::task::spawn_blocking(move || queue_state(&c))
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(state.lag, vec![6, 3, 3, 3], "{state:?}");
+}

@@ -11,6 +11,7 @@ use std::collections::VecDeque;
 
 use crate::policy::{decide, partitions_for, History, Observed, PolicyConfig};
 use kumulus_core::observation::ScalingDecision;
+pub use kumulus_core::placement::least_backlog;
 
 /// One job of a trace.
 #[derive(Debug, Clone, Copy, PartialEq)]
@@ -89,14 +90,13 @@ impl std::str::FromStr for QueueModel {
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize)]
 #[serde(rename_all = "kebab-case")]
 pub enum Placement {
-    /// A hash of the job: what the frontend's producer does today (Kafka's
-    /// default partitioner on the job's key).
+    /// A hash of the job: the frontend's `kafka.placement = "hash"`.
     #[default]
     Hash,
     /// The partition whose owner has the least backlog (jobs waiting or
     /// running there) in the autoscaler's last lag reading, counting the
-    /// jobs placed since; ties round-robin. A placement the frontend does
-    /// not do yet, modelled to measure what it would gain.
+    /// jobs placed since; ties round-robin: the frontend's
+    /// `kafka.placement = "least-backlog"`.
     LeastBacklog,
 }
 
@@ -142,29 +142,6 @@ impl Placer {
         self.known = lag;
         self.members = members;
     }
-}
-
-/// The partition a new job should go to: the one whose owner has the least
-/// backlog (`known` lag plus the jobs `placed` since, per partition), then
-/// the least loaded of that owner's partitions. Workers take partitions
-/// round-robin (partition `q` belongs to member `q mod members`), so the
-/// partitions of one owner are known without knowing the owner. Ties go
-/// to the first from `from` on, so that equal backlogs fill round-robin.
-/// With `members` 0 (not known), each partition counts alone.
-pub fn least_backlog(known: &[u64], placed: &[u64], members: usize, from: usize) -> usize {
-    let n = known.len().max(placed.len()).max(1);
-    let m = if members == 0 { n } else { members.min(n) };
-    let load = |q: usize| known.get(q).copied().unwrap_or(0) + placed.get(q).copied().unwrap_or(0);
-    let owner_load = |g: usize| (g..n).step_by(m).map(load).sum::<u64>();
-    let owner = (0..m)
-        .map(|k| (from + k) % m)
-        .min_by_key(|&g| owner_load(g))
-        .unwrap_or(0);
-    let mine = (owner..n).step_by(m).count();
-    (0..mine)
-        .map(|k| owner + ((from / m + k) % mine) * m)
-        .min_by_key(|&q| load(q))
-        .unwrap_or(owner)
 }
 
 /// The simulation's settings beyond the policy's: what the system does,
@@ -815,36 +792,6 @@ mod tests {
             instant.wait_max_secs < assumed.wait_max_secs,
             "{instant:?} vs {assumed:?}"
         );
-    }
-
-    #[test]
-    fn least_backlog_picks_the_least_loaded_owner_then_its_least_loaded_partition() {
-        // (known lag, placed since, members, from) -> partition.
-        type Case<'a> = (&'a [u64], &'a [u64], usize, usize, usize);
-        let cases: [Case; 7] = [
-            // Nothing anywhere: the first from `from` on (round-robin).
-            (&[0, 0, 0, 0], &[0, 0, 0, 0], 0, 0, 0),
-            (&[0, 0, 0, 0], &[0, 0, 0, 0], 0, 2, 2),
-            // Per partition when the owners are not known.
-            (&[3, 1, 2, 5], &[0, 0, 0, 0], 0, 0, 1),
-            // Jobs placed since the reading count too.
-            (&[3, 1, 2, 5], &[0, 2, 0, 0], 0, 0, 2),
-            // Two owners: 0 reads partitions 0 and 2 (3 + 0 jobs), 1 reads
-            // 1 and 3 (1 + 5): owner 0, and its empty partition 2, though
-            // partition 1 alone holds fewer jobs than partition 0.
-            (&[3, 1, 0, 5], &[0, 0, 0, 0], 2, 0, 2),
-            // Equal owners: round-robin from `from`.
-            (&[1, 1, 1, 1], &[0, 0, 0, 0], 2, 1, 1),
-            // More members than partitions: each partition is an owner.
-            (&[2, 0], &[0, 0], 5, 0, 1),
-        ];
-        for (known, placed, members, from, want) in cases {
-            assert_eq!(
-                least_backlog(known, placed, members, from),
-                want,
-                "{known:?} + {placed:?}, {members} members, from {from}"
-            );
-        }
     }
 
     #[test]

@@ -9,6 +9,7 @@ pub mod job;
 pub mod lease;
 pub mod logs;
 pub mod observation;
+pub mod placement;
 pub mod ports;
 pub mod redact;
 pub mod submission;

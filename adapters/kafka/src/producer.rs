@@ -17,6 +17,7 @@ use kumulus_core::event::StatusEvent;
 use kumulus_core::job::QueuedJob;
 use kumulus_core::logs::LogChunk;
 use kumulus_core::observation::{Observation, ObservationSink, ScalingDecision};
+use kumulus_core::placement::Placer;
 use kumulus_core::ports::{
     CancelBus, CancelRequest, Drained, JobQueue, LogBus, PortError, PortResult, StatusBus,
 };
@@ -39,6 +40,11 @@ pub struct KafkaProducer {
     /// The last sample's time, and where the status feed ended just after
     /// it (for [`JobQueue::drained`]).
     sampled: Arc<Mutex<Option<Sample>>>,
+    /// `kafka.placement = "least-backlog"`: the placement by backlog, and
+    /// how old a sample it may use (three sampling periods).
+    placer: Option<Arc<Mutex<Placer>>>,
+    fresh: Arc<Mutex<Duration>>,
+    last_sample: Arc<Mutex<Option<Instant>>>,
 }
 
 #[derive(Debug, Clone)]
@@ -68,6 +74,10 @@ impl KafkaProducer {
             partitions: Arc::new(AtomicU32::new(0)),
             stuck_after: Arc::new(Mutex::new(Duration::from_secs(30))),
             sampled: Arc::default(),
+            placer: (cfg.placement == "least-backlog")
+                .then(|| Arc::new(Mutex::new(Placer::new(std::process::id() as usize)))),
+            fresh: Arc::new(Mutex::new(Duration::ZERO)),
+            last_sample: Arc::default(),
         })
     }
 
@@ -84,6 +94,9 @@ impl KafkaProducer {
         if let Ok(mut s) = self.stuck_after.lock() {
             *s = stuck_after;
         }
+        if let Ok(mut f) = self.fresh.lock() {
+            *f = period * 3;
+        }
         let me = self.clone();
         tokio::spawn(async move {
             let mut reported: Vec<i32> = Vec::new();
@@ -94,6 +107,12 @@ impl KafkaProducer {
                         let state = sample.state;
                         me.partitions.store(state.partitions, Ordering::SeqCst);
                         let now = sample.at;
+                        if let Some(Ok(mut p)) = me.placer.as_ref().map(|p| p.lock()) {
+                            p.sampled(&state.lag, state.members, now);
+                        }
+                        if let Ok(mut last) = me.last_sample.lock() {
+                            *last = Some(now);
+                        }
                         if let Ok(mut sampled) = me.sampled.lock() {
                             *sampled = sample.status_end.ok().map(|status_end| Sample {
                                 at: now,
@@ -119,6 +138,11 @@ impl KafkaProducer {
                 }
             }
         });
+    }
+
+    /// When the jobs topic was last sampled (by [`Self::watch_partitions`]).
+    pub fn sampled_at(&self) -> Option<Instant> {
+        *self.last_sample.lock().ok()?
     }
 
     fn stuck_after(&self) -> Duration {
@@ -245,10 +269,20 @@ impl JobQueue for KafkaProducer {
         self.enqueue(&job).await.map(|()| job.partition)
     }
 
-    /// Spread by the job's id over the partitions, as the key would, but
-    /// known before the job is stored (so the reaper can find the jobs of a
-    /// stuck partition).
+    /// With `kafka.placement = "least-backlog"`, on the partition whose
+    /// worker has the least backlog, from a fresh sample of the topic;
+    /// otherwise (or with no fresh sample) spread by the job's id over the
+    /// partitions, as the key would. Either way known before the job is
+    /// stored (so the reaper can find the jobs of a stuck partition); the
+    /// key stays the job's id.
     async fn place(&self, job: &mut QueuedJob) {
+        let fresh = self.fresh.lock().map(|f| *f).unwrap_or_default();
+        if let Some(Ok(mut p)) = self.placer.as_ref().map(|p| p.lock()) {
+            if let Some(q) = p.place(Instant::now(), fresh) {
+                job.partition = Some(q);
+                return;
+            }
+        }
         let mut n = self.partitions.load(Ordering::SeqCst);
         if n == 0 {
             // Not sampled yet: ask once (the topic may not exist yet either).

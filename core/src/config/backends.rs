@@ -57,6 +57,11 @@ pub struct KafkaConfig {
     pub session_timeout_ms: u32,
     /// How long the frontend waits for the broker to take a job before answering 503.
     pub message_timeout_ms: u32,
+    /// How the frontend picks a new job's partition: `hash` (of the job's
+    /// id) or `least-backlog` (the partition whose worker has the fewest
+    /// jobs waiting, from the topic's lag sampled every heartbeat period
+    /// and the jobs placed since; by a hash while no sample is fresh).
+    pub placement: String,
     /// librdkafka debug contexts to log (for example `cgrp,fetch`), for
     /// troubleshooting a broker; empty for none.
     pub debug: String,
@@ -78,6 +83,7 @@ impl Default for KafkaConfig {
             jobs_partitions: 2,
             session_timeout_ms: 10_000,
             message_timeout_ms: 5_000,
+            placement: "hash".into(),
             debug: String::new(),
         }
     }

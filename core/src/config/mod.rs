@@ -695,6 +695,11 @@ impl Config {
             "kafka.message_timeout_ms",
             "must be at least 100",
         )?;
+        check(
+            crate::placement::PLACEMENTS.contains(&self.kafka.placement.as_str()),
+            "kafka.placement",
+            "must be hash or least-backlog",
+        )?;
         let mut names: Vec<&str> = self
             .auth
             .users
@@ -932,6 +937,18 @@ mod tests {
             )?;
             let err = Config::load(Mode::Standalone, Some(Path::new("k.toml"))).unwrap_err();
             assert_eq!(err.key, "worker.max_timeout_secs");
+            Ok(())
+        });
+        Jail::expect_with(|jail| {
+            jail.set_env("KUMULUS_KAFKA__PLACEMENT", "random");
+            let err = Config::load(Mode::Standalone, None).unwrap_err();
+            assert_eq!(err.key, "kafka.placement");
+            Ok(())
+        });
+        Jail::expect_with(|jail| {
+            jail.set_env("KUMULUS_KAFKA__PLACEMENT", "least-backlog");
+            let cfg = Config::load(Mode::Standalone, None).unwrap();
+            assert_eq!(cfg.kafka.placement, "least-backlog");
             Ok(())
         });
     }
