@@ -71,20 +71,7 @@ async fn lag_is_high_watermark_minus_the_workers_commits() {
     ensure_topics(&cfg).await.unwrap();
     let producer = kumulus_kafka::producer::KafkaProducer::new(&cfg).unwrap();
     for _ in 0..3 {
-        let job = QueuedJob {
-            id: JobId::new(),
-            owner: "ana".into(),
-            url: "/srv/x".into(),
-            args: vec![],
-            config: None,
-            timeout_secs: 5,
-            limits: Default::default(),
-            submitted_at: chrono::Utc::now(),
-            attempt: 1,
-            not_before: None,
-            partition: None,
-        };
-        producer.enqueue(&job).await.unwrap();
+        producer.enqueue(&queued(None)).await.unwrap();
     }
     let c = cfg.clone();
     let state = tokio::task::spawn_blocking(move || queue_state(&c))
