@@ -33,7 +33,7 @@ pub const PLACEMENTS: [&str; 2] = ["hash", "least-backlog"];
 
 /// The frontend's least-backlog placement: the topic's last sample (each
 /// partition's lag and the workers' group size) and the jobs placed since.
-/// A sample older than the caller's `fresh` is not used: the caller then
+/// A sample older than its `fresh` is not used: the caller then
 /// places by a hash, as with no sample at all, so a frontend that cannot
 /// read the broker's offsets still spreads its jobs.
 #[derive(Debug)]
@@ -42,6 +42,8 @@ pub struct Placer {
     members: usize,
     placed: Vec<u64>,
     at: Option<std::time::Instant>,
+    /// How long the sample at `at` stays usable.
+    fresh: std::time::Duration,
     /// Where ties start: each frontend from its own place, so that several
     /// frontends working from the same sample do not all fill the same
     /// partition first.
@@ -56,25 +58,34 @@ impl Placer {
             members: 0,
             placed: Vec::new(),
             at: None,
+            fresh: std::time::Duration::ZERO,
             next: start,
         }
     }
 
     /// A new sample: per partition, the jobs not yet committed past
     /// (waiting, or read ahead by their worker); the group's members where
-    /// the broker tells. What was placed before it is in its lag now.
-    pub fn sampled(&mut self, lag: &[u64], members: Option<u32>, at: std::time::Instant) {
+    /// the broker tells; usable for `fresh`. What was placed before it is
+    /// in its lag now.
+    pub fn sampled(
+        &mut self,
+        lag: &[u64],
+        members: Option<u32>,
+        at: std::time::Instant,
+        fresh: std::time::Duration,
+    ) {
         self.lag = lag.to_vec();
         self.placed = vec![0; lag.len()];
         self.members = members.unwrap_or(0) as usize;
         self.at = Some(at);
+        self.fresh = fresh;
     }
 
     /// The partition for the next job, counted as placed; None where there
-    /// is no sample younger than `fresh`, or no partition.
-    pub fn place(&mut self, now: std::time::Instant, fresh: std::time::Duration) -> Option<i32> {
+    /// is no fresh sample, or no partition.
+    pub fn place(&mut self, now: std::time::Instant) -> Option<i32> {
         let at = self.at?;
-        if self.lag.is_empty() || now.saturating_duration_since(at) > fresh {
+        if self.lag.is_empty() || now.saturating_duration_since(at) > self.fresh {
             return None;
         }
         let q = least_backlog(&self.lag, &self.placed, self.members, self.next);
@@ -125,29 +136,29 @@ mod tests {
         let fresh = Duration::from_secs(10);
         let mut p = Placer::new(0);
         // No sample yet: the caller hashes.
-        assert_eq!(p.place(t0, fresh), None);
+        assert_eq!(p.place(t0), None);
         // Four partitions, two workers (0 reads 0 and 2, 1 reads 1 and 3):
         // worker 0 holds 6 jobs, worker 1 none. The next six go to worker 1,
         // spread over its two partitions, then the owners are even again.
-        p.sampled(&[4, 0, 2, 0], Some(2), t0);
-        let six: Vec<i32> = (0..6).filter_map(|_| p.place(t0, fresh)).collect();
+        p.sampled(&[4, 0, 2, 0], Some(2), t0, fresh);
+        let six: Vec<i32> = (0..6).filter_map(|_| p.place(t0)).collect();
         assert_eq!(six, vec![1, 3, 1, 3, 1, 3]);
         // Even owners (6 and 6): the tie goes round-robin, to worker 0 here,
         // and to its partition with fewer jobs (2 holds 2, 0 holds 4).
-        assert_eq!(p.place(t0, fresh), Some(2));
+        assert_eq!(p.place(t0), Some(2));
         // A new sample replaces what was placed since the last one.
-        p.sampled(&[0, 0, 0, 9], None, t0 + Duration::from_secs(5));
+        p.sampled(&[0, 0, 0, 9], None, t0 + Duration::from_secs(5), fresh);
         // Members unknown: each partition alone, the least lagging first.
         let three: Vec<i32> = (0..3)
-            .filter_map(|_| p.place(t0 + Duration::from_secs(6), fresh))
+            .filter_map(|_| p.place(t0 + Duration::from_secs(6)))
             .collect();
         let mut sorted = three.clone();
         sorted.sort();
         assert_eq!(sorted, vec![0, 1, 2], "{three:?}");
         // A sample older than `fresh` is not used.
-        assert_eq!(p.place(t0 + Duration::from_secs(16), fresh), None);
+        assert_eq!(p.place(t0 + Duration::from_secs(16)), None);
         // No partitions in the sample: nothing to choose from.
-        p.sampled(&[], Some(1), t0);
-        assert_eq!(p.place(t0, fresh), None);
+        p.sampled(&[], Some(1), t0, fresh);
+        assert_eq!(p.place(t0), None);
     }
 }

@@ -40,10 +40,9 @@ pub struct KafkaProducer {
     /// The last sample's time, and where the status feed ended just after
     /// it (for [`JobQueue::drained`]).
     sampled: Arc<Mutex<Option<Sample>>>,
-    /// `kafka.placement = "least-backlog"`: the placement by backlog, and
-    /// how old a sample it may use (three sampling periods).
+    /// `kafka.placement = "least-backlog"`: the placement by backlog, from
+    /// samples used for three sampling periods.
     placer: Option<Arc<Mutex<Placer>>>,
-    fresh: Arc<Mutex<Duration>>,
     last_sample: Arc<Mutex<Option<Instant>>>,
 }
 
@@ -76,7 +75,6 @@ impl KafkaProducer {
             sampled: Arc::default(),
             placer: (cfg.placement == "least-backlog")
                 .then(|| Arc::new(Mutex::new(Placer::new(std::process::id() as usize)))),
-            fresh: Arc::new(Mutex::new(Duration::ZERO)),
             last_sample: Arc::default(),
         })
     }
@@ -94,9 +92,6 @@ impl KafkaProducer {
         if let Ok(mut s) = self.stuck_after.lock() {
             *s = stuck_after;
         }
-        if let Ok(mut f) = self.fresh.lock() {
-            *f = period * 3;
-        }
         let me = self.clone();
         tokio::spawn(async move {
             let mut reported: Vec<i32> = Vec::new();
@@ -108,7 +103,7 @@ impl KafkaProducer {
                         me.partitions.store(state.partitions, Ordering::SeqCst);
                         let now = sample.at;
                         if let Some(Ok(mut p)) = me.placer.as_ref().map(|p| p.lock()) {
-                            p.sampled(&state.lag, state.members, now);
+                            p.sampled(&state.lag, state.members, now, period * 3);
                         }
                         if let Ok(mut last) = me.last_sample.lock() {
                             *last = Some(now);
@@ -276,9 +271,8 @@ impl JobQueue for KafkaProducer {
     /// stored (so the reaper can find the jobs of a stuck partition); the
     /// key stays the job's id.
     async fn place(&self, job: &mut QueuedJob) {
-        let fresh = self.fresh.lock().map(|f| *f).unwrap_or_default();
         if let Some(Ok(mut p)) = self.placer.as_ref().map(|p| p.lock()) {
-            if let Some(q) = p.place(Instant::now(), fresh) {
+            if let Some(q) = p.place(Instant::now()) {
                 job.partition = Some(q);
                 return;
             }
