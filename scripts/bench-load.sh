@@ -3,9 +3,10 @@
 # by `kumulus load` with a shipped trace, compressed; the report puts the
 # live figures beside `kumulus sim`'s for the same trace and settings.
 #
-#   scripts/bench-load.sh [--cluster] TRACE SPEED POLICY [LAG_THRESHOLD]
+#   scripts/bench-load.sh [--cluster [--placement hash|least-backlog]] TRACE SPEED POLICY [LAG_THRESHOLD]
 #   e.g. scripts/bench-load.sh step 4 kumulus
 #        scripts/bench-load.sh --cluster burst 4 lag 12
+#        scripts/bench-load.sh --cluster --placement least-backlog diurnal 2 kumulus
 #
 # Without --cluster it runs `kumulus up` (in-process slots, one shared
 # queue); with it, the one-machine cluster of scripts/cluster.sh (a Kafka
@@ -19,13 +20,20 @@
 # start at once (0); the cluster's autoscaler measures its workers'
 # start-up and rebalance pauses ("measured"), and the report's simulation
 # uses what it measured. The report goes to
-# bench-load/<target>-<trace>-<policy>-x<speed>/ (report.md is the row to read).
+# bench-load/<target>-<trace>-<policy>-x<speed>/ (report.md is the row to read);
+# a cluster whose frontend places jobs by backlog (`kafka.placement`; the
+# default is the frontend's, `hash`) adds `-least-backlog` to that name.
 set -euo pipefail
 source "$(dirname "$0")/lib/common.sh"
 cd "$ROOT"
 need_runtime
 TARGET=up
+PLACEMENT=hash
 if [ "${1:-}" = --cluster ]; then TARGET=cluster; shift; fi
+if [ "$TARGET" = cluster ] && [ "${1:-}" = --placement ]; then
+    PLACEMENT="${2:?--placement: hash or least-backlog}"; shift 2
+fi
+case "$PLACEMENT" in hash|least-backlog) ;; *) echo "--placement: hash or least-backlog, not $PLACEMENT" >&2; exit 2 ;; esac
 TRACE="${1:?trace: burst, diurnal, heavy-tailed, steady or step}"
 SPEED="${2:?speed, e.g. 4}"
 POLICY="${3:?policy: kumulus, lag or seed}"
@@ -60,6 +68,7 @@ PERIOD=$(awk -v s="$SPEED" 'BEGIN { p = int(10 / s + 0.5); if (p < 1) p = 1; pri
 STAB=$(awk -v s="$SPEED" 'BEGIN { printf "%.3f", 30 / s }')
 COOL=$(awk -v s="$SPEED" 'BEGIN { printf "%.3f", 300 / s }')
 OUT="bench-load/$TARGET-$TRACE-$POLICY-x$SPEED"
+[ "$PLACEMENT" = hash ] || OUT="$OUT-$PLACEMENT"
 # At most 20 workers (the README table's) in `kumulus up`; 8 on the cluster
 # (scripts/cluster.sh's own bound): on two cores, 20 worker processes and the
 # broker serving their fetches saturate the machine, and then the jobs run
@@ -99,7 +108,7 @@ else
         FRONTEND_PORT=$((B + 80)) AUTOSCALER_PORT=$((B + 91))
     # tansu cannot add partitions: the topic starts with enough for all the
     # workers at the default factor of 2.
-    export KUMULUS_KAFKA__JOBS_PARTITIONS=$((MAX * 2))
+    export KUMULUS_KAFKA__JOBS_PARTITIONS=$((MAX * 2)) KUMULUS_KAFKA__PLACEMENT="$PLACEMENT"
     export KUMULUS_WORKER__SLOTS=1 KUMULUS_AUTOSCALER__POLICY="$POLICY" \
         KUMULUS_AUTOSCALER__PERIOD_SECS="$PERIOD" KUMULUS_AUTOSCALER__SLO_WAIT_SECS="$SLO" \
         KUMULUS_AUTOSCALER__STARTUP_SECS=measured KUMULUS_AUTOSCALER__REBALANCE_SECS=measured \

@@ -8,7 +8,8 @@
 # promise holds: "ok", "over SLO", "costlier", or "-" where no `lag`
 # threshold keeps the SLO either.
 #
-#   scripts/policy-check.sh [SLO ...]      (default 30 60 120)
+#   scripts/policy-check.sh [--placement hash|least-backlog] [SLO ...]
+#                                          (default: hash; 30 60 120)
 #
 # The settings are `kumulus sim`'s defaults (the README's: start-up 10 s,
 # period 10 s, 1 to 20 workers); the sparse trace runs from 0 workers.
@@ -21,6 +22,8 @@ if [ -z "$KUMULUS_BIN_GIVEN" ]; then
     cargo build --quiet --bin kumulus
 fi
 need jq jq
+PLACEMENT=hash
+if [ "${1:-}" = --placement ]; then PLACEMENT="${2:?--placement: hash or least-backlog}"; shift 2; fi
 SLOS=("$@"); [ ${#SLOS[@]} -gt 0 ] || SLOS=(30 60 120)
 
 echo "| trace | SLO s | kumulus: over SLO, worker-s (x run time), events/h | cheapest lag: threshold, over SLO, worker-s, events/h | kumulus / lag worker-s | holds |"
@@ -28,7 +31,7 @@ echo "| --- | --- | --- | --- | --- | --- |"
 bad=0
 for f in autoscaler/traces/*.csv; do
     t="$(basename "$f" .csv)"
-    extra=(); [ "$t" = sparse ] && extra=(--min-workers 0)
+    extra=(--placement "$PLACEMENT"); [ "$t" = sparse ] && extra+=(--min-workers 0)
     for slo in "${SLOS[@]}"; do
         k="$("$KUMULUS_BIN" sim --trace "$f" --slo-wait-secs "$slo" --json --policy kumulus "${extra[@]}")"
         best="$(cheapest_lag "$f" "$slo" "${extra[@]}")"

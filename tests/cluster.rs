@@ -206,7 +206,17 @@ async fn two_workers_split_the_partitions_and_both_run_jobs() {
         ("KUMULUS_WORKER__SLOTS", "1"),
         ("KUMULUS_KAFKA__JOBS_PARTITIONS", "4"),
     ];
-    let frontend = kumulus("frontend", &env, &one);
+    // The frontend places jobs by backlog (every other test runs the
+    // default hash), and says so on its metrics for `kumulus load`.
+    let frontend = kumulus(
+        "frontend",
+        &env,
+        &[
+            one[0],
+            one[1],
+            ("KUMULUS_KAFKA__PLACEMENT", "least-backlog"),
+        ],
+    );
     let _w1 = kumulus(
         "worker",
         &env,
@@ -240,6 +250,16 @@ async fn two_workers_split_the_partitions_and_both_run_jobs() {
     assert_eq!(
         workers,
         BTreeSet::from(["w1".to_string(), "w2".to_string()])
+    );
+    let metrics = api.text("/metrics").await;
+    assert_eq!(
+        common::metric_where(
+            &metrics,
+            "kumulus_api_placement_info",
+            "placement=\"least-backlog\""
+        ),
+        Some(1.0),
+        "{metrics}"
     );
 }
 

@@ -92,7 +92,7 @@ impl AppState {
             idempotency_ttl: std::time::Duration::from_secs(cfg.api.idempotency_ttl_secs),
             webhooks: cfg.webhooks.clone(),
             live_logs: logs::Relay::new(cfg.api.live_logs_buffer_bytes),
-            metrics: metrics::Metrics::new()?,
+            metrics: metrics::Metrics::new(&cfg.kafka.placement)?,
         })
     }
 }

@@ -1,7 +1,7 @@
 //! The frontend's Prometheus metrics (`kumulus_` prefix), one registry per
 //! application so that several can live in one process.
 
-use prometheus::{Encoder, IntCounter, IntCounterVec, Opts, Registry, TextEncoder};
+use prometheus::{Encoder, IntCounter, IntCounterVec, IntGaugeVec, Opts, Registry, TextEncoder};
 
 pub struct Metrics {
     pub registry: Registry,
@@ -12,8 +12,19 @@ pub struct Metrics {
 }
 
 impl Metrics {
-    pub fn new() -> Result<Self, prometheus::Error> {
+    /// `placement`: how this replica picks a job's partition
+    /// (`kafka.placement`), exported for `kumulus load`'s simulation.
+    pub fn new(placement: &str) -> Result<Self, prometheus::Error> {
         let registry = Registry::new();
+        let placement_info = IntGaugeVec::new(
+            Opts::new(
+                "kumulus_api_placement_info",
+                "How this API replica places jobs on the jobs topic's partitions (kafka.placement; a queue without partitions has no use for it)",
+            ),
+            &["placement"],
+        )?;
+        placement_info.with_label_values(&[placement]).set(1);
+        registry.register(Box::new(placement_info))?;
         let requests = IntCounterVec::new(
             Opts::new(
                 "kumulus_http_requests_total",

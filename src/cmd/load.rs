@@ -26,7 +26,7 @@ use serde::Serialize;
 
 use kumulus_autoscaler::decisions::{changes, since};
 use kumulus_autoscaler::sim::{
-    read_trace, simulate, QueueModel, Sample, SimConfig, SimResult, TraceJob,
+    read_trace, simulate, Placement, QueueModel, Sample, SimConfig, SimResult, TraceJob,
 };
 use kumulus_client::{Client, ClientError, Job, JobState, NewJob, Session};
 use kumulus_core::observation::ScalingDecision;
@@ -116,6 +116,10 @@ pub struct Report {
 #[derive(Debug, Clone, Serialize, PartialEq)]
 pub struct Model {
     pub queue: QueueModel,
+    /// How the frontend placed the jobs on the partitions, as its
+    /// `/metrics` says (`kumulus_api_placement_info`; `hash` where it does
+    /// not say).
+    pub placement: Placement,
     /// The jobs topic's partitions as last seen (a broker that cannot add
     /// partitions has had these from the start; Kafka never removes any).
     pub partitions: Option<u32>,
@@ -200,6 +204,12 @@ fn measure(
     let partitions = seen_partitions
         .filter(|p| *p >= 0.5)
         .map(|p| p.round() as u32);
+    let placement = run
+        .frontend_metrics
+        .as_deref()
+        .and_then(|text| label(text, "kumulus_api_placement_info", "placement"))
+        .and_then(|p| p.parse().ok())
+        .unwrap_or_default();
     let overheads: Vec<f64> = run
         .rows
         .iter()
@@ -239,6 +249,7 @@ fn measure(
     };
     Model {
         queue,
+        placement,
         partitions,
         overhead_secs,
         handover_secs,
@@ -265,6 +276,7 @@ impl Model {
             overhead_secs: self.overhead_secs,
             handover_secs: self.handover_secs,
             queue: self.queue,
+            placement: self.placement,
             partitions: self.partitions,
             first_decision_secs: self.first_decision_secs,
             ready_secs: Some(self.ready_secs),
@@ -299,6 +311,21 @@ fn metric(text: &str, name: &str) -> Option<f64> {
             (bare == name).then(|| value.trim().parse::<f64>().ok())?
         })
         .reduce(|a, b| a + b)
+}
+
+/// The value of `label` on the first sample of `name` whose value is
+/// not 0 (an info gauge's).
+fn label(text: &str, name: &str, label: &str) -> Option<String> {
+    text.lines().filter(|l| !l.starts_with('#')).find_map(|l| {
+        let (key, value) = l.rsplit_once(' ')?;
+        let (bare, labels) = key.split_once('{')?;
+        if bare != name || value.trim().parse::<f64>().ok()? == 0.0 {
+            return None;
+        }
+        let start = labels.find(&format!("{label}=\""))? + label.len() + 2;
+        let rest = &labels[start..];
+        Some(rest[..rest.find('"')?].to_string())
+    })
 }
 
 fn parse_seen(text: &str, t: f64) -> Option<Seen> {
@@ -371,7 +398,7 @@ pub async fn run(args: &LoadArgs) -> Result<String, String> {
                 .map_err(|e| format!("cannot log in as {name}: {e}"))?,
         );
     }
-    let live = drive(&trace, &repo, &sessions, &metrics, args.drain_secs).await;
+    let live = drive(&trace, &repo, &sessions, &metrics, &client, args.drain_secs).await;
 
     let model = measure(&live, &policy, rebalance_secs);
     let sim = simulate(&trace, &model.sim_config(policy.clone()));
@@ -398,6 +425,9 @@ struct Run {
     first_decision: Option<DateTime<Utc>>,
     /// `/metrics` as last read.
     last_metrics: Option<String>,
+    /// The frontend's `/metrics`, read at the end (where it differs from
+    /// the autoscaler's).
+    frontend_metrics: Option<String>,
     /// The autoscaler's decisions over the run, oldest first, timed from
     /// the first submit.
     decisions: Vec<ScalingDecision>,
@@ -408,6 +438,7 @@ async fn drive(
     repo: &str,
     sessions: &[Session],
     metrics: &Client,
+    frontend: &Client,
     drain_secs: u64,
 ) -> Run {
     let started = Utc::now();
@@ -572,6 +603,7 @@ async fn drive(
         rows.iter().filter(|r| !r.state.is_terminal()).count() + (accepted.len() - records.len());
     let seen = seen.lock().map(|v| v.clone()).unwrap_or_default();
     let (first_decision, last_metrics) = texts.lock().map(|x| x.clone()).unwrap_or_default();
+    let frontend_metrics = frontend.metrics().await.ok();
     Run {
         rows,
         latencies,
@@ -581,6 +613,7 @@ async fn drive(
         unfinished,
         first_decision,
         last_metrics,
+        frontend_metrics,
         decisions,
     }
 }
@@ -738,9 +771,11 @@ fn markdown(r: &Report) -> String {
     let m = &r.model;
     md.push_str(&format!(
         "The simulator modelled what this run measured: a {} queue, {:.2} s of overhead per job, {:.2} s of hand-over between a worker's jobs, the first decision {} s in, new workers ready in {:.1} s ({}), rebalances of {:.1} s ({}); its policy assumed a start-up of {} and a rebalance of {}, as the live one did at its last decision.\n\n",
-        match m.queue {
-            QueueModel::Shared => "shared",
-            QueueModel::Partitioned => "partitioned",
+        match (m.queue, m.placement) {
+            (QueueModel::Shared, _) => "shared",
+            (QueueModel::Partitioned, Placement::Hash) => "partitioned (jobs placed by a hash)",
+            (QueueModel::Partitioned, Placement::LeastBacklog) =>
+                "partitioned (jobs placed by backlog)",
         },
         m.overhead_secs,
         m.handover_secs,
@@ -979,6 +1014,7 @@ mod tests {
             last_metrics: Some(
                 "kumulus_kafka_partitions 0\nkumulus_worker_startup_seconds_sum 0\nkumulus_worker_startup_seconds_count 0\n".into(),
             ),
+            frontend_metrics: None,
             decisions: Vec::new(),
         };
         let m = measure(&run, &policy, 3.0);
@@ -1019,6 +1055,18 @@ mod tests {
         // Nothing measured on a cluster: the policy's own assumption.
         run.last_metrics = Some("kumulus_kafka_partitions 8\n".into());
         assert_eq!(measure(&run, &policy, 3.0).ready_secs, 10.0);
+        // The frontend's placement, as its metrics say; a hash where they
+        // do not say.
+        assert_eq!(measure(&run, &policy, 3.0).placement, Placement::Hash);
+        run.frontend_metrics = Some(
+            "# HELP kumulus_api_placement_info x\nkumulus_api_placement_info{placement=\"least-backlog\"} 1\n".into(),
+        );
+        let m = measure(&run, &policy, 3.0);
+        assert_eq!(m.placement, Placement::LeastBacklog);
+        assert_eq!(
+            m.sim_config(policy.clone()).placement,
+            Placement::LeastBacklog
+        );
     }
 
     #[test]

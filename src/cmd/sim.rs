@@ -146,10 +146,10 @@ pub struct ModelArgs {
     /// `shared` (`kumulus up`: any free slot takes the oldest job).
     #[arg(long, default_value = "partitioned")]
     pub queue: QueueModel,
-    /// How a job's partition is picked: `hash` (what the frontend does:
-    /// Kafka's default partitioner) or `least-backlog` (the partition whose
-    /// owner has the fewest jobs in the autoscaler's last lag reading, plus
-    /// those placed since: a placement the frontend does not do yet).
+    /// How a job's partition is picked, as the frontend's `kafka.placement`
+    /// says: `hash` (Kafka's default partitioner) or `least-backlog` (the
+    /// partition whose owner has the fewest jobs waiting in the last lag
+    /// reading, plus those placed since).
     #[arg(long, default_value = "hash")]
     pub placement: Placement,
     /// Seconds a job holds its slot beyond its run (clone, sandbox, files).

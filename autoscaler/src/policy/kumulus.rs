@@ -19,7 +19,14 @@
 //!    horizon is half of a period plus a start-up;
 //! 3. **no worker is left with more backlog in its own partitions** than it
 //!    can start in time: a Kafka partition is read by one worker only, so a
-//!    burst that landed on few partitions waits behind them.
+//!    burst that landed on few partitions waits behind them;
+//! 4. **a job that finds every slot busy is rarely late** ([`for_tail`]):
+//!    the fluid's averages hide that such a job waits for a running job's
+//!    remainder, which heavy-tailed run times make long. Where that
+//!    remainder can outlast the target, the steady-state chance of finding
+//!    every slot busy (Erlang C at the load of the last
+//!    [`STEADY_WINDOW_SECS`]) times the chance that the remainder outlasts
+//!    the target stays within [`TAIL_BUDGET`].
 //!
 //! The target is [`TARGET_SHARE`] of the SLO: the rest is margin for what the
 //! model does not see (the randomness of arrivals and run times around the
@@ -38,6 +45,17 @@ use super::{Decision, History, Observed, PolicyConfig};
 
 /// Share of the SLO the policy aims at.
 pub const TARGET_SHARE: f64 = 0.85;
+
+/// Share of jobs the tail rule lets wait past the target: two fifths of
+/// the 5% the SLO allows, the rest left for what the steady state does not
+/// see (bursts, a load that changes faster than its estimate, the backlog
+/// the other rules let form).
+pub const TAIL_BUDGET: f64 = 0.02;
+
+/// The window of the arrival rate the tail rule reads (the 5 minutes of
+/// the HPA's scale-down stabilization): a steady state's load, where the
+/// other rules answer to the latest period's.
+pub const STEADY_WINDOW_SECS: f64 = 300.0;
 
 pub fn decide(cfg: &PolicyConfig, history: &History, now: &Observed) -> Decision {
     let slots = cfg.slots.max(1);
@@ -83,14 +101,30 @@ pub fn decide(cfg: &PolicyConfig, history: &History, now: &Observed) -> Decision
         cfg.startup_secs,
     );
 
-    let mut recommended = for_backlog.max(for_arrivals).max(for_partitions);
+    // 4. The tail of the running jobs' remainders, at the load of the last
+    // few minutes: a steady-state rule read at a rate of one period would
+    // follow the arrivals' noise up and down.
+    let steady = history.arrival_rate_over(now, STEADY_WINDOW_SECS, cfg.period_secs);
+    let for_tail = for_tail(
+        steady * mean,
+        &history.service_samples(now),
+        target,
+        now.partitions > 0,
+        model.max_servers,
+    )
+    .div_ceil(slots);
+
+    let mut recommended = for_backlog
+        .max(for_arrivals)
+        .max(for_partitions)
+        .max(for_tail);
     if any_work {
         recommended = recommended.max(1);
     }
     let mut reason = format!(
         "arrivals {lambda:.3}/s, run time {mean:.2} s (cv² {cs2:.2}), waiting {waiting}, \
          target wait {target:.0} s: backlog {for_backlog}, arrivals {for_arrivals}, \
-         partitions {for_partitions}"
+         partitions {for_partitions}, tail {for_tail}"
     );
 
     let mut desired = recommended;
@@ -152,6 +186,62 @@ impl Fluid {
         let work = ahead * self.mean + self.residual;
         (0..=self.max_servers).find(|&c| self.capacity(c as f64, within) >= work)
     }
+}
+
+/// The fewest slots (of at most `max`) such that few jobs wait past
+/// `target` for a running job to end, at an offered load of `load` slots
+/// (arrival rate times mean run time): the steady-state chance that a job
+/// finds every slot busy ([`erlang_c`]), times the chance that what it
+/// waits for outlasts the target, at most [`TAIL_BUDGET`]. A job placed
+/// on one worker's partitions (`partitioned`) waits for that worker's
+/// running job; in a shared queue, for the first of the `c` running jobs
+/// to end. 0 where no remainder outlasts the target (the other rules
+/// cover a queue of short jobs).
+fn for_tail(load: f64, samples: &[f64], target: f64, partitioned: bool, max: u32) -> u32 {
+    let late = remainder_over(samples, target);
+    if late <= 0.0 || load <= 0.0 {
+        return 0;
+    }
+    (load.floor() as u32 + 1..=max)
+        .find(|&c| {
+            let behind = if partitioned {
+                late
+            } else {
+                late.powi(c as i32)
+            };
+            erlang_c(c, load) * behind <= TAIL_BUDGET
+        })
+        .unwrap_or(max)
+}
+
+/// The chance that a running job, looked at in a random moment, still has
+/// more than `x` seconds to run: `E[(S - x)+] / E[S]` over the run times
+/// `samples` (a long job is more likely to be the one running: the
+/// equilibrium remainder of renewal theory). 0 without samples.
+fn remainder_over(samples: &[f64], x: f64) -> f64 {
+    let total: f64 = samples.iter().sum();
+    if total <= 0.0 {
+        return 0.0;
+    }
+    samples.iter().map(|s| (s - x).max(0.0)).sum::<f64>() / total
+}
+
+/// Erlang C: the chance that an arrival finds all `c` servers busy at an
+/// offered load of `a` (M/M/c; 1 where `a >= c`, the queue is unstable).
+fn erlang_c(c: u32, a: f64) -> f64 {
+    if a <= 0.0 {
+        return 0.0;
+    }
+    if a >= c as f64 {
+        return 1.0;
+    }
+    // Erlang B by its recursion, then C from B.
+    let mut b = 1.0;
+    for k in 1..=c {
+        b = a * b / (k as f64 + a * b);
+    }
+    let c = c as f64;
+    c * b / (c - a * (1.0 - b))
 }
 
 /// The waiting jobs grouped by the period they arrived in, oldest first:
@@ -246,6 +336,53 @@ mod tests {
         assert_eq!(partition_need(&[100, 0, 0, 0], 1.0, 10.0, 1, 0.0), 1);
         // Two slots per worker: half the time per job.
         assert_eq!(partition_need(&[30, 0], 0.5, 20.0, 1, 0.0), 1);
+    }
+
+    #[test]
+    fn erlang_c_matches_known_values() {
+        // One server: the utilization.
+        assert!((erlang_c(1, 0.5) - 0.5).abs() < 1e-12);
+        // Two servers at a load of 1: 1/3.
+        assert!((erlang_c(2, 1.0) - 1.0 / 3.0).abs() < 1e-12);
+        // Ten at a load of 8: 0.409 (tables).
+        assert!((erlang_c(10, 8.0) - 0.409).abs() < 1e-3);
+        // Saturated or idle.
+        assert_eq!(erlang_c(3, 3.0), 1.0);
+        assert_eq!(erlang_c(3, 0.0), 0.0);
+    }
+
+    #[test]
+    fn the_remainder_counts_long_jobs_by_their_length() {
+        // Jobs of 1 s never have 2 s left.
+        assert_eq!(remainder_over(&[1.0; 10], 2.0), 0.0);
+        // Nine of 1 s and one of 91 s: the long one runs 91% of the time,
+        // and has more than 11 s left for 80 of its 91 s.
+        let mut s = vec![1.0; 9];
+        s.push(91.0);
+        assert!((remainder_over(&s, 11.0) - 0.8).abs() < 1e-12);
+        assert_eq!(remainder_over(&[], 1.0), 0.0);
+    }
+
+    #[test]
+    fn the_tail_rule_adds_slots_only_where_remainders_outlast_the_target() {
+        // Short jobs: nothing to add.
+        assert_eq!(for_tail(5.0, &[2.0; 100], 25.0, true, 50), 0);
+        // A heavy tail: 10% of the jobs take 300 s, the rest 10 s (mean
+        // 39 s); at a load of 5 slots a busy-everywhere arrival is late
+        // 71% of the time, so the chance of finding all busy must be
+        // kept under 2% / 0.71.
+        let mut s = vec![10.0; 90];
+        s.extend([300.0; 10]);
+        let c = for_tail(5.0, &s, 25.0, true, 50);
+        let late = remainder_over(&s, 25.0);
+        assert!(erlang_c(c, 5.0) * late <= TAIL_BUDGET);
+        assert!(erlang_c(c - 1, 5.0) * late > TAIL_BUDGET);
+        assert_eq!(c, 11);
+        // A shared queue waits for the first of the running jobs to end:
+        // fewer slots do.
+        assert!(for_tail(5.0, &s, 25.0, false, 50) < c);
+        // Bounded.
+        assert_eq!(for_tail(5.0, &s, 25.0, true, 8), 8);
     }
 
     #[test]

@@ -255,17 +255,38 @@ impl History {
         rate.unwrap_or(0.0)
     }
 
-    /// Mean and squared coefficient of variation of the run times seen
-    /// lately (the last 500 jobs), if any job has finished.
-    pub fn service_stats(&self, now: &Observed) -> Option<(f64, f64)> {
-        let samples: Vec<f64> = self
-            .observations
+    /// Arrival rate (jobs/s) over the last `window_secs` (as much of it as
+    /// the history holds), `now`'s period included: each observation counts
+    /// the arrivals of the period that ended at it.
+    pub fn arrival_rate_over(&self, now: &Observed, window_secs: f64, period_secs: f64) -> f64 {
+        let since = now.now_secs - window_secs;
+        let mut n = now.arrivals;
+        let mut oldest = now.now_secs;
+        for o in self.observations.iter().rev() {
+            if o.now_secs <= since {
+                break;
+            }
+            n += o.arrivals;
+            oldest = o.now_secs;
+        }
+        n as f64 / (now.now_secs - oldest + period_secs).max(1e-9)
+    }
+
+    /// The run times seen lately: the last 500 jobs', newest first.
+    pub fn service_samples(&self, now: &Observed) -> Vec<f64> {
+        self.observations
             .iter()
             .chain(std::iter::once(now))
             .rev()
             .flat_map(|o| o.service_secs.iter().copied())
             .take(500)
-            .collect();
+            .collect()
+    }
+
+    /// Mean and squared coefficient of variation of the run times seen
+    /// lately (the last 500 jobs), if any job has finished.
+    pub fn service_stats(&self, now: &Observed) -> Option<(f64, f64)> {
+        let samples = self.service_samples(now);
         if samples.is_empty() {
             return None;
         }

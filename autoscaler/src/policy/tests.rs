@@ -354,3 +354,65 @@ fn kumulus_idles_only_as_long_as_a_cold_start_costs() {
         );
     }
 }
+
+#[test]
+fn the_steady_arrival_rate_spans_its_window() {
+    let mut h = History::default();
+    // 3 arrivals a period of 10 s, for 100 s.
+    for i in 0..10 {
+        let o = obs(i as f64 * 10.0, 1, &[0], 0, 3, 0);
+        h.record(o, &Decision::new(1, ""));
+    }
+    let now = obs(100.0, 1, &[0], 0, 3, 0);
+    // The whole history: 33 arrivals over 110 s (the first period's too).
+    assert!((h.arrival_rate_over(&now, 300.0, 10.0) - 33.0 / 110.0).abs() < 1e-12);
+    // The last 30 s: the periods ending at 80, 90 and 100.
+    assert!((h.arrival_rate_over(&now, 30.0, 10.0) - 9.0 / 30.0).abs() < 1e-12);
+    // No history: this period alone.
+    assert!((History::default().arrival_rate_over(&now, 300.0, 10.0) - 0.3).abs() < 1e-12);
+}
+
+/// Five minutes of 1 job every 10 s whose run times are `samples`, then a
+/// decision with `arrivals` in its own period and nothing waiting.
+fn after_five_minutes(samples: &[f64], arrivals: u64) -> Decision {
+    let c = cfg(PolicyKind::Kumulus);
+    let mut h = History::default();
+    for i in 0..30 {
+        let o = Observed {
+            service_secs: if i == 0 { samples.to_vec() } else { Vec::new() },
+            ..obs(i as f64 * 10.0, 4, &[0; 16], 4, 1, 1)
+        };
+        let d = decide(&c, &h, &o);
+        h.record(o, &Decision::new(4, d.reason));
+    }
+    decide(&c, &h, &obs(300.0, 4, &[0; 16], 4, arrivals, 0))
+}
+
+#[test]
+fn kumulus_keeps_slots_free_where_a_heavy_tail_would_make_a_waiting_job_late() {
+    // The same mean run time of 39 s (a load of 3.9 slots), nothing
+    // waiting. Every job 39 s: a job that finds the slots busy waits for a
+    // remainder of at most 39 s, past the 25.5 s target only a third of
+    // the time. One in ten jobs of 300 s: past it most of the time, so
+    // more slots are kept free.
+    let light = after_five_minutes(&[39.0; 100], 1);
+    let mut heavy: Vec<f64> = vec![10.0; 90];
+    heavy.extend([300.0; 10]);
+    let heavy_d = after_five_minutes(&heavy, 1);
+    assert!(
+        heavy_d.desired > light.desired,
+        "{} / {}",
+        heavy_d.reason,
+        light.reason
+    );
+    assert!(heavy_d.desired >= 8, "{}", heavy_d.reason);
+    // It reads the load of minutes, not of the last period: a quiet
+    // period changes nothing, and a busy one (3 arrivals, three times the
+    // rate) adds at most one.
+    assert_eq!(after_five_minutes(&heavy, 0).desired, heavy_d.desired);
+    let busy = after_five_minutes(&heavy, 3).desired;
+    assert!(
+        (heavy_d.desired..=heavy_d.desired + 1).contains(&busy),
+        "{busy}"
+    );
+}
