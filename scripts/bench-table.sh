@@ -24,7 +24,7 @@ table() {
           def f: (. * 10 | round) / 10;
           def ratio(k): if .ratios[k] == null then "" else " (\(.ratios[k] * 100 | round / 100)x)" end;
           ($dir | split("-")[0]) as $target
-          | "| \($target) | \(.trace | split("/")[-1] | rtrimstr(".csv")) | \(.policy.policy)\(if .policy.policy == "lag" then " \(.policy.lag_threshold)" else "" end) x\(.speed)"
+          | "| \($target) | \(.trace | split("/")[-1] | rtrimstr(".csv")) | \(.policy.policy)\(if .policy.policy == "lag" then " \(.policy.lag_threshold)" else "" end) x\(.speed)\(if .model.placement == "least-backlog" then ", by backlog" else "" end)"
           + " | \(.live.slo_violation_pct | f)% / \(.sim.slo_violation_pct | f)%"
           + " | \(.live.wait_p95_secs | f) / \(.sim.wait_p95_secs | f)\(ratio("wait_p95_secs"))"
           + " | \(.live.worker_seconds | round) / \(.sim.worker_seconds | round)\(ratio("worker_seconds"))"
