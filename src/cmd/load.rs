@@ -322,9 +322,10 @@ fn label(text: &str, name: &str, label: &str) -> Option<String> {
         if bare != name || value.trim().parse::<f64>().ok()? == 0.0 {
             return None;
         }
-        let start = labels.find(&format!("{label}=\""))? + label.len() + 2;
-        let rest = &labels[start..];
-        Some(rest[..rest.find('"')?].to_string())
+        labels.trim_end_matches('}').split(',').find_map(|kv| {
+            let (k, v) = kv.split_once('=')?;
+            (k == label).then(|| v.trim_matches('"').to_string())
+        })
     })
 }
 

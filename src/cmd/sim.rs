@@ -148,7 +148,7 @@ pub struct ModelArgs {
     pub queue: QueueModel,
     /// How a job's partition is picked, as the frontend's `kafka.placement`
     /// says: `hash` (Kafka's default partitioner) or `least-backlog` (the
-    /// partition whose owner has the fewest jobs waiting in the last lag
+    /// partition whose owner has the fewest jobs waiting or running in the last lag
     /// reading, plus those placed since).
     #[arg(long, default_value = "hash")]
     pub placement: Placement,

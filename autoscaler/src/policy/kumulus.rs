@@ -61,9 +61,8 @@ pub fn decide(cfg: &PolicyConfig, history: &History, now: &Observed) -> Decision
     let slots = cfg.slots.max(1);
     let lambda = history.arrival_rate(now, cfg.period_secs);
     // Until a job has finished, assume jobs take a period.
-    let (mean, cs2) = history
-        .service_stats(now)
-        .unwrap_or((cfg.period_secs.max(1.0), 1.0));
+    let samples = history.service_samples(now);
+    let (mean, cs2) = History::service_stats(&samples).unwrap_or((cfg.period_secs.max(1.0), 1.0));
     let waiting = now.waiting();
     let any_work = waiting > 0 || now.running > 0 || lambda > 0.0;
     let target = (cfg.slo_wait_secs * TARGET_SHARE).max(1.0);
@@ -107,7 +106,7 @@ pub fn decide(cfg: &PolicyConfig, history: &History, now: &Observed) -> Decision
     let steady = history.arrival_rate_over(now, STEADY_WINDOW_SECS, cfg.period_secs);
     let for_tail = for_tail(
         steady * mean,
-        &history.service_samples(now),
+        &samples,
         target,
         now.partitions > 0,
         model.max_servers,

@@ -283,10 +283,9 @@ impl History {
             .collect()
     }
 
-    /// Mean and squared coefficient of variation of the run times seen
-    /// lately (the last 500 jobs), if any job has finished.
-    pub fn service_stats(&self, now: &Observed) -> Option<(f64, f64)> {
-        let samples = self.service_samples(now);
+    /// Mean and squared coefficient of variation of run times
+    /// ([`History::service_samples`]), if there are any.
+    pub fn service_stats(samples: &[f64]) -> Option<(f64, f64)> {
         if samples.is_empty() {
             return None;
         }
