@@ -20,6 +20,7 @@ use kumulus_core::observation::{ObservationFeed, ObservationSink};
 use kumulus_core::ports::ScalingPlatform;
 use kumulus_core::ports::{
     Authenticator, BlobStore, CancelBus, JobQueue, JobSource, JobStore, PortResult, StatusBus,
+    StoreThenQueue,
 };
 use kumulus_frontend::{AppState, FrontendPorts};
 use kumulus_kafka::producer::KafkaProducer;
@@ -100,6 +101,10 @@ pub async fn frontend(cfg: Config, shutdown: CancellationToken) -> Result<(), Up
             FrontendPorts {
                 store: store.clone() as Arc<dyn JobStore>,
                 queue: producer.clone() as Arc<dyn JobQueue>,
+                intake: Arc::new(StoreThenQueue {
+                    store: store.clone() as Arc<dyn JobStore>,
+                    queue: producer.clone() as Arc<dyn JobQueue>,
+                }),
                 status: producer.clone() as Arc<dyn StatusBus>,
                 cancels: producer.clone() as Arc<dyn CancelBus>,
                 blobs: s3(&cfg, &shutdown) as Arc<dyn BlobStore>,

@@ -110,6 +110,7 @@ impl Standalone {
                 FrontendPorts {
                     store,
                     queue: Arc::new(db.clone()) as Arc<dyn JobQueue>,
+                    intake: Arc::new(db.clone()),
                     status: status.clone() as Arc<dyn StatusBus>,
                     cancels: cancels.clone(),
                     blobs: blobs.clone(),
@@ -152,6 +153,7 @@ impl Standalone {
         .map_err(io("cannot make the work folder"))?;
         let recovered = db
             .recover_interrupted(cfg.worker.max_attempts)
+            .await
             .map_err(|e| UpError::Backend(e.to_string()))?;
         if recovered > 0 {
             tracing::warn!(

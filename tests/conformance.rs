@@ -64,6 +64,22 @@ async fn job_store_suite(store: &dyn JobStore) {
     let bob_job = job("bob");
     let bob = JobRecord::queued(&bob_job);
     store.insert(&bob, &bob_job).await.expect("insert");
+    // Inserts at once (an adapter may batch them): a second record with an
+    // id already stored is refused, and it alone.
+    let many: Vec<QueuedJob> = (0..20).map(|_| job("carl")).collect();
+    let results = futures::future::join_all(
+        many.iter()
+            .chain(std::iter::once(&bob_job))
+            .map(|j| async move { store.insert(&JobRecord::queued(j), j).await }),
+    )
+    .await;
+    let (dup, fresh) = results.split_last().expect("results");
+    assert!(dup.is_err(), "a second record for one id is refused");
+    assert!(fresh.iter().all(|r| r.is_ok()), "{fresh:?}");
+    for j in &many {
+        assert!(store.get(j.id).await.expect("get").is_some());
+    }
+    assert_eq!(store.get(bob.id).await.expect("get"), Some(bob.clone()));
     // The job as queued, credentials and config included, for new attempts;
     // the record never carries it.
     let payload = store.payload(ana[0].id).await.expect("payload");
@@ -540,12 +556,12 @@ mod embedded {
 
     #[tokio::test]
     async fn sqlite_job_store() {
-        job_store_suite(&Sqlite::in_memory().unwrap()).await;
+        job_store_suite(&Sqlite::temporary().unwrap()).await;
     }
 
     #[tokio::test]
     async fn sqlite_queue() {
-        let db = Sqlite::in_memory().unwrap();
+        let db = Sqlite::temporary().unwrap();
         queue_suite(&db, &db).await;
     }
 
@@ -571,13 +587,13 @@ mod embedded {
 
     #[tokio::test]
     async fn local_status_bus() {
-        let store: Arc<dyn JobStore> = Arc::new(Sqlite::in_memory().unwrap());
+        let store: Arc<dyn JobStore> = Arc::new(Sqlite::temporary().unwrap());
         status_bus_suite(&LocalStatusBus::new(store)).await;
     }
 
     #[tokio::test]
     async fn local_cancel_bus() {
-        cancel_bus_suite(&LocalCancelBus::new(Sqlite::in_memory().unwrap())).await;
+        cancel_bus_suite(&LocalCancelBus::new(Sqlite::temporary().unwrap())).await;
     }
 }
 

@@ -146,3 +146,108 @@ async fn a_job_running_at_a_crash_never_runs_twice_at_once_and_comes_back() {
     let scenario = "kumulus up SIGKILLed right after a job's sandbox started";
     report(&k, &token, scenario, &[id], fault, Duration::from_secs(1)).await;
 }
+
+#[tokio::test]
+async fn a_sigkill_mid_burst_loses_no_job_it_accepted() {
+    // The per-user rate limit lifted, so that the burst is a real one: many
+    // submits share each commit of the job store.
+    let k = Kumulus::start(Options {
+        slots: 1,
+        env: vec![
+            ("KUMULUS_API__RATE_PER_SEC".into(), "100000".into()),
+            ("KUMULUS_API__RATE_BURST".into(), "100000".into()),
+        ],
+        ..Options::default()
+    })
+    .await;
+    let token = k.login("ana").await;
+    // Each job fails at once (no such repository): what is checked is that
+    // it exists, whatever it then did.
+    let body = json!({"url": "/nonexistent/kumulus-burst-repo", "config": "{}"});
+    let accepted = std::sync::Arc::new(std::sync::Mutex::new(Vec::<String>::new()));
+    let mut clients = Vec::new();
+    for _ in 0..16 {
+        let (api, token, body, accepted) = (
+            common::Api::new(k.base.clone()),
+            token.clone(),
+            body.clone(),
+            accepted.clone(),
+        );
+        clients.push(tokio::spawn(async move {
+            loop {
+                let sent = api
+                    .http
+                    .post(api.url("/api/jobs"))
+                    .bearer_auth(&token)
+                    .json(&body)
+                    .send()
+                    .await;
+                // The process is gone: this client is done.
+                let Ok(resp) = sent else { return };
+                if resp.status() != reqwest::StatusCode::CREATED {
+                    continue;
+                }
+                let Ok(v) = resp.json::<serde_json::Value>().await else {
+                    return;
+                };
+                accepted
+                    .lock()
+                    .unwrap()
+                    .push(v["id"].as_str().unwrap().to_string());
+            }
+        }));
+    }
+    // Killed while the burst is in full flow.
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while accepted.lock().unwrap().len() < 300 {
+        assert!(Instant::now() < deadline, "the burst never got going");
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    let fault = chrono::Utc::now();
+    let k = k.crash_and_restart().await;
+    for c in clients {
+        c.await.unwrap();
+    }
+    let ids = accepted.lock().unwrap().clone();
+    let token = k.login("ana").await;
+    for id in &ids {
+        let job = k.job(&token, id).await;
+        let error = job["error"].as_str().unwrap_or("");
+        assert!(!error.contains("lost"), "an accepted job was lost: {job}");
+    }
+    // Nor is any job half-accepted (a record with no queue entry): every
+    // job in the store, answered or not, runs to its end.
+    let mut all = Vec::new();
+    let mut cursor = String::new();
+    loop {
+        let (status, page) = k
+            .json(
+                reqwest::Method::GET,
+                &format!("/api/jobs?limit=100{cursor}"),
+                &token,
+                None,
+            )
+            .await;
+        assert_eq!(status, reqwest::StatusCode::OK, "{page}");
+        for j in page["jobs"].as_array().unwrap() {
+            all.push(j["id"].as_str().unwrap().to_string());
+        }
+        match page["next_cursor"].as_str() {
+            Some(c) => cursor = format!("&cursor={c}"),
+            None => break,
+        }
+    }
+    assert!(
+        all.len() >= ids.len(),
+        "{} stored, {} accepted",
+        all.len(),
+        ids.len()
+    );
+    for id in &all {
+        let job = k.wait_for(&token, id, &["failed"], 120).await;
+        let error = job["error"].as_str().unwrap_or("");
+        assert!(!error.contains("lost"), "a job was half-accepted: {job}");
+    }
+    let scenario = "kumulus up SIGKILLed mid-burst of 16 clients submitting";
+    report(&k, &token, scenario, &ids, fault, Duration::from_secs(1)).await;
+}

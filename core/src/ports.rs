@@ -134,6 +134,36 @@ pub trait JobStore: Send + Sync {
     async fn ping(&self) -> PortResult<()>;
 }
 
+/// Taking a new job in: its record stored and the job queued.
+#[async_trait]
+pub trait Intake: Send + Sync {
+    /// Stores `record` and queues `job`. Once this returns Ok both are
+    /// durable; on an error neither stays (nothing half-accepted).
+    async fn accept(&self, record: &JobRecord, job: &QueuedJob) -> PortResult<()>;
+}
+
+/// [`Intake`] over a store and a queue that cannot share a transaction
+/// (MongoDB and Kafka): the record first, then the queue entry; a record
+/// whose job could not be queued is removed again.
+pub struct StoreThenQueue {
+    pub store: std::sync::Arc<dyn JobStore>,
+    pub queue: std::sync::Arc<dyn JobQueue>,
+}
+
+#[async_trait]
+impl Intake for StoreThenQueue {
+    async fn accept(&self, record: &JobRecord, job: &QueuedJob) -> PortResult<()> {
+        self.store.insert(record, job).await?;
+        if let Err(e) = self.queue.enqueue(job).await {
+            if let Err(cleanup) = self.store.remove(job.id).await {
+                tracing::error!(job_id = %job.id, error = %cleanup, "could not remove the record of a job that was not queued");
+            }
+            return Err(e);
+        }
+        Ok(())
+    }
+}
+
 /// The submission side of the job queue.
 #[async_trait]
 pub trait JobQueue: Send + Sync {

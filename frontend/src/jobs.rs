@@ -19,8 +19,6 @@ use crate::auth::Caller;
 use crate::error::ApiError;
 use crate::AppState;
 
-/// Accepts a job: stores its record, queues it, and only then answers. If
-/// it cannot be queued, the record goes too and the caller gets 503.
 /// A submission's outcome.
 pub struct Submitted {
     pub record: JobRecord,
@@ -115,13 +113,6 @@ pub async fn submit(
         webhook,
         ..JobRecord::queued(&job)
     };
-    state.ports.store.insert(&record, &job).await?;
-    if let Err(e) = state.ports.queue.enqueue(&job).await {
-        if let Err(cleanup) = state.ports.store.remove(job.id).await {
-            tracing::error!(job_id = %job.id, error = %cleanup, "could not remove the record of a job that was not queued");
-        }
-        return Err(e.into());
-    }
     let arrival = StatusEvent::new(
         job.id,
         owner,
@@ -129,7 +120,16 @@ pub async fn submit(
             submitted_at: job.submitted_at,
         },
     );
-    if let Err(e) = state.ports.status.publish(&arrival).await {
+    // The arrival goes out beside the job, not after it (two sends to the
+    // broker at once, in the cluster). A submit that then fails (503) has
+    // announced one arrival that never was: the autoscaler counts one job
+    // too many, and nothing is lost.
+    let (accepted, announced) = tokio::join!(
+        state.ports.intake.accept(&record, &job),
+        state.ports.status.publish(&arrival)
+    );
+    accepted?;
+    if let Err(e) = announced {
         tracing::warn!(job_id = %job.id, error = %e, "could not announce an arrival");
     }
     state.metrics.jobs_submitted.inc();

@@ -46,7 +46,7 @@ use tracing::Instrument;
 use kumulus_core::config::Config;
 use kumulus_core::observation::ObservationFeed;
 use kumulus_core::ports::{
-    Authenticator, BlobStore, CancelBus, JobQueue, JobStore, LogBus, StatusBus,
+    Authenticator, BlobStore, CancelBus, Intake, JobQueue, JobStore, LogBus, StatusBus,
 };
 use kumulus_core::submission::Limits;
 
@@ -56,6 +56,8 @@ use error::ApiError;
 pub struct FrontendPorts {
     pub store: Arc<dyn JobStore>,
     pub queue: Arc<dyn JobQueue>,
+    /// New jobs: the record and the queue entry ([`Intake::accept`]).
+    pub intake: Arc<dyn Intake>,
     pub status: Arc<dyn StatusBus>,
     pub cancels: Arc<dyn CancelBus>,
     pub blobs: Arc<dyn BlobStore>,

@@ -18,6 +18,8 @@ use kumulus_core::event::{self, StatusEvent};
 use kumulus_core::job::{JobId, JobRecord, JobState, QueuedJob};
 use kumulus_core::ports::{JobStore, KeyClaim, Leadership, ListQuery, PortError, PortResult};
 
+mod inserts;
+
 const BACKEND: &str = "mongodb";
 const COLLECTION: &str = "jobs";
 
@@ -32,6 +34,7 @@ fn internal(e: impl std::fmt::Display) -> PortError {
 #[derive(Clone)]
 pub struct MongoStore {
     jobs: Collection<Document>,
+    inserts: inserts::Inserts,
     leases: Collection<Document>,
     positions: Collection<Document>,
     keys: Collection<Document>,
@@ -50,19 +53,25 @@ impl MongoStore {
         opts.app_name = Some("kumulus".into());
         let client = Client::with_options(opts).map_err(internal)?;
         let db = client.database(&cfg.database);
+        let jobs = db.collection(COLLECTION);
         Ok(Self {
-            jobs: db.collection(COLLECTION),
+            inserts: inserts::Inserts::start(Collection::clone(&jobs)),
+            jobs,
             leases: db.collection("leases"),
             positions: db.collection("positions"),
             keys: db.collection("idempotency_keys"),
         })
     }
 
-    /// The indexes of the caller's listing and of the state.
+    /// The indexes of the caller's listing (newest first, in a state or
+    /// not: each page walks one from its cursor) and of the sweeps.
     pub async fn ensure_indexes(&self) -> PortResult<()> {
         let indexes = [
             IndexModel::builder()
-                .keys(doc! {"owner": 1, "submitted_at": -1})
+                .keys(doc! {"owner": 1, "_id": -1})
+                .build(),
+            IndexModel::builder()
+                .keys(doc! {"owner": 1, "state": 1, "_id": -1})
                 .build(),
             IndexModel::builder().keys(doc! {"state": 1}).build(),
             IndexModel::builder()
@@ -121,8 +130,7 @@ impl JobStore for MongoStore {
         d.insert("partition", job.partition);
         d.insert("placed_ms", chrono::Utc::now().timestamp_millis());
         d.insert("rev", 0i64);
-        self.jobs.insert_one(d).await.map_err(unavailable)?;
-        Ok(())
+        self.inserts.insert(d).await
     }
 
     async fn payload(&self, id: JobId) -> PortResult<Option<QueuedJob>> {
