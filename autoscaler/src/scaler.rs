@@ -83,7 +83,16 @@ fn time_held(
         .or(elapsed_secs)
 }
 
+/// Jobs waiting (and running) whose times are kept, at most: the memory
+/// this takes follows the backlog (about 50 bytes a job) and is bounded.
 const REMEMBERED: usize = 100_000;
+
+/// Gives back a map's room once a backlog that grew it has drained.
+fn shrink<K: std::hash::Hash + Eq, V>(map: &mut HashMap<K, V>) {
+    if map.capacity() > 1024 && map.len() < map.capacity() / 4 {
+        map.shrink_to_fit();
+    }
+}
 
 impl Tally {
     fn see(&mut self, ev: StatusEvent, m: &Metrics) {
@@ -130,6 +139,8 @@ impl Tally {
                 }
             }
         }
+        shrink(&mut self.submitted);
+        shrink(&mut self.running);
         self.events.push(ev);
     }
 }

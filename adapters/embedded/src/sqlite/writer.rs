@@ -10,13 +10,18 @@
 //! leaves the others' writes in place.
 
 use rusqlite::Connection;
-use tokio::sync::{mpsc, oneshot};
+use std::sync::mpsc;
+use std::time::Duration;
+use tokio::sync::oneshot;
 
 use kumulus_core::ports::{PortError, PortResult};
 
 /// Tasks in one transaction, at most, so that a flood still gets answers
 /// in steady slices.
 const MAX_BATCH: usize = 1024;
+/// Idle this long, the writer lets its page cache go (memory back after a
+/// load; the pages it needs next come from the system's file cache).
+const IDLE_RELEASE: Duration = Duration::from_secs(30);
 
 /// A write to run in the writer's transaction.
 pub(crate) trait Task: Send {
@@ -31,17 +36,18 @@ pub(crate) trait Task: Send {
 /// The sending side: cheap to clone, one per database.
 #[derive(Clone)]
 pub(crate) struct Writer {
-    // Unbounded, so that a drop can still send (an undo): every caller
+    // Unbounded, so that sending never blocks (async callers send from the
+    // runtime's threads, and a drop can still send an undo): every caller
     // waits for its answer, so the tasks waiting are at most the requests
     // and loops under way, which the server already bounds.
-    tx: mpsc::UnboundedSender<Box<dyn Task>>,
+    tx: mpsc::Sender<Box<dyn Task>>,
 }
 
 impl Writer {
     /// Starts the writer thread on `conn`. It ends when every [`Writer`]
     /// is dropped, after answering what it was sent.
     pub(crate) fn start(conn: Connection) -> std::io::Result<Self> {
-        let (tx, rx) = mpsc::unbounded_channel();
+        let (tx, rx) = mpsc::channel();
         std::thread::Builder::new()
             .name("kumulus-sqlite-writer".into())
             .spawn(move || run(conn, rx))?;
@@ -185,11 +191,18 @@ fn in_savepoint<R>(
     out
 }
 
-fn run(conn: Connection, mut rx: mpsc::UnboundedReceiver<Box<dyn Task>>) {
+fn run(conn: Connection, rx: mpsc::Receiver<Box<dyn Task>>) {
     let mut pending: Vec<Box<dyn Task>> = Vec::new();
     loop {
         if pending.is_empty() {
-            match rx.blocking_recv() {
+            let first = match rx.recv_timeout(IDLE_RELEASE) {
+                Err(mpsc::RecvTimeoutError::Timeout) => {
+                    let _ = conn.release_memory();
+                    rx.recv().ok()
+                }
+                other => other.ok(),
+            };
+            match first {
                 Some(task) => pending.push(task),
                 None => return,
             }
