@@ -2,7 +2,7 @@
 # The REST API's speed and memory on this machine, beside the seed's own web
 # stack (a bare Express 4 server, no backends). Usage:
 #
-#   scripts/bench-api.sh [--duration SECS] [--runs N] [--levels "1000 10000 100000"]
+#   scripts/bench-api.sh [--duration SECS] [--runs N] [--levels "1000 10000 100000 1000000"]
 #
 # What it does, in order (BENCHMARKS.md, "The REST API", has the figures):
 # 1. Builds `kumulus` (release), installs wrk and hey (Debian) and Express 4
@@ -11,16 +11,17 @@
 # 2. Cost as jobs pile up: the store is filled by POSTs up to each level
 #    of LEVELS (jobs in the store), and at each level the listing, a rare
 #    state (running: one job), a common one (queued), a page further down
-#    (cursor), one job and a submit are measured (wrk, median of RUNS);
-#    the database's size per 1,000 jobs.
+#    (cursor) and one job are measured (wrk, median of RUNS); submits are
+#    measured by the fill itself (hey, 16 clients); the database's size
+#    (with its WAL) per 1,000 jobs.
 # 3. Throughput: wrk -t2 -c16 for DURATION seconds on each route, the
 #    routes interleaved, RUNS rounds; the median of the rounds is reported.
 #    Kumulus: GET /health, POST /api/jobs, GET /api/jobs/{id},
 #    GET /api/jobs?limit=20; Express: GET /health, POST /api/addJob.
 # 4. Latency at half that rate: hey at half the median submit rate
 #    (16 clients, each at a fixed pace), its p99.
-# 5. Memory: `kumulus up`'s RSS idle after start, at its peak, and idle
-#    again 10 s after the load ends.
+# 5. Memory: `kumulus up`'s RSS idle (warm: each route served once, then
+#    15 s of nothing), at its peak, and 10 s and 60 s after the load ends.
 #
 # Every submit is a real job: it is durable (WAL fsynced) before its 201.
 # The first job sleeps through the whole run on the one worker slot, so the
@@ -32,9 +33,9 @@ set -euo pipefail
 source "$(dirname "$0")/lib/common.sh"
 cd "$ROOT"
 
-DURATION=10
+DURATION=5
 RUNS=3
-LEVELS="1000 10000 100000"
+LEVELS="1000 10000 100000 1000000"
 while [ $# -gt 0 ]; do
     case "$1" in
         --duration) DURATION="$2"; shift 2 ;;
@@ -86,11 +87,8 @@ wait_url() { for _ in $(seq 200); do grep -q 'listening on' "$1" 2>/dev/null && 
 KURL="$(wait_url "$WORK/up.out")"
 EURL="$(wait_url "$WORK/express.out")"
 [ -n "$KURL" ] && [ -n "$EURL" ] || { echo "a server did not start; see $WORK" >&2; exit 1; }
-sleep 2
 rss() { awk '/VmRSS/ { printf "%.1f", $2 / 1024 }' "/proc/$KPID/status"; }
-RSS_IDLE="$(rss)"
-RSS_PEAK="$RSS_IDLE"
-peak() { local r; r="$(rss)"; awk "BEGIN{exit !($r > $RSS_PEAK)}" && RSS_PEAK="$r"; true; }
+anon() { awk '/RssAnon/ { printf "%.1f", $2 / 1024 }' "/proc/$KPID/status"; }
 
 export TOKEN
 TOKEN="$(curl -sf -X POST "$KURL/auth/token" -H 'content-type: application/json' \
@@ -101,6 +99,15 @@ for _ in $(seq 300); do
     [ "$(curl -sf "$KURL/api/jobs/$ID" -H "authorization: Bearer $TOKEN" | jq -r .state)" = running ] && break
     sleep 0.1
 done
+# Idle, warm: each route served once, then 15 s of nothing.
+for path in "api/jobs/$ID" "api/jobs?limit=20" "api/jobs?state=running&limit=20"; do
+    curl -sf "$KURL/$path" -H "authorization: Bearer $TOKEN" >/dev/null
+done
+sleep 15
+RSS_IDLE="$(rss)"
+ANON_IDLE="$(anon)"
+RSS_PEAK="$RSS_IDLE"
+peak() { local r; r="$(rss)"; awk "BEGIN{exit !($r > $RSS_PEAK)}" && RSS_PEAK="$r"; true; }
 export BODY='{"url": "https://example.com/kumulus-bench.git", "args": ["a", "b"], "config": "{\"n\": 1}"}'
 
 # run NAME URL SCRIPT [wrk args]: one wrk run; appends "NAME rps p99ms non2xx".
@@ -121,10 +128,14 @@ db_kib() { du -sk "$WORK/data"/kumulus.db* | awk '{ s += $1 } END { print s }'; 
 say "cost as jobs pile up: levels $LEVELS"
 for level in $LEVELS; do
     have="$(stored)"
+    # The fill is the submit's measure at this size (hey, 16 clients): a
+    # wrk run of submits here would push the store past the next level.
+    FILL_RPS="-"
     if [ "$have" -lt "$level" ]; then
         hey -n "$((level - have))" -c 16 -m POST -T application/json \
             -H "Authorization: Bearer $TOKEN" -d "$BODY" "$KURL/api/jobs" >"$WORK/fill-$level.txt"
         peak
+        FILL_RPS="$(awk '/Requests\/sec:/ { printf "%d", $2 }' "$WORK/fill-$level.txt")"
     fi
     have="$(stored)"
     # A cursor half way down the user's jobs.
@@ -135,9 +146,8 @@ for level in $LEVELS; do
         run "L${level}_queued" "$KURL/api/jobs?state=queued&limit=20" get.lua
         run "L${level}_cursor" "$KURL/api/jobs?limit=20&cursor=$CURSOR" get.lua
         run "L${level}_get" "$KURL/api/jobs/$ID" get.lua
-        run "L${level}_submit" "$KURL/api/jobs" post.lua
     done
-    echo "L${level} $have $(db_kib)" >>"$WORK/sizes.txt"
+    echo "L${level} $have $(db_kib) $FILL_RPS" >>"$WORK/sizes.txt"
 done
 
 say "throughput: $RUNS rounds of ${DURATION}s per route, interleaved"
@@ -164,6 +174,9 @@ HALF_CODES="$(sed -n '/Status code distribution/,/^$/p' "$WORK/half.txt" | tr -s
 
 sleep 10
 RSS_AFTER="$(rss)"
+sleep 50
+RSS_AFTER60="$(rss)"
+ANON_AFTER60="$(anon)"
 
 {
     echo "## scripts/bench-api.sh ($(date -u +%Y-%m-%d), commit $(git rev-parse --short HEAD), ${RUNS} rounds of ${DURATION}s, wrk -t2 -c16)"
@@ -177,17 +190,17 @@ RSS_AFTER="$(rss)"
     echo
     echo "Submits at half the rate (hey, 16 clients, $HALF/s asked): $HALF_RPS/s done, p50 $HALF_P50 ms, p99 $HALF_P99 ms; codes: $HALF_CODES"
     echo
-    echo "| jobs in the store | list req/s | state=running | state=queued | cursor page | one job | submit | DB KiB per 1,000 jobs |"
+    echo "| jobs in the store | list req/s | state=running | state=queued | cursor page | one job | submits filling up to it | DB KiB per 1,000 jobs |"
     echo "| --- | --- | --- | --- | --- | --- | --- | --- |"
     for level in $LEVELS; do
-        read -r _ have kib < <(grep "^L$level " "$WORK/sizes.txt")
+        read -r _ have kib fill < <(grep "^L$level " "$WORK/sizes.txt")
         printf '| %s | %s | %s | %s | %s | %s | %s | %s |\n' "$have" \
             "$(median "L${level}_list" 2)" "$(median "L${level}_running" 2)" "$(median "L${level}_queued" 2)" \
-            "$(median "L${level}_cursor" 2)" "$(median "L${level}_get" 2)" "$(median "L${level}_submit" 2)" \
+            "$(median "L${level}_cursor" 2)" "$(median "L${level}_get" 2)" "$fill" \
             "$(awk -v k="$kib" -v n="$have" 'BEGIN { printf "%.0f", k * 1000 / n }')"
     done
     echo
-    echo "kumulus up RSS: idle $RSS_IDLE MiB, peak $RSS_PEAK MiB, 10 s after the load $RSS_AFTER MiB"
+    echo "kumulus up RSS: idle (warm) $RSS_IDLE MiB ($ANON_IDLE anonymous), peak $RSS_PEAK MiB, 10 s after the load $RSS_AFTER MiB, 60 s after $RSS_AFTER60 MiB ($ANON_AFTER60 anonymous) with $(stored) jobs in the store, all but one still queued"
     non2xx=$(awk '{ s += $4 } END { print s + 0 }' "$WORK/runs.txt")
     echo
     echo "Answers that were not 2xx over all wrk runs: $non2xx"
