@@ -64,14 +64,18 @@ impl MongoStore {
     }
 
     /// The indexes of the caller's listing (newest first, in a state or
-    /// not: each page walks one from its cursor) and of the sweeps.
+    /// not: each page walks one from its cursor) and of the sweeps. The
+    /// listing orders by the record's `id` (the same as `_id`): nx-27017,
+    /// the MongoDB stand-in of the tests, refuses every insert into a
+    /// collection with a compound index over `_id` ("JSON path error near
+    /// '_id'").
     pub async fn ensure_indexes(&self) -> PortResult<()> {
         let indexes = [
             IndexModel::builder()
-                .keys(doc! {"owner": 1, "_id": -1})
+                .keys(doc! {"owner": 1, "id": -1})
                 .build(),
             IndexModel::builder()
-                .keys(doc! {"owner": 1, "state": 1, "_id": -1})
+                .keys(doc! {"owner": 1, "state": 1, "id": -1})
                 .build(),
             IndexModel::builder().keys(doc! {"state": 1}).build(),
             IndexModel::builder()
@@ -399,16 +403,16 @@ impl JobStore for MongoStore {
 
     async fn list(&self, owner: &str, query: &ListQuery) -> PortResult<Vec<JobRecord>> {
         let mut filter = doc! {"owner": owner};
-        if let Some(before) = query.before {
-            filter.insert("_id", doc! {"$lt": before.to_string()});
-        }
         if let Some(state) = query.state {
             filter.insert("state", state.as_str());
+        }
+        if let Some(before) = query.before {
+            filter.insert("id", doc! {"$lt": before.to_string()});
         }
         let cursor = self
             .jobs
             .find(filter)
-            .sort(doc! {"_id": -1})
+            .sort(doc! {"id": -1})
             .limit(query.limit as i64)
             .await
             .map_err(unavailable)?;

@@ -60,13 +60,7 @@ impl Writer {
         R: Send + 'static,
         F: FnOnce(&Connection) -> PortResult<R> + Send + 'static,
     {
-        let (reply, answer) = oneshot::channel();
-        self.send(Box::new(Call {
-            f: Some(f),
-            out: None,
-            reply,
-            undo: None,
-        }))?;
+        let answer = self.queue(f, None)?;
         answer.await.map_err(|_| stopped())?
     }
 
@@ -78,15 +72,8 @@ impl Writer {
         R: Send + 'static,
         F: FnOnce(&Connection) -> PortResult<R> + Send + 'static,
     {
-        let (reply, answer) = oneshot::channel();
-        self.send(Box::new(Call {
-            f: Some(f),
-            out: None,
-            reply,
-            undo: Some(undo),
-        }))?;
         let mut pending = Unanswered {
-            answer,
+            answer: self.queue(f, Some(undo))?,
             undo,
             writer: self,
             done: false,
@@ -94,6 +81,26 @@ impl Writer {
         let out = (&mut pending.answer).await;
         pending.done = true;
         out.map_err(|_| stopped())?
+    }
+
+    /// Sends `f` to the writer; its answer comes on the receiver.
+    fn queue<R, F>(
+        &self,
+        f: F,
+        undo: Option<Undo<R>>,
+    ) -> PortResult<oneshot::Receiver<PortResult<R>>>
+    where
+        R: Send + 'static,
+        F: FnOnce(&Connection) -> PortResult<R> + Send + 'static,
+    {
+        let (reply, answer) = oneshot::channel();
+        self.send(Box::new(Call {
+            f: Some(f),
+            out: None,
+            reply,
+            undo,
+        }))?;
+        Ok(answer)
     }
 
     fn send(&self, task: Box<dyn Task>) -> PortResult<()> {
