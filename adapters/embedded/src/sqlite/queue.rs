@@ -36,6 +36,23 @@ pub(super) const CLAIM: &str = "UPDATE queue SET claimed_by = ?1, claimed_at = ?
                   ORDER BY available_ms, seq LIMIT 1)
      RETURNING seq, job";
 
+/// A delivery's queue entry and attempt, from its handle.
+fn entry(delivery: &Delivery) -> PortResult<(i64, u32)> {
+    let seq = delivery.handle.parse().map_err(internal)?;
+    Ok((seq, delivery.job.attempt))
+}
+
+/// Removes a delivered attempt from the queue (a newer attempt that took
+/// its entry over stays).
+fn ack_in(tx: &Connection, seq: i64, attempt: u32) -> PortResult<()> {
+    tx.execute(
+        "DELETE FROM queue WHERE seq = ?1 AND attempt = ?2",
+        params![seq, attempt],
+    )
+    .map_err(sql_error)?;
+    Ok(())
+}
+
 /// Hands a claimed attempt back to the queue.
 fn release_in(tx: &Connection, seq: i64, attempt: u32) -> PortResult<()> {
     tx.execute(
@@ -49,9 +66,7 @@ fn release_in(tx: &Connection, seq: i64, attempt: u32) -> PortResult<()> {
 /// The write that takes back a claim nobody received (its caller stopped
 /// waiting): the job goes back to the queue.
 fn unclaim(claimed: Option<Delivery>) -> Option<Box<dyn Task>> {
-    let delivery = claimed?;
-    let seq: i64 = delivery.handle.parse().ok()?;
-    let attempt = delivery.job.attempt;
+    let (seq, attempt) = entry(&claimed?).ok()?;
     Some(super::writer::detached(move |tx| {
         release_in(tx, seq, attempt)
     }))
@@ -144,25 +159,13 @@ impl JobSource for Sqlite {
         }
     }
 
-    /// Removes the delivered attempt from the queue (a newer attempt that
-    /// took its entry over stays).
     async fn ack(&self, delivery: &Delivery) -> PortResult<()> {
-        let seq: i64 = delivery.handle.parse().map_err(internal)?;
-        let attempt = delivery.job.attempt;
-        self.write(move |c| {
-            c.execute(
-                "DELETE FROM queue WHERE seq = ?1 AND attempt = ?2",
-                params![seq, attempt],
-            )
-            .map_err(sql_error)
-        })
-        .await
-        .map(|_| ())
+        let (seq, attempt) = entry(delivery)?;
+        self.write(move |c| ack_in(c, seq, attempt)).await
     }
 
     async fn release(&self, delivery: &Delivery) -> PortResult<()> {
-        let seq: i64 = delivery.handle.parse().map_err(internal)?;
-        let attempt = delivery.job.attempt;
+        let (seq, attempt) = entry(delivery)?;
         self.write(move |c| release_in(c, seq, attempt)).await?;
         self.ready.notify_waiters();
         Ok(())
@@ -177,17 +180,11 @@ impl JobSource for Sqlite {
         event: &StatusEvent,
         status: &dyn StatusBus,
     ) -> PortResult<()> {
-        let seq: i64 = delivery.handle.parse().map_err(internal)?;
-        let attempt = delivery.job.attempt;
+        let (seq, attempt) = entry(delivery)?;
         let ev = event.clone();
         self.write(move |tx| {
             apply_in(tx, &ev)?;
-            tx.execute(
-                "DELETE FROM queue WHERE seq = ?1 AND attempt = ?2",
-                params![seq, attempt],
-            )
-            .map_err(sql_error)?;
-            Ok(())
+            ack_in(tx, seq, attempt)
         })
         .await?;
         if let Err(e) = status.publish(event).await {
